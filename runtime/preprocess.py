@@ -1,0 +1,70 @@
+"""Preprocessing, defined once: training, export, runtime and viewer all call these functions.
+
+A sample is uint8 (H, W, 4) in CHANNELS order. ``resize`` brings it to the model's size
+(still uint8, so training can cache it compactly); ``normalize`` turns a batch of those into
+the float32 (N, 4, S, S) tensor the model takes. ``preprocess`` is both steps for one sample.
+"""
+
+from dataclasses import asdict, dataclass, field
+
+import cv2
+import numpy as np
+
+from runtime.classes import CHANNELS
+
+_INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How to feed a model. Stored in every checkpoint and in ``model.json``."""
+
+    size: int = 256
+    mean: tuple = (0.0, 0.0, 0.0, 0.0)  # per channel, on the 0..1 scale
+    std: tuple = (1.0, 1.0, 1.0, 1.0)
+    channels: tuple = field(default=CHANNELS)
+    interpolation: str = "area"
+
+    def __post_init__(self):
+        if tuple(self.channels) != CHANNELS:
+            raise ValueError(f"channel order must be {CHANNELS}, got {self.channels}")
+        if self.interpolation not in _INTERPOLATIONS:
+            raise ValueError(f"unknown interpolation {self.interpolation!r}; valid: {sorted(_INTERPOLATIONS)}")
+        if len(self.mean) != 4 or len(self.std) != 4 or min(self.std) <= 0:
+            raise ValueError("mean and std need 4 values each, std > 0")
+        # JSON round-trips give lists; keep tuples so instances stay hashable and comparable.
+        for name in ("mean", "std", "channels"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
+    def to_dict(self):
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data):
+        return cls(**data)
+
+
+def resize(sample, cfg):
+    """uint8 (H, W, 4) -> uint8 (size, size, 4)."""
+    if sample.shape[:2] == (cfg.size, cfg.size):
+        return sample
+    return cv2.resize(sample, (cfg.size, cfg.size), interpolation=_INTERPOLATIONS[cfg.interpolation])
+
+
+def normalize(batch, cfg):
+    """uint8 (N, S, S, 4) or (S, S, 4) -> float32 (N, 4, S, S) or (4, S, S)."""
+    x = np.asarray(batch, dtype=np.float32) * (1.0 / 255.0)
+    x -= np.asarray(cfg.mean, dtype=np.float32)
+    x /= np.asarray(cfg.std, dtype=np.float32)
+    return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+
+
+def preprocess(sample, cfg):
+    """One decoded sample -> the model's float32 (4, S, S) input."""
+    return normalize(resize(sample, cfg), cfg)
+
+
+def channel_stats(samples):
+    """Per-channel mean and std (0..1 scale) of uint8 (N, H, W, 4) samples."""
+    x = np.asarray(samples, dtype=np.float64).reshape(-1, 4) / 255.0
+    return tuple(float(v) for v in x.mean(0)), tuple(float(max(v, 1e-3)) for v in x.std(0))

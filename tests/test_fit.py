@@ -1,0 +1,147 @@
+"""A tiny end-to-end fit: 48 synthetic 64-pixel fields, 2 folds, 2 epochs."""
+
+import csv
+import json
+import shutil
+
+import numpy as np
+import pytest
+import torch
+
+from runtime.classes import NUM_CLASSES
+from train.__main__ import main as train_main
+from train.checkpoint import load_checkpoint, model_from_checkpoint
+from train.config import FitConfig
+from train.fit import fit, merge
+
+SETTINGS = dict(folds=2, width=8, size=48, epochs=2, batch_size=8, lr=3e-3, seed=1, threads=1)
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tiny_data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    metrics = fit(FitConfig(data=str(tiny_data), out=str(out), **SETTINGS), progress=False)
+    return out, metrics
+
+
+def test_run_folder_contents(tiny_run):
+    run, metrics = tiny_run
+    for name in ("config.json", "folds.csv", "errors.csv", "oof.csv", "thresholds.json", "metrics.json", "curves.png"):
+        assert (run / name).is_file(), name
+    for k in range(2):
+        assert (run / f"fold{k}" / "best.pt").is_file()
+        assert not (run / f"fold{k}" / "last.pt").exists()
+        history = json.loads((run / f"fold{k}" / "history.json").read_text())
+        assert history["done"] and len(history["epochs"]) == 2
+    assert set(metrics["macro_f1"]) == {"at_0.5", "tuned", "tuned_crossfit"}
+    assert len(metrics["per_class"]) == NUM_CLASSES
+    assert 0 <= metrics["macro_f1"]["at_0.5"] <= metrics["macro_f1"]["tuned"] <= 1
+    with open(run / "oof.csv") as handle:
+        rows = list(csv.reader(handle))
+    assert len(rows) == 49 and len(rows[0]) == 2 + NUM_CLASSES
+    thresholds = json.loads((run / "thresholds.json").read_text())["thresholds"]
+    assert len(thresholds) == NUM_CLASSES and all(0 <= t <= 1 for t in thresholds)
+
+
+def test_checkpoint_is_plain_and_reloads_to_the_same_predictions(tiny_run, tiny_data):
+    run, _ = tiny_run
+    ckpt = torch.load(run / "fold0" / "best.pt", weights_only=True)
+    assert set(ckpt) >= {"model", "config", "preprocess", "epoch", "fold"}
+    model, cfg, pp, _ = model_from_checkpoint(run / "fold0" / "best.pt")
+    assert pp.size == 48 and cfg.width == 8
+    from runtime.preprocess import preprocess
+    from runtime.reader import ImageFolder
+
+    folds = {r["Id"]: int(r["fold"]) for r in csv.DictReader(open(run / "folds.csv"))}
+    oof = {r["Id"]: [float(v) for v in list(r.values())[2:]] for r in csv.DictReader(open(run / "oof.csv"))}
+    sample_id = next(i for i, f in folds.items() if f == 0)
+    x = torch.from_numpy(preprocess(ImageFolder(tiny_data / "train").read(sample_id), pp))[None]
+    with torch.no_grad():
+        probs = torch.sigmoid(model(x))[0].numpy()
+    np.testing.assert_allclose(probs, oof[sample_id], atol=1e-5)
+
+
+def test_same_seed_same_run(tiny_run, tiny_data, tmp_path):
+    run, metrics = tiny_run
+    again = fit(FitConfig(data=str(tiny_data), out=str(tmp_path / "again"), **SETTINGS), progress=False)
+    assert again["macro_f1"] == metrics["macro_f1"]
+
+
+@pytest.mark.parametrize("crash_at", [2, 3])  # 2: inside fold 0 (resumes from last.pt); 3: before fold 1
+def test_resume_after_interruption_matches(tiny_run, tiny_data, tmp_path, monkeypatch, crash_at):
+    run, metrics = tiny_run
+    out = tmp_path / "resumed"
+    import train.fit as fit_module
+
+    real = fit_module._train_epoch
+    calls = {"n": 0}
+
+    def crash(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == crash_at:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fit_module, "_train_epoch", crash)
+    with pytest.raises(KeyboardInterrupt):
+        fit(FitConfig(data=str(tiny_data), out=str(out), **SETTINGS), progress=False)
+    monkeypatch.setattr(fit_module, "_train_epoch", real)
+    assert not (out / "metrics.json").exists()
+    assert (out / "fold0" / "last.pt").exists() == (crash_at == 2)
+    resumed = fit(FitConfig(data=str(tiny_data), out=str(out), **SETTINGS), progress=False)
+    assert resumed["macro_f1"] == metrics["macro_f1"]
+    for k in range(2):
+        np.testing.assert_array_equal(np.load(out / f"fold{k}" / "oof.npy"), np.load(run / f"fold{k}" / "oof.npy"))
+
+
+def test_a_finished_fold_is_skipped(tiny_run, tiny_data):
+    run, _ = tiny_run
+    before = (run / "fold0" / "best.pt").read_bytes()
+    fit(FitConfig(data=str(tiny_data), out=str(run), fold=(0,), **SETTINGS), progress=False)
+    assert (run / "fold0" / "best.pt").read_bytes() == before
+
+
+def test_other_settings_in_the_same_run_folder_are_refused(tiny_run, tiny_data):
+    from runtime.errors import DataError
+
+    run, _ = tiny_run
+    with pytest.raises(DataError, match="other settings.*width"):
+        fit(FitConfig(data=str(tiny_data), out=str(run), **dict(SETTINGS, width=16)), progress=False)
+
+
+def test_bad_samples_are_listed_and_left_out(tiny_data, tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data, ignore=shutil.ignore_patterns("masks", "test"))
+    ids = list(csv.DictReader(open(data / "train.csv")))
+    (data / "train" / f"{ids[0]['Id']}_green.png").write_bytes(b"")
+    (data / "train" / f"{ids[1]['Id']}_blue.png").unlink()
+    metrics = fit(FitConfig(data=str(data), out=str(tmp_path / "run"), **dict(SETTINGS, epochs=1)), progress=False)
+    assert metrics["images"] == 46
+    errors = list(csv.DictReader(open(tmp_path / "run" / "errors.csv")))
+    assert [e["Id"] for e in errors] == [ids[0]["Id"], ids[1]["Id"]]
+    assert "empty file" in errors[0]["reason"] and "missing file" in errors[1]["reason"]
+
+
+def test_cli_errors_are_one_line(tiny_data, tmp_path, capsys):
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "train.csv").write_text("Id,Target\na,99\n")
+    assert train_main(["fit", "--data", str(bad), "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "label 99 outside 0..27" in err and "\n" not in err
+
+
+def test_broken_checkpoint_gives_a_clear_error(tmp_path):
+    from runtime.errors import DataError
+
+    path = tmp_path / "best.pt"
+    path.write_bytes(b"not a zip file at all")
+    with pytest.raises(DataError, match="not a readable checkpoint"):
+        load_checkpoint(path)
+    with pytest.raises(DataError, match="checkpoint not found"):
+        load_checkpoint(tmp_path / "none.pt")
+
+
+def test_merge_rebuilds_the_same_metrics(tiny_run):
+    run, metrics = tiny_run
+    assert merge(run)["macro_f1"] == metrics["macro_f1"]

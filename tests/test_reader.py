@@ -1,0 +1,105 @@
+import logging
+
+import cv2
+import numpy as np
+import pytest
+
+from runtime.errors import DataError
+from runtime.reader import ImageFolder, check_id, decode_channel
+
+CHANNELS = ("red", "green", "blue", "yellow")
+
+
+def write_sample(folder, sample_id, value=10, size=16, ext=".png"):
+    for i, ch in enumerate(CHANNELS):
+        img = np.full((size, size), value + i, np.uint8)
+        cv2.imwrite(str(folder / f"{sample_id}_{ch}{ext}"), img)
+
+
+def test_reads_four_channels_in_rgby_order(tmp_path):
+    write_sample(tmp_path, "a1")
+    sample = ImageFolder(tmp_path).read("a1")
+    assert sample.shape == (16, 16, 4) and sample.dtype == np.uint8
+    assert sample[0, 0].tolist() == [10, 11, 12, 13]
+
+
+def test_missing_channel_names_the_file(tmp_path):
+    write_sample(tmp_path, "a1")
+    (tmp_path / "a1_blue.png").unlink()
+    with pytest.raises(DataError, match=r"a1_blue\.png: missing file"):
+        ImageFolder(tmp_path).read("a1")
+    assert ImageFolder(tmp_path).ids() == []
+    assert ImageFolder(tmp_path).incomplete_ids() == {"a1": ["blue"]}
+
+
+def test_zero_byte_file(tmp_path):
+    write_sample(tmp_path, "a1")
+    (tmp_path / "a1_green.png").write_bytes(b"")
+    with pytest.raises(DataError, match=r"a1_green\.png: empty file"):
+        ImageFolder(tmp_path).read("a1")
+
+
+def test_truncated_png(tmp_path):
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(tmp_path / "x.png"), rng.integers(0, 255, (64, 64), dtype=np.uint8))
+    data = (tmp_path / "x.png").read_bytes()
+    (tmp_path / "x.png").write_bytes(data[: len(data) // 2])
+    with pytest.raises(DataError, match="unreadable or truncated"):
+        decode_channel(tmp_path / "x.png")
+
+
+def test_not_an_image(tmp_path):
+    (tmp_path / "x.png").write_text("hello, I am text")
+    with pytest.raises(DataError, match=r"x\.png: unreadable"):
+        decode_channel(tmp_path / "x.png")
+
+
+def test_rgb_png_keeps_one_plane_and_warns(tmp_path, caplog):
+    img = np.zeros((8, 8, 3), np.uint8)
+    img[..., 1] = 200  # OpenCV is BGR: the signal is in one plane
+    cv2.imwrite(str(tmp_path / "x.png"), img)
+    with caplog.at_level(logging.WARNING):
+        out = decode_channel(tmp_path / "x.png")
+    assert out.shape == (8, 8) and int(out.max()) == 200
+    assert "colour image" in caplog.text
+
+
+def test_16_bit_png_and_tiff_are_scaled_to_8_bit(tmp_path):
+    img = np.full((8, 8), 65535, np.uint16)
+    img[0, 0] = 0
+    img[0, 1] = 257 * 100
+    for ext in (".png", ".tif"):
+        cv2.imwrite(str(tmp_path / f"x{ext}"), img)
+        out = decode_channel(tmp_path / f"x{ext}")
+        assert out.dtype == np.uint8
+        assert out[0, 0] == 0 and out[0, 1] == 100 and out[1, 1] == 255
+
+
+def test_jpg_and_tiff_samples_and_other_sizes(tmp_path):
+    write_sample(tmp_path, "j1", ext=".jpg")
+    write_sample(tmp_path, "t1", ext=".tiff", size=20)
+    folder = ImageFolder(tmp_path)
+    assert folder.ids() == ["j1", "t1"]
+    assert folder.read("t1").shape == (20, 20, 4)
+    assert abs(int(folder.read("j1")[4, 4, 0]) - 10) <= 2  # JPEG is lossy
+
+
+def test_channels_of_different_sizes_are_resized_to_red(tmp_path):
+    write_sample(tmp_path, "a1", size=16)
+    cv2.imwrite(str(tmp_path / "a1_yellow.png"), np.full((32, 32), 50, np.uint8))
+    assert ImageFolder(tmp_path).read("a1").shape == (16, 16, 4)
+
+
+@pytest.mark.parametrize("bad", ["../etc", "a/b", "a\\b", "..", "", ".hidden", "a\x00b", "x..y"])
+def test_unsafe_ids_are_refused(tmp_path, bad):
+    with pytest.raises(DataError, match="unsafe"):
+        check_id(bad)
+    with pytest.raises(DataError, match="unsafe"):
+        ImageFolder(tmp_path).read(bad)
+
+
+def test_real_hpa_field_reads(real_dir):
+    folder = ImageFolder(real_dir / "field_57_F11_1")
+    assert folder.ids() == ["57_F11_1"]
+    sample = folder.read("57_F11_1")
+    assert sample.shape == (1728, 1728, 4) and sample.std() > 5

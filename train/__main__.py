@@ -1,0 +1,136 @@
+"""python -m train {synth,folds,fit,merge}: the training command line."""
+
+import argparse
+import logging
+import sys
+import time
+from pathlib import Path
+
+from runtime.errors import DataError
+
+
+def _floats(text):
+    return tuple(float(v) for v in text.split(",")) if text else ()
+
+
+def _ints(text):
+    return tuple(int(v) for v in text.split(",")) if text else ()
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="python -m train", description="HPA training toolkit")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("synth", help="write a synthetic dataset in the Kaggle layout")
+    s.add_argument("--out", required=True)
+    s.add_argument("--images", type=int, default=1000)
+    s.add_argument("--size", type=int, default=512, help="field size in pixels (Kaggle: 512)")
+    s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--min-per-class", type=int, default=25, help="every class gets at least this many images (at most N/20)")
+    s.add_argument("--test-images", type=int, default=0, help="also write a held-out test/ set with sample_submission.csv")
+
+    f = sub.add_parser("folds", help="write a multilabel-stratified Id,fold split")
+    f.add_argument("--labels", required=True)
+    f.add_argument("--folds", type=int, default=3)
+    f.add_argument("--seed", type=int, default=0)
+    f.add_argument("--out", required=True)
+
+    t = sub.add_parser("fit", help="train K folds of a CBAM-ResNet")
+    t.add_argument("--data", required=True, help="dataset folder: train.csv and train/ (Kaggle layout)")
+    t.add_argument("--out", required=True, help="run folder")
+    t.add_argument("--labels", default="", help="labels CSV (default DATA/train.csv)")
+    t.add_argument("--images", default="", help="image folder (default DATA/train)")
+    t.add_argument("--folds", type=int, default=3)
+    t.add_argument("--fold", type=_ints, default=(), help="train only these folds, e.g. 0 or 0,2")
+    t.add_argument("--folds-file", default="", help="reuse an Id,fold split")
+    t.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
+    t.add_argument("--attention", default="cbam", choices=["cbam", "none"])
+    t.add_argument("--width", type=int, default=64, help="stem width (64 = torchvision ResNet)")
+    t.add_argument("--pretrained", default="", help="local torchvision ResNet weights file")
+    t.add_argument("--dropout", type=float, default=0.0)
+    t.add_argument("--size", type=int, default=256)
+    t.add_argument("--epochs", type=int, default=10)
+    t.add_argument("--batch-size", type=int, default=32)
+    t.add_argument("--lr", type=float, default=1e-3)
+    t.add_argument("--weight-decay", type=float, default=1e-4)
+    t.add_argument("--loss", default="focal", choices=["focal", "bce"])
+    t.add_argument("--gamma", type=float, default=2.0)
+    t.add_argument("--alpha", type=_floats, default=(), help="focal alpha: one value or 28 comma-separated")
+    t.add_argument("--sampler", default="balanced", choices=["balanced", "uniform"])
+    t.add_argument("--no-augment", dest="augment", action="store_false")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--device", default="auto")
+    t.add_argument("--no-amp", dest="amp", action="store_false")
+    t.add_argument("--workers", type=int, default=0)
+    t.add_argument("--cache-gb", type=float, default=8.0)
+    t.add_argument("--threads", type=int, default=0)
+    t.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
+
+    m = sub.add_parser("merge", help="tune thresholds and write metrics.json once every fold is trained")
+    m.add_argument("--run", required=True)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    try:
+        return COMMANDS[args.command](args)
+    except (DataError, ValueError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def cmd_synth(args):
+    from tqdm import tqdm
+
+    from train.synth import generate
+
+    t0 = time.perf_counter()
+    rows = generate(args.out, args.images, args.size, args.seed, args.min_per_class, args.test_images,
+                    progress=lambda it, **kw: tqdm(it, **kw))
+    print(f"wrote {len(rows)} training images ({args.size}x{args.size}) to {Path(args.out) / 'train'}"
+          f" in {time.perf_counter() - t0:.0f}s; labels: {Path(args.out) / 'train.csv'}")
+    return 0
+
+
+def cmd_folds(args):
+    from runtime.labels import multi_hot, read_labels
+    from train.folds import assign_folds, write_folds
+
+    table = read_labels(args.labels)
+    folds = assign_folds(multi_hot(list(table.values())), args.folds, args.seed)
+    write_folds(args.out, list(table), folds)
+    print(f"wrote {args.out}: {len(folds)} Ids in {args.folds} folds")
+    return 0
+
+
+def cmd_fit(args):
+    from train.config import FitConfig
+    from train.fit import fit, format_report
+
+    out = Path(args.out)
+    if (out / "config.json").exists() and not args.resume and not args.fold:
+        raise DataError(out, "run folder already exists; pass --resume to continue it or choose another --out")
+    options = {k: v for k, v in vars(args).items() if k not in ("command", "resume")}
+    cfg = FitConfig(**options)
+    t0 = time.perf_counter()
+    metrics = fit(cfg)
+    if metrics:
+        print(format_report(metrics))
+        print(f"trained in {time.perf_counter() - t0:.0f}s; run folder: {out} (metrics.json, thresholds.json, "
+              f"oof.csv, curves.png, fold*/best.pt)")
+    return 0
+
+
+def cmd_merge(args):
+    from train.fit import format_report, merge
+
+    print(format_report(merge(args.run)))
+    return 0
+
+
+COMMANDS = {"synth": cmd_synth, "folds": cmd_folds, "fit": cmd_fit, "merge": cmd_merge}
+
+if __name__ == "__main__":
+    sys.exit(main())

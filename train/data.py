@@ -1,0 +1,133 @@
+"""Training data: decode through ``runtime`` (the one reader and preprocessing), cache, augment."""
+
+import logging
+import os
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from runtime.errors import DataError
+from runtime.labels import multi_hot, read_labels
+from runtime.preprocess import normalize, resize
+from runtime.reader import ImageFolder
+
+log = logging.getLogger(__name__)
+
+
+def locate(data, labels="", images=""):
+    """(labels CSV, image folder) of a dataset in the Kaggle layout."""
+    data = Path(data)
+    labels = Path(labels) if labels else data / "train.csv"
+    if images:
+        images = Path(images)
+    else:
+        images = data / "train" if (data / "train").is_dir() else data
+    return labels, images
+
+
+class Samples:
+    """The labelled samples of a dataset, decoded and resized once.
+
+    Every image is decoded at start (in threads: OpenCV releases the GIL). A sample whose files
+    are missing or corrupt is listed in ``errors`` (Id, file, reason) and left out, never
+    silently. When the resized set fits in ``cache_gb`` it stays in memory; otherwise it is
+    decoded again from disk each epoch.
+    """
+
+    def __init__(self, labels_csv, image_dir, pp, cache_gb=8.0, threads=None, progress=True):
+        self.pp = pp
+        self.folder = ImageFolder(image_dir)
+        table = read_labels(labels_csv)
+        ids = list(table)
+        self.cached = len(ids) * pp.size * pp.size * 4 <= cache_gb * 2 ** 30
+        threads = threads or min(8, os.cpu_count() or 1)
+        arrays, self.errors, keep = [], [], []
+        with ThreadPoolExecutor(threads) as pool:
+            results = pool.map(self._load, ids)
+            for sample_id, result in tqdm(zip(ids, results), total=len(ids), desc="decode", unit="img",
+                                          disable=not progress):
+                if isinstance(result, DataError):
+                    self.errors.append((sample_id, result.path, result.reason))
+                    log.warning("skipping %s: %s", sample_id, result)
+                    continue
+                keep.append(sample_id)
+                if self.cached:
+                    arrays.append(result)
+        self.ids = keep
+        self.y = multi_hot([table[i] for i in keep])
+        self.images = np.stack(arrays) if self.cached and arrays else None
+        if not keep:
+            raise DataError(labels_csv, "no readable samples")
+
+    def _load(self, sample_id):
+        try:
+            sample = resize(self.folder.read(sample_id), self.pp)
+            return sample if self.cached else None
+        except DataError as err:
+            return err
+
+    def get(self, index):
+        if self.images is not None:
+            return self.images[index]
+        return resize(self.folder.read(self.ids[index]), self.pp)
+
+    def channel_stats(self, limit=512, seed=0):
+        """Per-channel mean/std (0..1) over up to ``limit`` samples."""
+        rng = np.random.default_rng(seed)
+        pick = rng.choice(len(self.ids), size=min(limit, len(self.ids)), replace=False)
+        x = np.stack([self.get(i) for i in sorted(pick)]).astype(np.float64) / 255.0
+        mean = x.mean(axis=(0, 1, 2))
+        std = x.std(axis=(0, 1, 2))
+        return tuple(float(v) for v in mean), tuple(float(max(v, 1e-3)) for v in std)
+
+
+def dihedral(sample, k):
+    """One of the 8 flips/rotations of an (S, S, C) array."""
+    if k & 4:
+        sample = sample[:, ::-1]
+    return np.rot90(sample, k & 3)
+
+
+class FoldDataset(torch.utils.data.Dataset):
+    """Samples at the given indices as uint8 (S, S, 4) plus multi-hot targets.
+
+    Augmentation draws from a generator seeded by (seed, epoch, index), so a resumed epoch sees
+    exactly the augmentations an uninterrupted one would.
+    """
+
+    def __init__(self, samples, indices, augment=False, seed=0):
+        self.samples, self.indices, self.augment, self.seed = samples, np.asarray(indices), augment, seed
+        self.epoch = 0
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        index = int(self.indices[i])
+        sample = self.samples.get(index)
+        if self.augment:
+            k = np.random.default_rng((self.seed, self.epoch, index)).integers(8)
+            sample = np.ascontiguousarray(dihedral(sample, int(k)))
+        return sample, self.samples.y[index]
+
+
+def collate(pp):
+    """Batch uint8 samples and normalise them with runtime's ``normalize`` -> float tensors."""
+
+    def fn(batch):
+        images = np.stack([b[0] for b in batch])
+        targets = np.stack([b[1] for b in batch])
+        return torch.from_numpy(normalize(images, pp)), torch.from_numpy(targets)
+
+    return fn
+
+
+def balanced_weights(y, power=0.5):
+    """Per-sample sampling weights: each image weighs as its rarest class, (N / count)^power."""
+    counts = np.maximum(y.sum(0), 1)
+    class_w = (len(y) / counts) ** power
+    w = (y * class_w).max(1)
+    return np.where(w > 0, w, class_w.min())
