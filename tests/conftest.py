@@ -25,3 +25,27 @@ def real_dir():
     if not REAL.is_dir():
         pytest.skip("shared/hpa-real is not beside this checkout")
     return REAL
+
+
+TINY_SETTINGS = dict(folds=2, width=8, size=48, epochs=2, batch_size=8, lr=3e-3, seed=1, threads=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tiny_data, tmp_path_factory):
+    """A finished 2-fold run on tiny_data: (run folder, metrics)."""
+    from train.config import FitConfig
+    from train.fit import fit
+
+    out = tmp_path_factory.mktemp("run")
+    metrics = fit(FitConfig(data=str(tiny_data), out=str(out), **TINY_SETTINGS), progress=False)
+    return out, metrics
+
+
+@pytest.fixture(scope="session")
+def tiny_deploy(tiny_run, tmp_path_factory):
+    """tiny_run exported to ONNX in every precision: (deploy folder, ModelSpec)."""
+    from export.pipeline import export_run
+
+    out = tmp_path_factory.mktemp("deploy")
+    spec = export_run(tiny_run[0], out, ("fp32", "fp16", "int8"), calib_images=16, report=lambda *_: None)
+    return out, spec

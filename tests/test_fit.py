@@ -14,14 +14,7 @@ from train.checkpoint import load_checkpoint, model_from_checkpoint
 from train.config import FitConfig
 from train.fit import fit, merge
 
-SETTINGS = dict(folds=2, width=8, size=48, epochs=2, batch_size=8, lr=3e-3, seed=1, threads=1)
-
-
-@pytest.fixture(scope="module")
-def tiny_run(tiny_data, tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    metrics = fit(FitConfig(data=str(tiny_data), out=str(out), **SETTINGS), progress=False)
-    return out, metrics
+from tests.conftest import TINY_SETTINGS as SETTINGS
 
 
 def test_run_folder_contents(tiny_run):

@@ -6,6 +6,7 @@ import sys
 import time
 from pathlib import Path
 
+from runtime.cli import dispatch
 from runtime.errors import DataError
 
 
@@ -26,8 +27,14 @@ def parser():
     s.add_argument("--images", type=int, default=1000)
     s.add_argument("--size", type=int, default=512, help="field size in pixels (Kaggle: 512)")
     s.add_argument("--seed", type=int, default=0)
+    s.add_argument("--zoom", type=float, default=1.0, help="magnification: >1 gives fewer, larger cells per field")
     s.add_argument("--min-per-class", type=int, default=25, help="every class gets at least this many images (at most N/20)")
     s.add_argument("--test-images", type=int, default=0, help="also write a held-out test/ set with sample_submission.csv")
+
+    g = sub.add_parser("gallery", help="a PNG with one synthetic field per class")
+    g.add_argument("--out", required=True)
+    g.add_argument("--size", type=int, default=128)
+    g.add_argument("--zoom", type=float, default=2.4)
 
     f = sub.add_parser("folds", help="write a multilabel-stratified Id,fold split")
     f.add_argument("--labels", required=True)
@@ -72,13 +79,7 @@ def parser():
 
 
 def main(argv=None):
-    args = parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    try:
-        return COMMANDS[args.command](args)
-    except (DataError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return dispatch(parser(), COMMANDS, argv, level=logging.INFO)
 
 
 def cmd_synth(args):
@@ -88,9 +89,16 @@ def cmd_synth(args):
 
     t0 = time.perf_counter()
     rows = generate(args.out, args.images, args.size, args.seed, args.min_per_class, args.test_images,
-                    progress=lambda it, **kw: tqdm(it, **kw))
+                    progress=lambda it, **kw: tqdm(it, **kw), zoom=args.zoom)
     print(f"wrote {len(rows)} training images ({args.size}x{args.size}) to {Path(args.out) / 'train'}"
           f" in {time.perf_counter() - t0:.0f}s; labels: {Path(args.out) / 'train.csv'}")
+    return 0
+
+
+def cmd_gallery(args):
+    from train.synth import gallery
+
+    print(f"wrote {gallery(args.out, args.size, args.zoom)}")
     return 0
 
 
@@ -130,7 +138,7 @@ def cmd_merge(args):
     return 0
 
 
-COMMANDS = {"synth": cmd_synth, "folds": cmd_folds, "fit": cmd_fit, "merge": cmd_merge}
+COMMANDS = {"synth": cmd_synth, "gallery": cmd_gallery, "folds": cmd_folds, "fit": cmd_fit, "merge": cmd_merge}
 
 if __name__ == "__main__":
     sys.exit(main())

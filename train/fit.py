@@ -245,7 +245,7 @@ def _train_epoch(model, loader, criterion, optimizer, scheduler, scaler, device,
         scaler.step(optimizer)
         scaler.update()
         scheduler.step()
-        total += float(loss) * len(x)
+        total += float(loss.detach()) * len(x)
         count += len(x)
         bar.set_postfix(loss=f"{total / count:.4f}")
     return total / max(count, 1)

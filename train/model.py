@@ -135,9 +135,8 @@ class ResNet(nn.Module):
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-        for m in self.modules():  # zero-init the last BN of each residual branch (torchvision's trick)
-            if isinstance(m, (BasicBlock, Bottleneck)):
-                nn.init.zeros_((m.bn3 if isinstance(m, Bottleneck) else m.bn2).weight)
+        # No zero-init of the residual branches' last BN (torchvision's optional trick): with CBAM's
+        # sigmoid gates also halving each branch at the start, it slowed short CPU runs down.
 
     def _make_layer(self, block, planes, blocks, stride, attention):
         downsample = None

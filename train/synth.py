@@ -87,20 +87,19 @@ def sample_labels(n, rng, min_per_class=25):
 
 # --------------------------------------------------------------------------- geometry
 
-ZOOM = 1.4
-CELLS_PER_FIELD = (2, 6)  # drawn from [low, high)
 
 
 class Field:
     """Cell geometry of one field: per-pixel cell index, nuclei, cytoplasm and landmarks."""
 
-    def __init__(self, rng, size):
+    def __init__(self, rng, size, zoom=1.0):
         self.rng = rng
         self.size = size
-        # Feature sizes below are given for a 256-pixel field at ZOOM 1. The fields are shown a
-        # little magnified (fewer, larger cells than a real 512-pixel HPA crop) so that the
-        # patterns survive the 2x downscale of the CPU demo.
-        self.scale = size / 256.0 * ZOOM
+        # Feature sizes below are given for a 256-pixel field at zoom 1, where a field holds 3 to 7
+        # cells like a real HPA crop. A larger zoom magnifies the field: fewer, larger cells (the CPU
+        # demo uses small, zoomed fields so the patterns survive downscaling at low cost).
+        self.zoom = zoom
+        self.scale = size / 256.0 * zoom
         self.cells = self._place_cells(rng, size)
         cell_d = np.stack([self._shape_distance(size, c["center"], c["radius"], c["angle"], c["aspect"], c["harm"])
                            for c in self.cells])
@@ -125,11 +124,12 @@ class Field:
         self.perinuclear = self.cyto & (self.nuc_dist < 1.6)
 
     def _place_cells(self, rng, size):
-        count = int(rng.integers(*CELLS_PER_FIELD))
+        low, high = max(1, round(3 / self.zoom ** 2)), max(2, round(7 / self.zoom ** 2))
+        count = int(rng.integers(low, high + 1))
         cells, tries = [], 0
         while len(cells) < count and tries < 400:
             tries += 1
-            radius = size * rng.uniform(0.14, 0.2) * ZOOM
+            radius = size * rng.uniform(0.14, 0.2) * self.zoom
             center = rng.uniform(0.08 * size, 0.92 * size, 2)
             if any(np.hypot(*(center - c["center"])) < 1.2 * max(radius, c["radius"]) for c in cells):
                 continue
@@ -262,22 +262,24 @@ def _p_nucleoli(f, ctx):
 
 
 def _p_fibrillar_center(f, ctx):
+    """The rim of each nucleolus: a small bright ring inside the nucleus."""
     canvas = np.zeros_like(ctx["nucleoli"])
-    _dots(f, canvas, ctx["nucleoli_region"], 5, 1.8)
+    for x, y, r in ctx["nucleoli_centres"]:
+        cv2.circle(canvas, (int(x), int(y)), int(round(r)), 1.0, f.px(1.6), cv2.LINE_AA)
     return canvas
 
 
 def _p_speckles(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
     inner = f.nucleus & (f.nuc_dist < 0.85)
-    _dots(f, canvas, inner, 16, 2.0, 0.9)
+    _dots(f, canvas, inner, 10, 2.6, 0.9)
     return canvas
 
 
 def _p_nuclear_bodies(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
     inner = f.nucleus & (f.nuc_dist < 0.8)
-    _dots(f, canvas, inner, 6, 1.6)
+    _dots(f, canvas, inner, 4, 2.3)
     return canvas
 
 
@@ -298,19 +300,19 @@ def _p_golgi(f, ctx):
 
 def _p_peroxisomes(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
-    _dots(f, canvas, f.cyto, 35, 1.3, 0.8)
+    _dots(f, canvas, f.cyto, 40, 2.2, 0.8)
     return canvas
 
 
 def _p_endosomes(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
-    _dots(f, canvas, f.cyto & (f.dist > 0.6), 12, 2.3)
+    _dots(f, canvas, f.cyto & (f.dist < 0.85), 10, 3.0)
     return canvas
 
 
 def _p_lysosomes(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
-    _dots(f, canvas, f.perinuclear & (f.nuc_dist < 1.3), 10, 2.5)
+    _dots(f, canvas, f.perinuclear & (f.nuc_dist < 1.3), 10, 3.0)
     return canvas
 
 
@@ -323,7 +325,7 @@ def _p_intermediate_filaments(f, ctx):
             arc = np.linspace(a, a + f.rng.uniform(2.0, 4.0), 40)
             wob = 1 + 0.12 * np.sin(arc * f.rng.uniform(2, 4))
             pts = c["nuc_center"] + (r * wob)[:, None] * np.stack([np.cos(arc), np.sin(arc)], 1)
-            _polyline(canvas, pts, 1.0, f.px(1.6))
+            _polyline(canvas, pts, 1.0, f.px(2.0))
     return canvas * f.cyto
 
 
@@ -335,7 +337,7 @@ def _p_actin(f, ctx):
         for off in np.linspace(-0.8, 0.8, 7):
             mid = c["center"] + off * c["radius"] * n
             pts = np.stack([mid - 1.5 * c["radius"] * d, mid + 1.5 * c["radius"] * d])
-            _polyline(canvas, pts, 1.0, f.px(1.6))
+            _polyline(canvas, pts, 1.0, f.px(2.0))
         canvas *= ~((f.cell_id == i) & f.nucleus) | (f.cell_id != i)
     return canvas * f.cell
 
@@ -345,8 +347,8 @@ def _p_focal_adhesions(f, ctx):
     for i, c in enumerate(f.cells):
         for x, y in f.sample_points(f.cell_region(i, (f.dist > 0.82) & (f.dist < 0.95)), 9):
             d = np.array([x, y]) - c["center"]
-            d = d / (np.linalg.norm(d) + 1e-6) * 3.5 * f.scale
-            _polyline(canvas, np.stack([(x, y) - d, (x, y) + d]), 1.0, f.px(1.6))
+            d = d / (np.linalg.norm(d) + 1e-6) * 5.0 * f.scale
+            _polyline(canvas, np.stack([(x, y) - d, (x, y) + d]), 1.0, f.px(2.4))
     return canvas * f.cell
 
 
@@ -357,18 +359,17 @@ def _p_microtubules(f, ctx):
 def _p_microtubule_ends(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
     for x, y in ctx["tips"]:
-        cv2.circle(canvas, (int(x), int(y)), f.px(1.9), 1.0, -1, cv2.LINE_AA)
+        cv2.circle(canvas, (int(x), int(y)), f.px(3.0), 1.0, -1, cv2.LINE_AA)
     return canvas
 
 
 def _p_cytokinetic_bridge(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
-    a, b = ctx["pair"]
-    ca, cb = f.cells[a]["center"], f.cells[b]["center"]
+    ca, cb, _ = ctx["pair"]
     mid, d = (ca + cb) / 2, (cb - ca) / (np.linalg.norm(cb - ca) + 1e-6)
     half = 0.35 * np.linalg.norm(cb - ca)
-    _polyline(canvas, np.stack([mid - half * d, mid + half * d]), 1.0, f.px(2.5))
-    cv2.circle(canvas, (int(mid[0]), int(mid[1])), f.px(3.5), 1.0, -1, cv2.LINE_AA)
+    _polyline(canvas, np.stack([mid - half * d, mid + half * d]), 1.0, f.px(5.0))
+    cv2.circle(canvas, (int(mid[0]), int(mid[1])), f.px(6.0), 1.0, -1, cv2.LINE_AA)
     return canvas
 
 
@@ -392,9 +393,9 @@ def _p_mtoc(f, ctx):
     for c in f.cells:
         x, y = c["centrosome"]
         for a in np.linspace(0, 2 * math.pi, 8, endpoint=False) + f.rng.uniform(0, 1):
-            d = 7.0 * f.scale * np.array([math.cos(a), math.sin(a)])
-            _polyline(canvas, np.stack([(x, y), (x, y) + d]), 0.7, f.px(1.2))
-        cv2.circle(canvas, (int(x), int(y)), f.px(2.6), 1.0, -1, cv2.LINE_AA)
+            d = 10.0 * f.scale * np.array([math.cos(a), math.sin(a)])
+            _polyline(canvas, np.stack([(x, y), (x, y) + d]), 0.8, f.px(2.0))
+        cv2.circle(canvas, (int(x), int(y)), f.px(3.5), 1.0, -1, cv2.LINE_AA)
     return canvas * f.cell
 
 
@@ -402,9 +403,9 @@ def _p_centrosome(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
     for c in f.cells:
         d = f.rng.normal(0, 1, 2)
-        d = d / (np.linalg.norm(d) + 1e-6) * 3.0 * f.scale
+        d = d / (np.linalg.norm(d) + 1e-6) * 4.5 * f.scale
         for p in (c["centrosome"] - d, c["centrosome"] + d):
-            cv2.circle(canvas, (int(p[0]), int(p[1])), f.px(2.0), 1.0, -1, cv2.LINE_AA)
+            cv2.circle(canvas, (int(p[0]), int(p[1])), f.px(3.2), 1.0, -1, cv2.LINE_AA)
     return canvas
 
 
@@ -412,7 +413,7 @@ def _p_lipid_droplets(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
     for i in range(len(f.cells)):
         for x, y in f.sample_points(f.cell_region(i, f.cyto & (f.dist < 0.85)), 5):
-            cv2.circle(canvas, (int(x), int(y)), f.px(4.5), 1.0, f.px(1.6), cv2.LINE_AA)
+            cv2.circle(canvas, (int(x), int(y)), f.px(6.0), 1.0, f.px(2.0), cv2.LINE_AA)
     return canvas
 
 
@@ -425,10 +426,9 @@ def _p_cell_junctions(f, ctx):
     if f.junction.any():
         return 1.0 * cv2.dilate(f.junction.astype(np.uint8), np.ones((2, 2), np.uint8))
     canvas = np.zeros_like(ctx["nucleoli"])
-    a, b = ctx["pair"]
-    ca, cb = f.cells[a]["center"], f.cells[b]["center"]
+    ca, cb, radius = ctx["pair"]
     mid, d = (ca + cb) / 2, (cb - ca) / (np.linalg.norm(cb - ca) + 1e-6)
-    n = np.array([-d[1], d[0]]) * 0.5 * min(f.cells[a]["radius"], f.cells[b]["radius"])
+    n = np.array([-d[1], d[0]]) * 0.5 * radius
     _polyline(canvas, np.stack([mid - n, mid + n]), 1.0, f.px(2.0))
     return canvas
 
@@ -443,7 +443,7 @@ def _p_mitochondria(f, ctx):
             d = np.array([math.cos(a), math.sin(a)])
             n = np.array([-d[1], d[0]])
             pts = np.array([x, y]) + 4.0 * f.scale * (t * d + bend * (t ** 2) * n)
-            _polyline(canvas, pts, 0.9, f.px(1.6))
+            _polyline(canvas, pts, 0.9, f.px(2.0))
     return canvas * f.cyto
 
 
@@ -452,8 +452,8 @@ def _p_aggresome(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
     for c in f.cells:
         phi = c["golgi_dir"] + math.pi
-        base = c["nuc_center"] + (c["nuc_radius"] + f.px(7.0)) * np.array([math.cos(phi), math.sin(phi)])
-        axes = (f.px(9.0), f.px(6.0))
+        base = c["nuc_center"] + (c["nuc_radius"] + f.px(9.0)) * np.array([math.cos(phi), math.sin(phi)])
+        axes = (f.px(12.0), f.px(8.0))
         cv2.ellipse(canvas, (int(base[0]), int(base[1])), axes, math.degrees(phi) + 90, 0, 360, 1.0, -1, cv2.LINE_AA)
     return canvas * f.cell
 
@@ -464,7 +464,7 @@ def _p_cytosol(f, ctx):
 
 def _p_cytoplasmic_bodies(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
-    _dots(f, canvas, f.cyto & (f.nuc_dist > 1.3) & (f.dist < 0.85), 3, 3.3)
+    _dots(f, canvas, f.cyto & (f.nuc_dist > 1.3) & (f.dist < 0.85), 3, 4.2)
     return canvas
 
 
@@ -475,9 +475,9 @@ def _p_rods_rings(f, ctx):
             if j % 2 == 0:
                 a = f.rng.uniform(0, math.pi)
                 d = 5.0 * f.scale * np.array([math.cos(a), math.sin(a)])
-                _polyline(canvas, np.stack([(x, y) - d, (x, y) + d]), 1.0, f.px(2.2))
+                _polyline(canvas, np.stack([(x, y) - d, (x, y) + d]), 1.0, f.px(3.0))
             else:
-                cv2.circle(canvas, (int(x), int(y)), f.px(3.2), 1.0, f.px(1.6), cv2.LINE_AA)
+                cv2.circle(canvas, (int(x), int(y)), f.px(4.0), 1.0, f.px(2.0), cv2.LINE_AA)
     return canvas
 
 
@@ -491,19 +491,34 @@ PATTERNS = (
 assert len(PATTERNS) == NUM_CLASSES
 
 
-def render_field(rng, size, labels):
+def render_field(rng, size, labels, zoom=1.0):
     """One synthetic field: (uint8 (size, size, 4) in CHANNELS order, {class: bool mask})."""
-    f = Field(rng, size)
+    f = Field(rng, size, zoom)
     red, tips = _microtubules(f)
     yellow = _reticulum(f)
     nucleoli = np.zeros((size, size), np.float32)
-    _dots(f, nucleoli, f.nucleus & (f.nuc_dist < 0.55), 2, 4.5)
+    centres = []
+    for i in range(len(f.cells)):
+        for x, y in f.sample_points(f.cell_region(i, f.nucleus & (f.nuc_dist < 0.5)), 2):
+            r = f.px(5.5) * rng.uniform(0.85, 1.1)
+            cv2.circle(nucleoli, (int(x), int(y)), int(round(r)), 1.0, -1, cv2.LINE_AA)
+            centres.append((x, y, r))
     nucleoli *= f.nucleus
     centers = np.array([c["center"] for c in f.cells])
-    dists = np.linalg.norm(centers[:, None] - centers[None], axis=-1) + np.eye(len(centers)) * 1e9
-    a = int(np.argmin(dists.min(1)))
+    if len(f.cells) > 1:
+        dists = np.linalg.norm(centers[:, None] - centers[None], axis=-1) + np.eye(len(centers)) * 1e9
+        a = int(np.argmin(dists.min(1)))
+        pair = (centers[a], centers[int(np.argmin(dists[a]))], min(f.cells[a]["radius"], f.cells[int(np.argmin(dists[a]))]["radius"]))
+    else:
+        # A lone cell (zoomed fields): its partner for a bridge or a junction lies beyond the
+        # field's edge, on the side of the cell that faces the field's centre.
+        c = f.cells[0]
+        towards = np.array([size / 2, size / 2]) - c["center"]
+        norm = np.linalg.norm(towards)
+        towards = towards / norm if norm > 1 else np.array([1.0, 0.0])
+        pair = (c["center"], c["center"] + 2.2 * c["radius"] * towards, c["radius"])
     ctx = dict(red=cv2.GaussianBlur(red, (0, 0), 0.6 * f.scale + 0.3), yellow=yellow, tips=tips,
-               nucleoli=nucleoli, nucleoli_region=nucleoli > 0.3, pair=(a, int(np.argmin(dists[a]))),
+               nucleoli=nucleoli, nucleoli_region=nucleoli > 0.3, nucleoli_centres=centres, pair=pair,
                mitotic=int(rng.integers(len(f.cells))))
 
     green = np.zeros((size, size), np.float32)
@@ -553,20 +568,20 @@ def write_sample(folder, sample_id, sample):
 
 
 def _render_and_write(job):
-    sample_id, seed, classes, size, folder, mask_dir = job
-    sample, masks = render_field(np.random.default_rng(seed), size, classes)
+    sample_id, seed, classes, size, zoom, folder, mask_dir = job
+    sample, masks = render_field(np.random.default_rng(seed), size, classes, zoom)
     write_sample(folder, sample_id, sample)
     np.savez_compressed(mask_dir / f"{sample_id}.npz", **{f"c{c}": m for c, m in masks.items()})
 
 
-def _write_split(out, split, n, size, rng, min_per_class, progress, workers):
+def _write_split(out, split, n, size, zoom, rng, min_per_class, progress, workers):
     labels = sample_labels(n, rng, min_per_class)
     folder, mask_dir = out / split, out / "masks"
     folder.mkdir(parents=True, exist_ok=True)
     mask_dir.mkdir(parents=True, exist_ok=True)
     # Ids and per-field seeds are drawn in order from one stream, so the files do not depend
     # on how many processes render them.
-    jobs = [(synthetic_id(rng), int(rng.integers(2 ** 63)), classes, size, folder, mask_dir) for classes in labels]
+    jobs = [(synthetic_id(rng), int(rng.integers(2 ** 63)), classes, size, zoom, folder, mask_dir) for classes in labels]
     if workers > 1:
         with ProcessPoolExecutor(workers) as pool:
             list(progress(pool.map(_render_and_write, jobs, chunksize=8), total=n, desc=f"synth {split}", unit="img"))
@@ -576,18 +591,18 @@ def _write_split(out, split, n, size, rng, min_per_class, progress, workers):
     return [(job[0], format_target(job[2])) for job in jobs]
 
 
-def generate(out, images, size=512, seed=0, min_per_class=25, test_images=0, progress=None, workers=None):
+def generate(out, images, size=512, seed=0, min_per_class=25, test_images=0, progress=None, workers=None, zoom=1.0):
     """Write a synthetic dataset; returns the train rows [(Id, Target)]."""
     progress = progress or (lambda it, **_: it)
     workers = workers or os.cpu_count() or 1
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
-    rows = _write_split(out, "train", images, size, rng, min_per_class, progress, workers)
+    rows = _write_split(out, "train", images, size, zoom, rng, min_per_class, progress, workers)
     atomic_write_text(out / "train.csv", "Id,Target\n" + "".join(f"{i},{t}\n" for i, t in rows))
     if test_images:
         test_rng = np.random.default_rng([seed, 1])
-        test_rows = _write_split(out, "test", test_images, size, test_rng, min_per_class, progress, workers)
+        test_rows = _write_split(out, "test", test_images, size, zoom, test_rng, min_per_class, progress, workers)
         atomic_write_text(out / "test_labels.csv", "Id,Target\n" + "".join(f"{i},{t}\n" for i, t in test_rows))
         atomic_write_text(out / "sample_submission.csv", "Id,Predicted\n" + "".join(f"{i},0\n" for i, _ in test_rows))
     return rows
@@ -597,3 +612,31 @@ def load_masks(path):
     """{class: bool mask} from a synthetic mask file."""
     with np.load(path) as data:
         return {int(k[1:]): data[k] for k in data.files}
+
+
+def gallery(out, size=128, zoom=2.4, seed=0):
+    """A PNG with one synthetic field per class: the HPA composite and the green channel alone."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from runtime.classes import CLASS_NAMES
+    from runtime.composite import composite
+
+    fig, axes = plt.subplots(8, 7, figsize=(14, 17))
+    for c in range(NUM_CLASSES):
+        sample, _ = render_field(np.random.default_rng([seed, c]), size, [c], zoom)
+        row, col = 2 * (c // 7), c % 7
+        axes[row, col].imshow(composite(sample))
+        axes[row + 1, col].imshow(sample[..., 1], cmap="gray", vmin=0, vmax=255)
+        axes[row, col].set_title(f"{c} {CLASS_NAMES[c]}", fontsize=8)
+        axes[row + 1, col].set_title("green", fontsize=7, color="green")
+    for ax in axes.flat:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.suptitle("Synthetic fields, one class each: RGBY composite (yellow as red+green) and the green channel", fontsize=11)
+    fig.tight_layout(rect=(0, 0, 1, 0.98))
+    fig.savefig(out, dpi=90)
+    plt.close(fig)
+    return out

@@ -1,0 +1,64 @@
+"""python -m export {onnx,tensorrt}: the export command line."""
+
+import argparse
+import sys
+import time
+
+from runtime.cli import dispatch
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="python -m export", description="export a training run for deployment")
+    sub = p.add_subparsers(dest="command", required=True)
+    o = sub.add_parser("onnx", help="folds + ensemble to ONNX, verified against PyTorch, and model.json")
+    o.add_argument("--run", required=True, help="a finished training run folder")
+    o.add_argument("--out", required=True, help="deployment folder to write")
+    o.add_argument("--precision", default="fp32", help="comma-separated: fp32, fp16, int8 (fp32 is always written)")
+    o.add_argument("--calib-images", type=int, default=64, help="training images used to calibrate INT8")
+    o.add_argument("--eval-images", type=int, default=3000, help="out-of-fold images used for each variant's F1")
+    o.add_argument("--seed", type=int, default=0)
+
+    t = sub.add_parser("tensorrt", help="build a TensorRT engine from an exported ONNX file (GPU hosts)")
+    t.add_argument("--onnx", required=True)
+    t.add_argument("--out", required=True, help="engine file to write")
+    t.add_argument("--min-batch", type=int, default=1)
+    t.add_argument("--opt-batch", type=int, default=32)
+    t.add_argument("--max-batch", type=int, default=64)
+    t.add_argument("--workspace", type=float, default=4.0, help="GB")
+    t.add_argument("--timing-cache", default=None)
+    return p
+
+
+def main(argv=None):
+    from export.onnx_export import ExportError
+    from export.tensorrt_build import TensorRTUnavailable
+
+    return dispatch(parser(), COMMANDS, argv, (ExportError, TensorRTUnavailable))
+
+
+def cmd_onnx(args):
+    from export.pipeline import export_run
+
+    t0 = time.perf_counter()
+    precisions = tuple(dict.fromkeys(["fp32"] + [p.strip() for p in args.precision.split(",") if p.strip()]))
+    export_run(args.run, args.out, precisions, args.calib_images, args.seed, eval_images=args.eval_images)
+    print(f"exported in {time.perf_counter() - t0:.0f}s")
+    return 0
+
+
+def cmd_tensorrt(args):
+    from export.tensorrt_build import build_engine
+    from export.tensorrt_register import register_engine
+
+    info = build_engine(args.onnx, args.out, args.min_batch, args.opt_batch, args.max_batch, args.workspace,
+                        args.timing_cache)
+    register_engine(args.onnx, args.out, info)
+    print(f"built {args.out} with TensorRT {info['tensorrt']} (batch {args.min_batch}..{args.max_batch}, "
+          f"optimised for {args.opt_batch})")
+    return 0
+
+
+COMMANDS = {"onnx": cmd_onnx, "tensorrt": cmd_tensorrt}
+
+if __name__ == "__main__":
+    sys.exit(main())

