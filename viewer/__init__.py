@@ -1,0 +1,1 @@
+"""Desktop viewer (PyQt5 + pyqtgraph): RGBY channels, predictions against thresholds, Grad-CAM."""
