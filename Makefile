@@ -19,7 +19,7 @@ DEMO_LR ?= 1e-2
 DEMO_FOLDS ?= 3
 DEMO_MIN_PER_CLASS ?= 100
 
-.PHONY: demo test install clean bench-train
+.PHONY: demo test install clean bench-train xvfb
 
 $(STAMP): requirements.txt
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
@@ -29,33 +29,51 @@ $(STAMP): requirements.txt
 
 install: $(STAMP)
 
-test: $(STAMP)
+# The viewer's real-window test needs Xvfb and Qt's xcb libraries (Debian packages); without
+# them that one test skips.
+XVFB_PACKAGES := xvfb libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 \
+	libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 libxcb-xkb1 libgl1 libegl1 libfontconfig1 libdbus-1-3
+
+xvfb:
+	@command -v xvfb-run >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		(apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $(XVFB_PACKAGES)) >/dev/null 2>&1; } \
+		|| echo "note: xvfb not installed; the real-window viewer test will skip"
+
+test: $(STAMP) xvfb
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 
 demo: $(STAMP)
 	@start=$$(date +%s); set -e; \
-	echo "== 1/5 synthetic dataset (Kaggle layout) =="; \
+	echo "== 1/7 synthetic dataset (Kaggle layout) =="; \
 	$(PY) -m train synth --out $(DEMO)/data --images $(DEMO_IMAGES) --test-images $(DEMO_TEST_IMAGES) \
 		--size $(DEMO_FIELD) --zoom $(DEMO_ZOOM) --min-per-class $(DEMO_MIN_PER_CLASS) --seed 0; \
-	echo "== 2/5 train $(DEMO_FOLDS) folds =="; \
+	echo "== 2/7 train $(DEMO_FOLDS) folds =="; \
 	rm -rf $(DEMO)/run $(DEMO)/deploy $(DEMO)/submission; \
 	$(PY) -m train fit --data $(DEMO)/data --out $(DEMO)/run --folds $(DEMO_FOLDS) --arch resnet18 --width $(DEMO_WIDTH) \
 		--size $(DEMO_SIZE) --epochs $(DEMO_EPOCHS) --batch-size $(DEMO_BATCH) --lr $(DEMO_LR) --seed 0; \
-	echo "== 3/5 export to ONNX (folds, ensemble, INT8 CPU) =="; \
+	echo "== 3/7 export to ONNX (folds, ensemble, INT8 CPU) =="; \
 	$(PY) -m export onnx --run $(DEMO)/run --out $(DEMO)/deploy --precision fp32,int8; \
-	echo "== 4/5 batch inference on the held-out set =="; \
+	echo "== 4/7 batch inference on the held-out set =="; \
 	$(PY) -m runtime infer --model $(DEMO)/deploy --images $(DEMO)/data/test --ids $(DEMO)/data/sample_submission.csv \
 		--out $(DEMO)/submission; \
 	$(PY) -m runtime score --submission $(DEMO)/submission/submission.csv --labels $(DEMO)/data/test_labels.csv; \
-	echo "== 5/5 benchmark (model alone and end to end from PNG) =="; \
+	echo "== 5/7 benchmark (model alone and end to end from PNG) =="; \
 	$(PY) -m runtime bench --model $(DEMO)/deploy --backend onnxruntime:fp32,onnxruntime:int8,torch \
 		--batch-sizes 1,32 --images $(DEMO)/data/test --seconds 2 --json $(DEMO)/bench.json; \
+	echo "== 6/7 viewer screenshots (offscreen) =="; \
+	mkdir -p $(DEMO)/screenshots; \
+	QT_QPA_PLATFORM=offscreen $(PY) -m viewer --data $(DEMO)/data/test --model $(DEMO)/deploy --run $(DEMO)/run \
+		--screenshot $(DEMO)/screenshots/viewer 2>/dev/null; \
+	echo "== 7/7 analysis report of the data and the run =="; \
+	$(PY) -m train analyze --data $(DEMO)/data --run $(DEMO)/run --out $(DEMO)/report; \
 	echo; echo "demo finished in $$(( $$(date +%s) - start ))s. Outputs:"; \
 	echo "  $(DEMO)/data        synthetic dataset (train.csv, train/, test/, masks/)"; \
 	echo "  $(DEMO)/run         checkpoints, metrics.json, thresholds.json, oof.csv, curves.png"; \
 	echo "  $(DEMO)/deploy      ONNX files and model.json"; \
 	echo "  $(DEMO)/submission  submission.csv, probabilities.csv, errors.csv"; \
-	echo "  $(DEMO)/bench.json  benchmark figures"
+	echo "  $(DEMO)/bench.json  benchmark figures"; \
+	echo "  $(DEMO)/report      report.html and its figures"; \
+	echo "  $(DEMO)/screenshots viewer screenshots; open the viewer with: $(PY) -m viewer --data $(DEMO)/data/test --model $(DEMO)/deploy --run $(DEMO)/run"
 
 bench-train: $(STAMP)
 	$(PY) scripts/bench_train.py --width $(DEMO_WIDTH) --size $(DEMO_SIZE) --batch-size $(DEMO_BATCH)

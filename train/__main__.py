@@ -36,6 +36,12 @@ def parser():
     g.add_argument("--size", type=int, default=128)
     g.add_argument("--zoom", type=float, default=2.4)
 
+    a = sub.add_parser("analyze", help="figures and report.html about a dataset (and a run)")
+    a.add_argument("--data", required=True)
+    a.add_argument("--out", required=True)
+    a.add_argument("--run", default="")
+    a.add_argument("--linear", action="store_true", help="linear instead of log scale for the label counts")
+
     f = sub.add_parser("folds", help="write a multilabel-stratified Id,fold split")
     f.add_argument("--labels", required=True)
     f.add_argument("--folds", type=int, default=3)
@@ -102,6 +108,14 @@ def cmd_gallery(args):
     return 0
 
 
+def cmd_analyze(args):
+    from train.analyze import analyze
+
+    figures = analyze(args.data, args.out, args.run or None, log=not args.linear)
+    print(f"wrote {len(figures)} figures and {Path(args.out) / 'report.html'}")
+    return 0
+
+
 def cmd_folds(args):
     from runtime.labels import multi_hot, read_labels
     from train.folds import assign_folds, write_folds
@@ -138,7 +152,7 @@ def cmd_merge(args):
     return 0
 
 
-COMMANDS = {"synth": cmd_synth, "gallery": cmd_gallery, "folds": cmd_folds, "fit": cmd_fit, "merge": cmd_merge}
+COMMANDS = {"synth": cmd_synth, "gallery": cmd_gallery, "analyze": cmd_analyze, "folds": cmd_folds, "fit": cmd_fit, "merge": cmd_merge}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -637,6 +637,6 @@ def gallery(out, size=128, zoom=2.4, seed=0):
         ax.set_yticks([])
     fig.suptitle("Synthetic fields, one class each: RGBY composite (yellow as red+green) and the green channel", fontsize=11)
     fig.tight_layout(rect=(0, 0, 1, 0.98))
-    fig.savefig(out, dpi=90)
+    fig.savefig(out, dpi=65)
     plt.close(fig)
     return out

@@ -16,6 +16,18 @@ from train.checkpoint import model_from_checkpoint
 METHODS = {"gradcam": GradCAM, "gradcam++": GradCAMPlusPlus, "layercam": LayerCAM}
 
 
+def target_layer(model, size, min_cells=8):
+    """The deepest residual stage whose map is at least ``min_cells`` wide for this input size.
+
+    At 256 pixels and up that is ``layer4`` (the usual Grad-CAM layer, 8x8); at the CPU demo's 64
+    pixels ``layer4`` is 2x2 and could only point at a quadrant, so ``layer2`` (8x8) is used."""
+    stages = [(model.layer4, 32), (model.layer3, 16), (model.layer2, 8), (model.layer1, 4)]
+    for stage, stride in stages:
+        if size // stride >= min_cells:
+            return stage[-1]
+    return model.layer1[-1]
+
+
 class CamModels:
     """The fold models of a run (or the checkpoints listed in a model.json)."""
 
@@ -48,7 +60,7 @@ class CamModels:
             if method not in METHODS:
                 raise ValueError(f"unknown CAM method {method!r}; valid: {', '.join([*METHODS, 'cbam-attention'])}")
             targets = [ClassifierOutputTarget(int(c)) for c in classes]  # one per image
-            with METHODS[method](model=model, target_layers=[model.layer4[-1]]) as cam:
+            with METHODS[method](model=model, target_layers=[target_layer(model, x.shape[-1])]) as cam:
                 maps.append(cam(input_tensor=x.clone(), targets=targets))
         out = np.mean(maps, axis=0).astype(np.float32)
         return out

@@ -29,9 +29,15 @@ class Session:
         self.folder = ImageFolder(_image_dir(data)) if data else None
         self.labels = {}
         if data:
-            for name in ("train.csv", "labels.csv", "test_labels.csv"):
-                if (self.data / name).is_file():
-                    self.labels = read_labels(self.data / name)
+            # labels beside the images, or Kaggle-style one level up (DATA/train.csv for DATA/train,
+            # the synthetic DATA/test_labels.csv for DATA/test)
+            candidates = [self.data / n for n in ("train.csv", "labels.csv", "test_labels.csv")]
+            candidates.append(self.data.parent / f"{self.data.name}_labels.csv")
+            if self.data.name == "train":
+                candidates.append(self.data.parent / "train.csv")
+            for path in candidates:
+                if path.is_file():
+                    self.labels = read_labels(path)
                     break
         self.ids = self.folder.ids() if self.folder else []
         self.spec = None

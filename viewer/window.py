@@ -216,7 +216,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ------------------------------------------------------------------ worker traffic
     def _request(self, kind, fn):
-        self._latest[kind] = self.worker.request(kind, fn)
+        self.worker.request(kind, fn, on_id=lambda rid: self._latest.__setitem__(kind, rid))
 
     def _on_result(self, rid, kind, value):
         if self._latest.get(kind) != rid:

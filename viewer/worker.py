@@ -26,9 +26,12 @@ class Worker(QtCore.QObject):
             self._submit.connect(self._run)
             self._thread.start()
 
-    def request(self, kind, fn):
-        """Queue fn() to run off the GUI thread; returns the request id."""
+    def request(self, kind, fn, on_id=None):
+        """Queue fn() to run off the GUI thread; returns the request id. ``on_id(rid)`` is called
+        before the work is queued, so a caller can record the id even in synchronous mode."""
         rid = next(self._ids)
+        if on_id is not None:
+            on_id(rid)
         if self.sync:
             self._run(rid, kind, fn)
         else:
