@@ -92,8 +92,11 @@ def test_cam_for_a_chosen_class(window, method):
     window.state.update(cam_class=5, cam_method=method)
     assert window.cam.shape == window.sample.shape[:2]
     assert window.cam.std() > 0 and 0 <= window.cam.min() and window.cam.max() <= 1 + 1e-6
+    ensemble = window.probs.copy()
     window.state.update(cam_fold="fold1")
     assert window.cam.shape == window.sample.shape[:2]
+    assert not np.allclose(window.probs, ensemble)  # the bars now show fold 1 alone
+    np.testing.assert_allclose(window.probs, window.session.predict(window.state.sample_id, "fold1"))
 
 
 def test_corrupt_image_shows_an_error_and_the_viewer_keeps_working(qtbot, tiny_data, tiny_deploy, tmp_path):

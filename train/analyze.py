@@ -81,15 +81,16 @@ def plot_matrix(matrix, path, title, diverging):
     return _save(fig, path)
 
 
-def plot_gallery(folder, labels, path, per_class=2, classes=None):
-    """For a few Ids per class: the composite and each channel alone in its own colour."""
+def plot_gallery(folder, labels, path, per_class=1, classes=None):
+    """For every class present (or the given ones), a few Ids: the composite and each channel alone
+    in its own colour."""
     classes = classes if classes is not None else [c for c in range(NUM_CLASSES)
-                                                   if any(c in v for v in labels.values())][:8]
+                                                   if any(c in v for v in labels.values())]
     rows = []
     for c in classes:
         ids = [i for i, v in labels.items() if c in v][:per_class]
         rows += [(c, i) for i in ids]
-    fig, axes = plt.subplots(len(rows), 5, figsize=(10, 2.1 * len(rows)), squeeze=False)
+    fig, axes = plt.subplots(len(rows), 5, figsize=(9, 1.9 * len(rows) + 0.6), squeeze=False)
     for r, (c, sample_id) in enumerate(rows):
         sample = folder.read(sample_id)
         axes[r, 0].imshow(composite(sample))
@@ -101,8 +102,11 @@ def plot_gallery(folder, labels, path, per_class=2, classes=None):
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("RGBY gallery: composite (yellow as red+green) and each channel in its colour")
-    return _save(fig, path, dpi=60)
+    fig.suptitle("RGBY gallery: composite (yellow as red+green) and each channel in its colour", fontsize=10)
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (1.9 * len(rows) + 0.6)))
+    fig.savefig(path, dpi=55)
+    plt.close(fig)
+    return path
 
 
 def plot_run_f1(metrics, counts, path):

@@ -134,7 +134,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.cam_fold.currentIndexChanged.connect(lambda _i: self.state.update(cam_fold=self.cam_fold.currentData()))
         self.opacity.valueChanged.connect(lambda v: self.state.update(cam_opacity=v / 100))
         self.show_cam.toggled.connect(lambda on: self.state.update(show_cam=on))
-        for label, w in (("class", self.cam_class), ("method", self.cam_method), ("model", self.cam_fold),
+        for label, w in (("class", self.cam_class), ("method", self.cam_method), ("model (bars + CAM)", self.cam_fold),
                          ("opacity", self.opacity), ("overlay", self.show_cam)):
             form.addRow(label, w)
         rv.addWidget(cam_box)
@@ -248,15 +248,20 @@ class MainWindow(QtWidgets.QMainWindow):
             sample_id, session = self.state.sample_id, self.session
             has_model = session.backend is not None or bool(session.checkpoints)
             self.statusBar().showMessage(f"loading {sample_id}...")
+            fold = self.state.cam_fold
             self._request("load", lambda: (sample_id, session.sample(sample_id),
-                                           session.predict(sample_id) if has_model else None))
+                                           session.predict(sample_id, fold) if has_model else None))
         if changed & {"channels", "levels"}:
             for i, check in enumerate(self.channel_checks):
                 check.blockSignals(True)
                 check.setChecked(self.state.channels[i])
                 check.blockSignals(False)
             self._render()
-        if changed & {"cam_class", "cam_method", "cam_fold"}:
+        if "cam_fold" in changed and self.state.sample_id:
+            # the model choice drives the bars too: the ensemble, or one fold's checkpoint
+            sample_id, fold, session = self.state.sample_id, self.state.cam_fold, self.session
+            self._request("load", lambda: (sample_id, session.sample(sample_id), session.predict(sample_id, fold)))
+        elif changed & {"cam_class", "cam_method"}:
             self._request_cam()
         if changed & {"cam_opacity", "show_cam"}:
             self._render_cam()
