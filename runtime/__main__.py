@@ -35,6 +35,12 @@ def parser():
     b.add_argument("--workers", type=int, default=4)
     b.add_argument("--json", default="", help="also write the results here")
 
+    m = sub.add_parser("merge", help="join the outputs of --shard runs into one submission")
+    m.add_argument("shards", nargs="+", help="the --out folders of the shard runs")
+    m.add_argument("--out", required=True)
+    m.add_argument("--ids", default="", help="the --ids CSV the shards were given (its order is kept)")
+    m.add_argument("--images", default="", help="or the image folder (sorted Id order, as infer uses)")
+
     s = sub.add_parser("score", help="macro-F1 of a submission against a labels CSV")
     s.add_argument("--submission", required=True)
     s.add_argument("--labels", required=True)
@@ -88,6 +94,24 @@ def cmd_bench(args):
     return 0
 
 
+def cmd_merge(args):
+    from runtime.infer import merge_shards
+    from runtime.labels import read_ids
+    from runtime.reader import ImageFolder
+
+    if bool(args.ids) == bool(args.images):
+        raise ValueError("give exactly one of --ids or --images (the Id order of the unsharded run)")
+    if args.ids:
+        ids = read_ids(args.ids)
+    else:
+        folder = ImageFolder(args.images)
+        ids = folder.ids() + list(folder.incomplete_ids())
+    summary = merge_shards(args.shards, args.out, ids)
+    print(f"merged {summary['shards']} shards: {summary['done']} done, {summary['failed']} failed; "
+          f"wrote {Path(args.out) / 'submission.csv'}")
+    return 0
+
+
 def cmd_score(args):
     from runtime.labels import multi_hot, read_labels
     from runtime.metrics import f1_per_class
@@ -113,7 +137,7 @@ def read_labels_like_submission(path):
                 for n, row in enumerate(csv.DictReader(handle))}
 
 
-COMMANDS = {"infer": cmd_infer, "bench": cmd_bench, "score": cmd_score}
+COMMANDS = {"infer": cmd_infer, "bench": cmd_bench, "merge": cmd_merge, "score": cmd_score}
 
 if __name__ == "__main__":
     sys.exit(main())

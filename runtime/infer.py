@@ -131,3 +131,34 @@ def run_inference(backend, folder, ids, out, batch_size=32, thresholds=None, res
                "batch_size": batch_size, "thresholds": threshold_mode}
     atomic_write_json(out / "summary.json", summary)
     return summary
+
+
+def merge_shards(shard_dirs, out, ids):
+    """Join the outputs of ``--shard i/n`` runs into the files one unsharded run writes, in ``ids``
+    order. Every Id must come from exactly one shard."""
+    from runtime.errors import DataError
+
+    rows = {"submission.csv": {}, "probabilities.csv": {}, "errors.csv": {}}
+    headers = {}
+    for folder in map(Path, shard_dirs):
+        for name, table in rows.items():
+            path = folder / name
+            if not path.is_file():
+                raise DataError(path, "missing: is this the output folder of a finished --shard run?")
+            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+            if headers.setdefault(name, lines[0]) != lines[0]:
+                raise DataError(path, "header differs from the other shards'")
+            for line in lines[1:]:
+                sample_id = line.split(",", 1)[0]
+                if sample_id in table:
+                    raise DataError(path, f"Id {sample_id} is in more than one shard")
+                table[sample_id] = line
+    done = set(rows["probabilities.csv"]) | set(rows["errors.csv"])
+    missing = [i for i in ids if i not in done]
+    if missing:
+        raise DataError(shard_dirs[0], f"{len(missing)} Ids are in no shard (first: {missing[0]}); is a shard missing?")
+    out = Path(out)
+    for name, table in rows.items():
+        atomic_write_text(out / name, headers[name] + "".join(table[i] for i in ids if i in table))
+    return {"images": len(ids), "done": len(rows["probabilities.csv"]), "failed": len(rows["errors.csv"]),
+            "shards": len(shard_dirs)}

@@ -183,3 +183,18 @@ def test_tensorrt_backend_matches_onnxruntime(tiny_deploy, tmp_path):
     x = np.random.default_rng(1).standard_normal((11, 4, 48, 48), dtype=np.float32)  # > max batch: split
     with make_backend(spec, "tensorrt", precision="fp32") as trt, make_backend(spec, "onnxruntime") as ort:
         np.testing.assert_allclose(trt.infer(x), ort.infer(x), atol=1e-3)
+
+
+def test_sharded_runs_merge_into_the_unsharded_files(tiny_data, tiny_deploy, tmp_path):
+    common = ["--model", str(tiny_deploy[0]), "--images", str(tiny_data / "test"),
+              "--ids", str(tiny_data / "sample_submission.csv"), "--batch-size", "3"]
+    assert runtime_main(["infer", *common, "--out", str(tmp_path / "full")]) == 0
+    for i in range(3):
+        assert runtime_main(["infer", *common, "--out", str(tmp_path / f"s{i}"), "--shard", f"{i}/3"]) == 0
+    shards = [str(tmp_path / f"s{i}") for i in range(3)]
+    assert runtime_main(["merge", *shards, "--out", str(tmp_path / "merged"),
+                         "--ids", str(tiny_data / "sample_submission.csv")]) == 0
+    for name in ("submission.csv", "probabilities.csv", "errors.csv"):
+        assert (tmp_path / "merged" / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
+    assert runtime_main(["merge", *shards[:2], "--out", str(tmp_path / "m2"),
+                         "--ids", str(tiny_data / "sample_submission.csv")]) == 2  # a shard is missing
