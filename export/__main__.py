@@ -26,6 +26,18 @@ def parser():
     t.add_argument("--max-batch", type=int, default=64)
     t.add_argument("--workspace", type=float, default=4.0, help="GB")
     t.add_argument("--timing-cache", default=None)
+
+    r = sub.add_parser("triton", help="a Triton Inference Server model repository from a deployment folder")
+    r.add_argument("--deploy", required=True, help="deployment folder with model.json")
+    r.add_argument("--out", required=True, help="model repository folder")
+    r.add_argument("--name", default="hpa")
+    r.add_argument("--backend", default="auto", choices=["auto", "onnx", "tensorrt"],
+                   help="auto: the TensorRT engine when one is listed, else the ONNX ensemble")
+    r.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    r.add_argument("--max-batch", type=int, default=64, help="capped by the engine's optimization profile")
+    r.add_argument("--preferred", default="8,32", help="preferred dynamic-batching sizes")
+    r.add_argument("--instances", type=int, default=1)
+    r.add_argument("--kind", default="auto", choices=["auto", "gpu", "cpu"])
     return p
 
 
@@ -58,7 +70,16 @@ def cmd_tensorrt(args):
     return 0
 
 
-COMMANDS = {"onnx": cmd_onnx, "tensorrt": cmd_tensorrt}
+def cmd_triton(args):
+    from export.triton import write_repository
+
+    folder = write_repository(args.deploy, args.out, args.name, args.backend, args.precision, args.max_batch,
+                              tuple(int(b) for b in args.preferred.split(",")), args.instances, args.kind)
+    print(f"wrote Triton model {folder} (config.pbtxt checked against model.json)")
+    return 0
+
+
+COMMANDS = {"onnx": cmd_onnx, "tensorrt": cmd_tensorrt, "triton": cmd_triton}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,91 @@
+"""``python -m export triton``: a Triton Inference Server model repository from a deployment.
+
+The config is built as Triton's own ``ModelConfig`` protobuf (tritonclient's model_config_pb2)
+and written as text, then parsed back strictly (an unknown field or a wrong type is an error)
+and compared with ``model.json``: input/output names and dims, max batch within the engine's
+optimization profile.
+"""
+
+import shutil
+from pathlib import Path
+
+from google.protobuf import text_format
+
+from runtime.classes import CLASS_NAMES, NUM_CLASSES
+from runtime.errors import DataError
+from runtime.model_spec import INPUT_NAME, PROBS, load_model_spec
+from runtime.writeutil import atomic_write_text
+
+
+def _mc():
+    from tritonclient.grpc import model_config_pb2
+
+    return model_config_pb2
+
+
+def _pick(spec, backend, precision):
+    engine = spec.find("ensemble", precision, "tensorrt", fmt="engine")
+    if backend in ("auto", "tensorrt") and engine is not None:
+        return engine, "tensorrt_plan", "model.plan", engine.info.get("profile", {}).get("max_batch")
+    if backend == "tensorrt":
+        raise ValueError(f"model.json lists no {precision} TensorRT engine; build one with `python -m export tensorrt`")
+    target = "cpu" if precision == "int8" else None
+    onnx_file = spec.find("ensemble", precision, target, fmt="onnx")
+    if onnx_file is None:
+        raise ValueError(f"model.json lists no {precision} ensemble ONNX file ({', '.join(spec.choices())})")
+    return onnx_file, "onnxruntime_onnx", "model.onnx", None
+
+
+def build_config(spec, name, platform, max_batch, preferred, instances, kind):
+    mc = _mc()
+    size = spec.preprocess.size
+    cfg = mc.ModelConfig(name=name, platform=platform, max_batch_size=max_batch)
+    cfg.input.add(name=INPUT_NAME, data_type=mc.TYPE_FP32, dims=[4, size, size])
+    cfg.output.add(name=PROBS, data_type=mc.TYPE_FP32, dims=[NUM_CLASSES], label_filename="labels.txt")
+    cfg.dynamic_batching.preferred_batch_size.extend([b for b in preferred if b <= max_batch])
+    cfg.dynamic_batching.max_queue_delay_microseconds = 500
+    group_kind = mc.ModelInstanceGroup.KIND_GPU if kind == "gpu" else mc.ModelInstanceGroup.KIND_CPU
+    cfg.instance_group.add(count=instances, kind=group_kind)
+    return cfg
+
+
+def check_config(path, spec, profile_max=None):
+    """Parse config.pbtxt strictly and compare it with model.json; returns the ModelConfig."""
+    mc = _mc()
+    try:
+        cfg = text_format.Parse(Path(path).read_text(encoding="utf-8"), mc.ModelConfig())
+    except text_format.ParseError as err:
+        raise DataError(path, f"not a valid Triton model config ({err})") from None
+    size = spec.preprocess.size
+    problems = []
+    if [i.name for i in cfg.input] != [INPUT_NAME] or list(cfg.input[0].dims) != [4, size, size]:
+        problems.append(f"input must be {INPUT_NAME} [4, {size}, {size}]")
+    if [o.name for o in cfg.output] != [PROBS] or list(cfg.output[0].dims) != [NUM_CLASSES]:
+        problems.append(f"output must be {PROBS} [{NUM_CLASSES}]")
+    if any(i.data_type != mc.TYPE_FP32 for i in [*cfg.input, *cfg.output]):
+        problems.append("input and output are FP32")
+    if cfg.max_batch_size < 1 or (profile_max and cfg.max_batch_size > profile_max):
+        problems.append(f"max_batch_size {cfg.max_batch_size} outside 1..{profile_max or 'any'}")
+    if any(b > cfg.max_batch_size for b in cfg.dynamic_batching.preferred_batch_size):
+        problems.append("a preferred batch size exceeds max_batch_size")
+    if problems:
+        raise DataError(path, "; ".join(problems))
+    return cfg
+
+
+def write_repository(deploy, out, name="hpa", backend="auto", precision="fp32", max_batch=64,
+                     preferred=(8, 32), instances=1, kind="auto"):
+    spec = load_model_spec(deploy)
+    model_file, platform, filename, profile_max = _pick(spec, backend, precision)
+    if profile_max:
+        max_batch = min(max_batch, profile_max)
+    if kind == "auto":
+        kind = "gpu" if platform == "tensorrt_plan" else "cpu"
+    folder = Path(out) / name
+    (folder / "1").mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model_file.verified(), folder / "1" / filename)
+    atomic_write_text(folder / "labels.txt", "".join(f"{n}\n" for n in CLASS_NAMES))
+    cfg = build_config(spec, name, platform, max_batch, preferred, instances, kind)
+    atomic_write_text(folder / "config.pbtxt", text_format.MessageToString(cfg))
+    check_config(folder / "config.pbtxt", spec, profile_max)
+    return folder
