@@ -102,8 +102,10 @@ def plot_gallery(folder, labels, path, per_class=1, classes=None):
     for ax in axes.flat:
         ax.set_xticks([])
         ax.set_yticks([])
-    fig.suptitle("RGBY gallery: composite (yellow as red+green) and each channel in its colour", fontsize=10)
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.5 / (1.9 * len(rows) + 0.6)))
+    height = 1.9 * len(rows) + 0.6
+    fig.suptitle("RGBY gallery: composite (yellow as red+green) and each channel in its colour", fontsize=10,
+                 y=1 - 0.12 / height, va="top")
+    fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / height))
     fig.savefig(path, dpi=55)
     plt.close(fig)
     return path
