@@ -34,6 +34,7 @@ from runtime.preprocess import Preprocess
 from runtime.writeutil import atomic_path, atomic_write_json, atomic_write_text
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import FitConfig
+from train import distributed as ddp
 from train.data import FoldDataset, Samples, balanced_weights, collate, locate
 from train.folds import assign_folds, read_folds, write_folds
 from train.losses import build_loss
@@ -70,21 +71,32 @@ def fit(cfg, progress=True):
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = resolve_device(cfg.device)
+    _, size, local = ddp.setup(device.type)
+    if size > 1 and device.type == "cuda":
+        device = torch.device("cuda", local)
+        torch.cuda.set_device(device)
 
     labels_csv, image_dir = locate(cfg.data, cfg.labels, cfg.images)
     base_pp = Preprocess(size=cfg.size)
+    progress = progress and ddp.is_main()
     samples = Samples(labels_csv, image_dir, base_pp, cfg.cache_gb, progress=progress)
-    _write_errors(run / "errors.csv", samples.errors)
-    pp = _run_preprocess(run, cfg, samples)
+    if ddp.is_main():
+        _write_errors(run / "errors.csv", samples.errors)
+        pp = _run_preprocess(run, cfg, samples)
+        folds = _folds(run, cfg, samples)
+    ddp.barrier()
+    if not ddp.is_main():  # the other ranks read what rank 0 decided
+        pp = _run_preprocess(run, cfg, samples)
+        folds = _folds(run, cfg, samples)
     samples.pp = pp
 
-    folds = _folds(run, cfg, samples)
     todo = cfg.fold or tuple(range(cfg.folds))
     for k in todo:
         if not 0 <= k < cfg.folds:
             raise ValueError(f"--fold {k} outside 0..{cfg.folds - 1}")
         train_fold(cfg, pp, samples, folds, k, device, run, progress)
-    if all((run / f"fold{k}" / "oof.npy").exists() for k in range(cfg.folds)):
+        ddp.barrier()
+    if ddp.is_main() and all((run / f"fold{k}" / "oof.npy").exists() for k in range(cfg.folds)):
         return merge(run)
     log.info("folds %s done; run `python -m train merge --run %s` once every fold is trained", list(todo), run)
     return None
@@ -144,6 +156,11 @@ def train_fold(cfg, pp, samples, folds, k, device, run, progress=True):
         load_pretrained(model, cfg.pretrained)
     use_cuda = device.type == "cuda"
     model = model.to(device, memory_format=torch.channels_last if use_cuda else torch.contiguous_format)
+    rank, size, _ = ddp.world()
+    net = model
+    if size > 1:
+        net = torch.nn.parallel.DistributedDataParallel(ddp.global_batchnorm(model),
+                                                        device_ids=[device.index] if use_cuda else None)
     alpha = None
     if cfg.alpha:
         alpha = cfg.alpha * NUM_CLASSES if len(cfg.alpha) == 1 else cfg.alpha
@@ -155,7 +172,7 @@ def train_fold(cfg, pp, samples, folds, k, device, run, progress=True):
     steps = len(train_set) // cfg.batch_size
     if steps == 0:
         raise ValueError(f"fold {k}: {len(train_set)} training images is fewer than one batch of {cfg.batch_size}")
-    optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=cfg.lr, total_steps=cfg.epochs * steps,
                                                     pct_start=0.2)
     amp = cfg.amp and use_cuda
@@ -179,16 +196,16 @@ def train_fold(cfg, pp, samples, folds, k, device, run, progress=True):
         train_set.epoch = epoch
         loader = _train_loader(cfg, pp, train_set, weights, epoch, k)
         t0 = time.perf_counter()
-        train_loss = _train_epoch(model, loader, criterion, optimizer, scheduler, scaler, device, amp,
+        train_loss = _train_epoch(net, loader, criterion, optimizer, scheduler, scaler, device, amp,
                                   desc=f"fold {k} epoch {epoch + 1}/{cfg.epochs}", progress=progress)
         seconds = time.perf_counter() - t0
-        probs, val_loss = predict(model, samples, val_idx, pp, device, criterion, cfg.batch_size * 2, amp)
+        probs, val_loss = predict_sharded(model, samples, val_idx, pp, device, criterion, cfg.batch_size * 2, amp)
         y_val = samples.y[val_idx]
         row = {
             "epoch": epoch, "train_loss": train_loss, "val_loss": val_loss,
             "macro_f1_0.5": macro_f1(y_val, probs),
             "macro_f1_tuned": macro_f1(y_val, probs, tune_thresholds(y_val, probs)),
-            "train_images_per_s": len(loader) * cfg.batch_size / seconds,
+            "train_images_per_s": len(loader) * cfg.batch_size / seconds,  # the global batch
             "lr": optimizer.param_groups[0]["lr"],
         }
         history["epochs"].append(row)
@@ -196,19 +213,24 @@ def train_fold(cfg, pp, samples, folds, k, device, run, progress=True):
         # noisy early on for rare classes, whose probabilities are still small).
         if row["macro_f1_tuned"] > best["macro_f1"]:
             best = {"epoch": epoch, "macro_f1": row["macro_f1_tuned"], "macro_f1_0.5": row["macro_f1_0.5"]}
-            save_checkpoint(fold_dir / "best.pt", model, cfg, pp, fold=k, epoch=epoch, val_macro_f1=row["macro_f1_tuned"])
-            with atomic_path(fold_dir / "oof.npy.partial") as tmp, open(tmp, "wb") as handle:
-                np.save(handle, probs.astype(np.float32))
+            if rank == 0:
+                save_checkpoint(fold_dir / "best.pt", model, cfg, pp, fold=k, epoch=epoch,
+                                val_macro_f1=row["macro_f1_tuned"])
+                with atomic_path(fold_dir / "oof.npy.partial") as tmp, open(tmp, "wb") as handle:
+                    np.save(handle, probs.astype(np.float32))
         history["best"] = best
         log.info("fold %d epoch %d: loss %.4f/%.4f macro-F1 %.3f (0.5) %.3f (tuned) %.1f img/s", k, epoch + 1,
                  train_loss, val_loss, row["macro_f1_0.5"], row["macro_f1_tuned"], row["train_images_per_s"])
-        _save_last(last, model, cfg, pp, optimizer, scheduler, scaler, epoch)
-        atomic_write_json(history_path, history)
+        if rank == 0:
+            _save_last(last, model, cfg, pp, optimizer, scheduler, scaler, epoch)
+            atomic_write_json(history_path, history)
+        ddp.barrier()
 
-    (fold_dir / "oof.npy.partial").replace(fold_dir / "oof.npy")
-    history["done"] = True
-    atomic_write_json(history_path, history)
-    last.unlink(missing_ok=True)
+    if rank == 0:
+        (fold_dir / "oof.npy.partial").replace(fold_dir / "oof.npy")
+        history["done"] = True
+        atomic_write_json(history_path, history)
+        last.unlink(missing_ok=True)
 
 
 def _save_last(path, model, cfg, pp, optimizer, scheduler, scaler, epoch):
@@ -217,13 +239,16 @@ def _save_last(path, model, cfg, pp, optimizer, scheduler, scaler, epoch):
 
 
 def _train_loader(cfg, pp, train_set, weights, epoch, k):
+    """Every rank draws the same global order and takes its slice of each global batch."""
     g = torch.Generator().manual_seed(cfg.seed * 1000 + k * 100 + epoch)
     if weights is not None:
-        sampler = torch.utils.data.WeightedRandomSampler(weights, len(weights), replacement=True, generator=g)
+        order = torch.utils.data.WeightedRandomSampler(weights, len(weights), replacement=True, generator=g)
     else:
-        sampler = torch.utils.data.RandomSampler(train_set, generator=g)
+        order = torch.utils.data.RandomSampler(train_set, generator=g)
+    rank, size, _ = ddp.world()
+    sampler = ddp.RankSlice(order, cfg.batch_size, rank, size)
     workers = 0 if train_set.samples.images is not None else cfg.workers
-    return torch.utils.data.DataLoader(train_set, cfg.batch_size, sampler=sampler, drop_last=True,
+    return torch.utils.data.DataLoader(train_set, cfg.batch_size // size, sampler=sampler, drop_last=True,
                                        collate_fn=collate(pp), num_workers=workers)
 
 
@@ -248,7 +273,22 @@ def _train_epoch(model, loader, criterion, optimizer, scheduler, scaler, device,
         total += float(loss.detach()) * len(x)
         count += len(x)
         bar.set_postfix(loss=f"{total / count:.4f}")
+    total, count = ddp.all_sum([total, count])
     return total / max(count, 1)
+
+
+def predict_sharded(model, samples, indices, pp, device, criterion=None, batch_size=64, amp=False):
+    """``predict`` with the Ids spread over the ranks and the results gathered in order."""
+    rank, size, _ = ddp.world()
+    if size == 1:
+        return predict(model, samples, indices, pp, device, criterion, batch_size, amp)
+    mine = np.asarray(indices)[rank::size]
+    probs, loss = predict(model, samples, mine, pp, device, criterion, batch_size, amp)
+    parts = ddp.gather_objects((probs, loss * len(mine)))
+    out = np.zeros((len(indices), probs.shape[1]), np.float32)
+    for r, (p, _) in enumerate(parts):
+        out[r::size] = p
+    return out, sum(l for _, l in parts) / max(len(indices), 1)
 
 
 @torch.inference_mode()
