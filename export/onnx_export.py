@@ -7,9 +7,7 @@ compared too and their differences reported, with each variant's out-of-fold mac
 FP32's, so the cost of precision is a number.
 """
 
-import csv
 import json
-import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,9 +26,9 @@ from runtime.reader import ImageFolder
 from train.checkpoint import model_from_checkpoint
 from train.config import FitConfig
 from train.data import locate
+from train.fit import run_split
 from train.metrics import macro_f1
 
-log = logging.getLogger(__name__)
 
 OPSET = 17  # fixed: supported by ONNX Runtime >= 1.14 and TensorRT 8.6-11
 FP32_TOLERANCE = 1e-4
@@ -134,13 +132,8 @@ def parity(module, path, real_images, seed=0):
 class RunData:
     """The run's images, preprocessed the way the run was trained, for parity, calibration and F1."""
 
-    def __init__(self, run, pp, cfg, limit=None):
-        self.ids, self.folds = [], []
-        with open(Path(run) / "folds.csv", newline="") as handle:
-            for row in csv.DictReader(handle):
-                self.ids.append(row["Id"])
-                self.folds.append(int(row["fold"]))
-        self.folds = np.array(self.folds)
+    def __init__(self, run, pp, cfg):
+        self.ids, self.folds = run_split(run)
         _, image_dir = locate(cfg.data, cfg.labels, cfg.images)
         self.available = Path(image_dir).is_dir()
         self.folder = ImageFolder(image_dir) if self.available else None
@@ -158,21 +151,6 @@ class RunData:
     def sample_ids(self, n, seed=0):
         rng = np.random.default_rng(seed)
         return [self.ids[i] for i in sorted(rng.choice(len(self.ids), size=min(n, len(self.ids)), replace=False))]
-
-    def fold_ids(self, k):
-        return [i for i, f in zip(self.ids, self.folds) if f == k]
-
-
-def _labels(run):
-    """OOF targets in folds.csv order, from the run's labels file."""
-    from runtime.labels import multi_hot, read_labels
-
-    cfg = FitConfig.from_dict(json.loads((Path(run) / "config.json").read_text())["fit"])
-    labels_csv, _ = locate(cfg.data, cfg.labels, cfg.images)
-    table = read_labels(labels_csv)
-    with open(Path(run) / "folds.csv", newline="") as handle:
-        ids = [r["Id"] for r in csv.DictReader(handle)]
-    return multi_hot([table[i] for i in ids])
 
 
 def load_run(run):

@@ -10,9 +10,10 @@ import onnxruntime
 import torch
 
 from export.onnx_export import (FP32_TOLERANCE, PRECISIONS, EnsembleGraph, Exported, ExportError, FoldGraph,
-                                RunData, _labels, eval_subset, export_graph, load_run, oof_f1, parity)
+                                PARITY_BATCHES, RunData, eval_subset, export_graph, load_run, oof_f1, parity)
 from export.precision import to_fp16, to_int8
 from runtime.model_spec import LOGITS, PROBS, sha256_of, write_model_spec
+from train.fit import run_targets
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,11 @@ def export_run(run, out, precisions=("fp32",), calib_images=64, seed=0, report=p
     out.mkdir(parents=True, exist_ok=True)
     models, cfg, pp, ckpt_paths, thresholds = load_run(run)
     data = RunData(run, pp, cfg)
-    real = data.images(data.sample_ids(max(8, 1), seed)) if data.available else np.zeros((0, 4, pp.size, pp.size), np.float32)
+    real = (data.images(data.sample_ids(max(PARITY_BATCHES), seed)) if data.available
+            else np.zeros((0, 4, pp.size, pp.size), np.float32))
     if not data.available:
         log.warning("the run's images are not reachable; parity uses random inputs only and F1 is not measured")
-    y = _labels(run) if data.available else None
+    y = run_targets(run)[3] if data.available else None
     subset = eval_subset(len(data.ids), eval_images, seed) if y is not None else None
 
     graphs = {k: FoldGraph(m) for k, m in enumerate(models)}

@@ -8,14 +8,12 @@ symmetric ``.int8-trt.onnx`` variant). On TensorRT 10 the same files are built a
 networks, so both versions build the same thing. ``tensorrt`` is imported only here, lazily.
 """
 
-import logging
 import os
 from pathlib import Path
 
 from runtime.errors import DataError
 from runtime.model_spec import INPUT_NAME
 
-log = logging.getLogger(__name__)
 
 
 class TensorRTUnavailable(Exception):

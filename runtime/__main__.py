@@ -117,7 +117,7 @@ def cmd_score(args):
     from runtime.metrics import f1_per_class
 
     truth = read_labels(args.labels)
-    pred = read_labels_like_submission(args.submission)
+    pred = read_labels(args.submission, column="Predicted")
     missing = [i for i in truth if i not in pred]
     if missing:
         raise DataError(args.submission, f"{len(missing)} labelled Ids have no prediction (first: {missing[0]})")
@@ -125,16 +125,6 @@ def cmd_score(args):
     f1 = f1_per_class(multi_hot([truth[i] for i in ids]), multi_hot([pred[i] for i in ids]))
     print(f"macro-F1 {f1.mean():.4f} over {len(ids)} images")
     return 0
-
-
-def read_labels_like_submission(path):
-    import csv
-
-    from runtime.labels import parse_target
-
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        return {row["Id"]: parse_target(row["Predicted"], f"{path} line {n + 2}")
-                for n, row in enumerate(csv.DictReader(handle))}
 
 
 COMMANDS = {"infer": cmd_infer, "bench": cmd_bench, "merge": cmd_merge, "score": cmd_score}

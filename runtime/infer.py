@@ -13,7 +13,6 @@ credit, and every HPA image has at least one label).
 
 import csv
 import io
-import logging
 import shutil
 import time
 from pathlib import Path
@@ -24,7 +23,6 @@ from runtime.classes import CLASS_NAMES
 from runtime.pipeline import decoded_batches
 from runtime.writeutil import atomic_write_json, atomic_write_text
 
-log = logging.getLogger(__name__)
 
 FINAL = ("submission.csv", "probabilities.csv", "errors.csv", "summary.json")
 CHUNKS = ".chunks"

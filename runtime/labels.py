@@ -48,16 +48,17 @@ def parse_target(text, where):
     return sorted(labels)
 
 
-def read_labels(path):
-    """{Id: sorted class list} from a ``Id,Target`` CSV, in file order. Empty Target is allowed
-    (an image with no label) only when the file has no other problem; duplicates are refused."""
+def read_labels(path, column="Target"):
+    """{Id: sorted class list} from a ``Id,Target`` CSV (or a submission's ``Id,Predicted`` with
+    ``column="Predicted"``), in file order. An empty list of classes is allowed; duplicates are
+    refused."""
     labels = {}
-    for line, row in _rows(path, ("Id", "Target")):
+    for line, row in _rows(path, ("Id", column)):
         where = f"{path} line {line}"
         sample_id = check_id((row["Id"] or "").strip(), where)
         if sample_id in labels:
             raise DataError(where, f"duplicate Id {sample_id}")
-        labels[sample_id] = parse_target(row["Target"], where)
+        labels[sample_id] = parse_target(row[column], where)
     if not labels:
         raise DataError(path, "no rows")
     return labels

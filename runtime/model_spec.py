@@ -95,16 +95,16 @@ class ModelSpec:
         return tuple(self.input["shape"])
 
     def find(self, kind="ensemble", precision="fp32", target=None, fmt="onnx", fold=None):
-        """The file matching the request, or None."""
-        for f in self.files:
-            if f.kind != kind or f.precision != precision or f.format != fmt:
-                continue
-            if target is not None and f.target != target:
-                continue
-            if fold is not None and f.fold != fold:
-                continue
-            return f
-        return None
+        """The file matching the request, or None. ``None`` for precision, target or fold means
+        any; without a target an ONNX request prefers the generic file over the
+        TensorRT-flavoured INT8 one."""
+        candidates = [f for f in self.files if f.kind == kind and f.format == fmt
+                      and (precision is None or f.precision == precision)
+                      and (target is None or f.target == target)
+                      and (fold is None or f.fold == fold)]
+        if fmt == "onnx" and target is None:
+            candidates.sort(key=lambda f: f.target == "tensorrt")
+        return candidates[0] if candidates else None
 
     def choices(self):
         return [f"{f.path.name} ({f.kind}, {f.precision}, {f.target})" for f in self.files]

@@ -65,6 +65,8 @@ def preprocess(sample, cfg):
 
 
 def channel_stats(samples):
-    """Per-channel mean and std (0..1 scale) of uint8 (N, H, W, 4) samples."""
-    x = np.asarray(samples, dtype=np.float64).reshape(-1, 4) / 255.0
-    return tuple(float(v) for v in x.mean(0)), tuple(float(max(v, 1e-3)) for v in x.std(0))
+    """Per-channel mean and std (0..1 scale, std at least 1e-3) of uint8 (N, H, W, 4) samples:
+    the ``Preprocess.mean``/``std`` a training run stores."""
+    x = np.asarray(samples).astype(np.float64) / 255.0
+    mean, std = x.mean(axis=(0, 1, 2)), x.std(axis=(0, 1, 2))
+    return tuple(float(v) for v in mean), tuple(float(max(v, 1e-3)) for v in std)

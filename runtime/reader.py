@@ -71,6 +71,16 @@ def find_channel_file(folder, sample_id, channel):
     return Path(folder) / f"{sample_id}_{channel}.png"
 
 
+def channel_files(folder):
+    """(Id, channel, file name) for every channel image directly in ``folder``."""
+    for entry in os.scandir(folder):
+        stem, ext = os.path.splitext(entry.name)
+        if ext.lower() in EXTENSIONS and "_" in stem and entry.is_file():
+            sample_id, channel = stem.rsplit("_", 1)
+            if channel in CHANNELS:
+                yield sample_id, channel, entry.name
+
+
 class ImageFolder:
     """Where a dataset's images live: one folder, or sub-folders listed in a split manifest.
 
@@ -114,14 +124,8 @@ class ImageFolder:
         seen = {}
         folders = {self.root} | {self.root / d for d in set(self._subdir.values())}
         for folder in folders:
-            if not folder.is_dir():
-                continue
-            for entry in os.scandir(folder):
-                stem, ext = os.path.splitext(entry.name)
-                if ext.lower() not in EXTENSIONS or "_" not in stem:
-                    continue
-                sample_id, channel = stem.rsplit("_", 1)
-                if channel in CHANNELS:
+            if folder.is_dir():
+                for sample_id, channel, _ in channel_files(folder):
                     seen.setdefault(sample_id, set()).add(channel)
         return seen
 

@@ -18,17 +18,15 @@ from pathlib import Path
 from runtime.classes import CHANNELS
 from runtime.errors import DataError
 from runtime.labels import read_manifest
-from runtime.reader import EXTENSIONS, ImageFolder, check_id
+from runtime.reader import ImageFolder, channel_files, check_id
 from runtime.writeutil import atomic_write_text
 
 
 def _image_files(folder):
-    """{Id: [file names]} of the channel images directly in ``folder``."""
+    """{Id: {channel: file name}} of the channel images directly in ``folder``."""
     groups = {}
-    for entry in os.scandir(folder):
-        stem, ext = os.path.splitext(entry.name)
-        if entry.is_file() and ext.lower() in EXTENSIONS and "_" in stem and stem.rsplit("_", 1)[1] in CHANNELS:
-            groups.setdefault(stem.rsplit("_", 1)[0], []).append(entry.name)
+    for sample_id, channel, name in channel_files(folder):
+        groups.setdefault(sample_id, {})[channel] = name
     return groups
 
 
@@ -69,8 +67,8 @@ def split(src, dst, per_dir, move=False, dry_run=False, report=print):
     start = len(plan)
     for n, sample_id in enumerate(new, start=start):
         plan[sample_id] = f"{n // per_dir:05d}"
-    incomplete = {i: sorted(set(CHANNELS) - {f.rsplit('_', 1)[1].split('.')[0] for f in files})
-                  for i, files in groups.items() if len(files) < len(CHANNELS)}
+    incomplete = {i: [c for c in CHANNELS if c not in files] for i, files in groups.items()
+                  if len(files) < len(CHANNELS)}
     for sample_id, missing in sorted(incomplete.items()):
         report(f"warning: {sample_id}: missing {', '.join(missing)} (its other files are split as usual)")
     if dry_run:
@@ -87,7 +85,7 @@ def split(src, dst, per_dir, move=False, dry_run=False, report=print):
     for sample_id, files in sorted(groups.items()):
         folder = dst / plan[sample_id]
         folder.mkdir(exist_ok=True)
-        for name in files:
+        for name in files.values():
             written += _transfer(src / name, folder / name, move)
     report(f"{'moved' if move else 'copied'} {written} files of {len(groups)} Ids into "
            f"{len(set(plan.values()))} folders under {dst}; manifest: {manifest_path}")
@@ -105,7 +103,7 @@ def merge(src, dst, move=False, report=print):
         if not folder.is_dir():
             continue
         for sample_id, files in sorted(_image_files(folder).items()):
-            for name in files:
+            for name in files.values():
                 written += _transfer(folder / name, dst / name, move)
     report(f"{'moved' if move else 'copied'} {written} files of {len(manifest)} Ids into {dst}")
     return {"ids": len(manifest), "written": written}

@@ -11,7 +11,7 @@ from tqdm import tqdm
 
 from runtime.errors import DataError
 from runtime.labels import multi_hot, read_labels
-from runtime.preprocess import normalize, resize
+from runtime.preprocess import channel_stats, normalize, resize
 from runtime.reader import ImageFolder
 
 log = logging.getLogger(__name__)
@@ -78,10 +78,7 @@ class Samples:
         """Per-channel mean/std (0..1) over up to ``limit`` samples."""
         rng = np.random.default_rng(seed)
         pick = rng.choice(len(self.ids), size=min(limit, len(self.ids)), replace=False)
-        x = np.stack([self.get(i) for i in sorted(pick)]).astype(np.float64) / 255.0
-        mean = x.mean(axis=(0, 1, 2))
-        std = x.std(axis=(0, 1, 2))
-        return tuple(float(v) for v in mean), tuple(float(max(v, 1e-3)) for v in std)
+        return channel_stats(np.stack([self.get(i) for i in sorted(pick)]))
 
 
 def dihedral(sample, k):

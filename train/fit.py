@@ -307,22 +307,31 @@ def predict(model, samples, indices, pp, device, criterion=None, batch_size=64, 
     return np.concatenate(out), total / max(len(dataset), 1)
 
 
+def run_split(run):
+    """(Ids, fold per Id) of a run, in folds.csv order."""
+    path = Path(run) / "folds.csv"
+    if not path.exists():
+        raise DataError(path, "missing: not a training run folder")
+    with open(path, newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    return [r["Id"] for r in rows], np.array([int(r["fold"]) for r in rows])
+
+
+def run_targets(run):
+    """(FitConfig, Ids, folds, multi-hot targets) of a run, in folds.csv order."""
+    from runtime.labels import multi_hot, read_labels
+
+    ids, folds = run_split(run)
+    cfg = FitConfig.from_dict(json.loads((Path(run) / "config.json").read_text())["fit"])
+    labels_csv, _ = locate(cfg.data, cfg.labels, cfg.images)
+    table = read_labels(labels_csv)
+    return cfg, ids, folds, multi_hot([table[i] for i in ids])
+
+
 def merge(run):
     """Collect every fold's out-of-fold predictions, tune thresholds, write the report."""
     run = Path(run)
-    folds_path = run / "folds.csv"
-    if not folds_path.exists():
-        raise DataError(folds_path, "missing: not a training run folder")
-    cfg = FitConfig.from_dict(json.loads((run / "config.json").read_text())["fit"])
-    labels_csv, _ = locate(cfg.data, cfg.labels, cfg.images)
-    with open(folds_path, newline="") as handle:
-        rows = list(csv.DictReader(handle))
-    ids = [r["Id"] for r in rows]
-    folds = np.array([int(r["fold"]) for r in rows])
-    from runtime.labels import multi_hot, read_labels
-
-    table = read_labels(labels_csv)
-    y = multi_hot([table[i] for i in ids])
+    cfg, ids, folds, y = run_targets(run)
     probs = np.zeros((len(ids), NUM_CLASSES), np.float32)
     per_fold = []
     for k in range(cfg.folds):

@@ -96,28 +96,28 @@ def make_backend(spec, name="auto", model="ensemble", precision=None, device=Non
 
     kind, fold = ("ensemble", None) if model == "ensemble" else ("fold", _fold_index(model))
     if name == "auto":
-        engine = _find(spec, kind, fold, precision, fmt="engine")
+        engine = spec.find(kind, precision, fmt="engine", fold=fold)
         if engine and gpu_present() and importlib.util.find_spec("tensorrt") is not None:
             return backend_class("tensorrt")(spec, engine)
         gpu = cuda_available()
         order = [precision] if precision else (["fp16", "fp32"] if gpu else ["int8", "fp32"])
         for p in order:
-            f = _find(spec, kind, fold, p, fmt="onnx", target=None if gpu or p != "int8" else "cpu")
+            f = spec.find(kind, p, None if gpu or p != "int8" else "cpu", fold=fold)
             if f:
                 return backend_class("onnxruntime")(spec, f, device="cuda" if gpu else "cpu")
         raise ValueError(f"model.json lists no ONNX file for {model} ({', '.join(spec.choices())})")
     if name == "tensorrt":
-        f = _find(spec, kind, fold, precision, fmt="engine")
+        f = spec.find(kind, precision, fmt="engine", fold=fold)
         if f is None:
             raise ValueError("model.json lists no TensorRT engine; build one with `python -m export tensorrt`")
         return backend_class("tensorrt")(spec, f)
     if name == "onnxruntime":
         p = precision or "fp32"
-        f = _find(spec, kind, fold, p, fmt="onnx", target="cpu" if p == "int8" and device != "cuda" else None)
+        f = spec.find(kind, p, "cpu" if p == "int8" and device != "cuda" else None, fold=fold)
         if f is None:
             raise ValueError(f"model.json lists no {p} ONNX file for {model}")
         return backend_class("onnxruntime")(spec, f, device=device or ("cuda" if cuda_available() else "cpu"))
-    return backend_class(name)(spec, _find(spec, kind, fold, "fp32", fmt="onnx"), model=model, device=device)
+    return backend_class(name)(spec, spec.find(kind, "fp32", fold=fold), model=model, device=device)
 
 
 def available_backends():
@@ -128,13 +128,3 @@ def _fold_index(model):
     if not model.startswith("fold") or not model[4:].isdigit():
         raise ValueError(f"--model-file must be 'ensemble' or 'fold<k>', got {model!r}")
     return int(model[4:])
-
-
-def _find(spec, kind, fold, precision, fmt, target=None):
-    candidates = [f for f in spec.files if f.kind == kind and f.format == fmt
-                  and (fold is None or f.fold == fold) and (precision is None or f.precision == precision)
-                  and (target is None or f.target == target)]
-    if fmt == "onnx" and target is None:
-        # a plain request prefers the generic file over the TensorRT-flavoured INT8 one
-        candidates.sort(key=lambda f: f.target == "tensorrt")
-    return candidates[0] if candidates else None
