@@ -6,17 +6,21 @@ STAMP := $(VENV)/.installed
 DEMO := demo
 export PYTHONUNBUFFERED := 1
 
-# Demo settings, sized for a 2-core CPU (see README "What make demo does").
+# Demo settings, sized for a 2-core CPU (see README "What make demo does"): 128-px fields at zoom
+# 2.4 (one or two cells) trained at 96 px by a width-16 ResNet-18, BCE (measured better than focal
+# loss at this short schedule), three folds trained at once in three processes.
 DEMO_IMAGES ?= 3000
 DEMO_TEST_IMAGES ?= 300
 DEMO_FIELD ?= 128
 DEMO_ZOOM ?= 2.4
-DEMO_SIZE ?= 64
-DEMO_WIDTH ?= 32
-DEMO_EPOCHS ?= 8
+DEMO_SIZE ?= 96
+DEMO_WIDTH ?= 16
+DEMO_EPOCHS ?= 16
 DEMO_BATCH ?= 32
 DEMO_LR ?= 1e-2
+DEMO_LOSS ?= bce
 DEMO_FOLDS ?= 3
+DEMO_JOBS ?= 3
 DEMO_MIN_PER_CLASS ?= 100
 
 .PHONY: demo test install clean bench-train xvfb
@@ -50,7 +54,8 @@ demo: $(STAMP)
 	echo "== 2/7 train $(DEMO_FOLDS) folds =="; \
 	rm -rf $(DEMO)/run $(DEMO)/deploy $(DEMO)/submission; \
 	$(PY) -m train fit --data $(DEMO)/data --out $(DEMO)/run --folds $(DEMO_FOLDS) --arch resnet18 --width $(DEMO_WIDTH) \
-		--size $(DEMO_SIZE) --epochs $(DEMO_EPOCHS) --batch-size $(DEMO_BATCH) --lr $(DEMO_LR) --seed 0; \
+		--size $(DEMO_SIZE) --epochs $(DEMO_EPOCHS) --batch-size $(DEMO_BATCH) --lr $(DEMO_LR) --loss $(DEMO_LOSS) \
+		--jobs $(DEMO_JOBS) --seed 0; \
 	echo "== 3/7 export to ONNX (folds, ensemble, INT8 CPU) =="; \
 	$(PY) -m export onnx --run $(DEMO)/run --out $(DEMO)/deploy --precision fp32,int8; \
 	echo "== 4/7 batch inference on the held-out set =="; \

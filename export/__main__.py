@@ -1,4 +1,4 @@
-"""python -m export {onnx,tensorrt}: the export command line."""
+"""python -m export {onnx,tensorrt,triton,int8-ceiling}: the export command line."""
 
 import argparse
 import sys
@@ -38,6 +38,13 @@ def parser():
     r.add_argument("--preferred", default="8,32", help="preferred dynamic-batching sizes")
     r.add_argument("--instances", type=int, default=1)
     r.add_argument("--kind", default="auto", choices=["auto", "gpu", "cpu"])
+
+    c = sub.add_parser("int8-ceiling", help="INT8 vs FP32 speed of single convolutions on this CPU: the most "
+                                            "the INT8 CPU flavour can gain here")
+    c.add_argument("--batch-size", type=int, default=32)
+    c.add_argument("--seconds", type=float, default=2.0, help="timing per shape and precision")
+    c.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
+    c.add_argument("--json", default=None, help="also write the rows here")
     return p
 
 
@@ -79,7 +86,24 @@ def cmd_triton(args):
     return 0
 
 
-COMMANDS = {"onnx": cmd_onnx, "tensorrt": cmd_tensorrt, "triton": cmd_triton}
+def cmd_int8_ceiling(args):
+    import platform
+
+    from export.int8_ceiling import ceiling, cpu_flags, format_rows
+    from runtime.writeutil import atomic_write_json
+
+    flags = cpu_flags()
+    print(f"CPU: {platform.processor() or platform.machine()}; SIMD: {' '.join(flags) or 'unknown'}"
+          f"{'' if any('vnni' in f for f in flags) else ' (no VNNI: INT8 uses the slower AVX2 u8*s8 path)'}")
+    rows = ceiling(batch_size=args.batch_size, seconds=args.seconds, threads=args.threads)
+    print(format_rows(rows))
+    print(f"best INT8/FP32 over these shapes: {max(r['ratio'] for r in rows):.2f}x")
+    if args.json:
+        atomic_write_json(args.json, {"cpu_flags": flags, "rows": rows})
+    return 0
+
+
+COMMANDS = {"onnx": cmd_onnx, "tensorrt": cmd_tensorrt, "triton": cmd_triton, "int8-ceiling": cmd_int8_ceiling}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -126,3 +126,30 @@ def test_tensorrt_engine_builds_and_registers(tiny_deploy, tmp_path):
     spec = load_model_spec(copy)
     engine = spec.find("ensemble", "fp16", "tensorrt", fmt="engine")
     assert engine is not None and engine.verified().stat().st_size > 0 and trt.__version__
+
+
+def test_int8_ceiling_times_a_real_convolution_in_both_precisions(tmp_path, capsys):
+    from export.int8_ceiling import ceiling, conv_model
+
+    # The benchmark's FP32 graph is Conv + Relu, checked against a direct computation.
+    model = conv_model(4, 5)
+    path = tmp_path / "conv.onnx"
+    onnx.save(model, str(path))
+    x = np.random.default_rng(1).standard_normal((2, 4, 5, 5)).astype(np.float32)
+    w = onnx.numpy_helper.to_array(model.graph.initializer[0])
+    padded = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    expected = np.zeros((2, 4, 5, 5), np.float32)
+    for i in range(3):
+        for j in range(3):
+            expected += np.einsum("oc,bchw->bohw", w[:, :, i, j], padded[:, :, i:i + 5, j:j + 5])
+    got = make_session(path).run(None, {INPUT_NAME: x})[0]
+    assert np.allclose(got, np.maximum(expected, 0), atol=1e-5)
+
+    rows = ceiling(shapes=((8, 4),), batch_size=2, seconds=0.05)
+    assert len(rows) == 1 and rows[0]["fp32_per_s"] > 0 and rows[0]["int8_per_s"] > 0
+    assert rows[0]["ratio"] == pytest.approx(rows[0]["int8_per_s"] / rows[0]["fp32_per_s"])
+
+    assert export_main(["int8-ceiling", "--batch-size", "2", "--seconds", "0.05", "--json",
+                        str(tmp_path / "c.json")]) == 0
+    assert "INT8/FP32" in capsys.readouterr().out
+    assert len(json.loads((tmp_path / "c.json").read_text())["rows"]) >= 4

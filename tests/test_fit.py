@@ -60,6 +60,16 @@ def test_same_seed_same_run(tiny_run, tiny_data, tmp_path):
     assert again["macro_f1"] == metrics["macro_f1"]
 
 
+def test_folds_in_parallel_processes_give_the_sequential_run(tiny_run, tiny_data, tmp_path):
+    # --jobs trains each fold in its own process; with the same thread count per fold the
+    # numbers must be those of the sequential run, to the bit.
+    run, metrics = tiny_run
+    out = tmp_path / "parallel"
+    again = fit(FitConfig(data=str(tiny_data), out=str(out), jobs=2, **SETTINGS), progress=False)
+    assert (out / "oof.csv").read_text() == (run / "oof.csv").read_text()
+    assert again["macro_f1"] == metrics["macro_f1"]
+
+
 @pytest.mark.parametrize("crash_at", [2, 3])  # 2: inside fold 0 (resumes from last.pt); 3: before fold 1
 def test_resume_after_interruption_matches(tiny_run, tiny_data, tmp_path, monkeypatch, crash_at):
     run, metrics = tiny_run

@@ -70,13 +70,17 @@ def parser():
     t.add_argument("--gamma", type=float, default=2.0)
     t.add_argument("--alpha", type=_floats, default=(), help="focal alpha: one value or 28 comma-separated")
     t.add_argument("--sampler", default="balanced", choices=["balanced", "uniform"])
+    t.add_argument("--sampler-power", type=float, default=0.5,
+                   help="balanced sampler: an image weighs (N / count of its rarest class)^power; 1 = fully balanced")
     t.add_argument("--no-augment", dest="augment", action="store_false")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
     t.add_argument("--no-amp", dest="amp", action="store_false")
     t.add_argument("--workers", type=int, default=0)
     t.add_argument("--cache-gb", type=float, default=8.0)
-    t.add_argument("--threads", type=int, default=0)
+    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (per process with --jobs)")
+    t.add_argument("--jobs", type=int, default=1,
+                   help="CPU: train this many folds at once, one process each (faster than threads for small models)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
 
     m = sub.add_parser("merge", help="tune thresholds and write metrics.json once every fold is trained")

@@ -35,6 +35,7 @@ class FitConfig:
     workers: int = 0                # DataLoader workers when images are streamed from disk
     cache_gb: float = 8.0           # keep resized images in memory when they fit in this
     threads: int = 0                # torch CPU threads (0: torch's default)
+    jobs: int = 1                   # CPU: train this many folds at once, one process each
 
     def to_dict(self):
         return asdict(self)

@@ -57,13 +57,13 @@ def _check_config(run, cfg):
         return
     old = FitConfig.from_dict(json.loads(path.read_text())["fit"]).to_dict()
     new = cfg.to_dict()
-    ignore = {"fold", "device", "workers", "threads", "cache_gb"}
+    ignore = {"fold", "device", "workers", "threads", "cache_gb", "jobs"}
     diff = [k for k in new if k not in ignore and old.get(k) != new[k]]
     if diff:
         raise DataError(path, f"run was made with other settings ({', '.join(diff)}); use another --out")
 
 
-def fit(cfg, progress=True):
+def fit(cfg, progress=True, merge_when_done=True):
     """Train the folds named by cfg (all by default); returns the metrics dict when every fold is done."""
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
@@ -94,12 +94,61 @@ def fit(cfg, progress=True):
     for k in todo:
         if not 0 <= k < cfg.folds:
             raise ValueError(f"--fold {k} outside 0..{cfg.folds - 1}")
-        train_fold(cfg, pp, samples, folds, k, device, run, progress)
-        ddp.barrier()
+    if cfg.jobs > 1 and len(todo) > 1 and device.type == "cpu" and ddp.world()[1] == 1:
+        del samples  # each fold process decodes its own copy
+        _train_in_processes(cfg, todo, run, progress)
+    else:
+        for k in todo:
+            train_fold(cfg, pp, samples, folds, k, device, run, progress)
+            ddp.barrier()
+    if not merge_when_done:
+        return None
     if ddp.is_main() and all((run / f"fold{k}" / "oof.npy").exists() for k in range(cfg.folds)):
         return merge(run)
     log.info("folds %s done; run `python -m train merge --run %s` once every fold is trained", list(todo), run)
     return None
+
+
+def _train_in_processes(cfg, todo, run, progress):
+    """CPU only: train the folds in ``cfg.jobs`` processes at once, each with its share of the cores.
+
+    Why: this small network's convolutions scale poorly across threads; on the 2-core demo machine
+    two single-threaded processes train 1.34x as many images per second as one process with two
+    threads (323 vs 241 img/s, ResNet-18 width 16 at 96 px). Processes are spawned, not forked
+    (forking after OpenMP has started can hang); each decodes the data again, reads the run's
+    config.json and folds.csv, and trains with the same per-fold seed as a sequential run.
+    The bar counts epochs finished over all folds; each fold still logs its own epochs."""
+    import multiprocessing
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from dataclasses import replace
+
+    jobs = min(cfg.jobs, len(todo))
+    threads = cfg.threads or max(1, (os.cpu_count() or 1) // jobs)
+    log.info("training folds %s in %d processes with %d thread(s) each", list(todo), jobs, threads)
+    with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_fold_process, replace(cfg, fold=(k,), jobs=1, threads=threads)) for k in todo]
+        with tqdm(total=len(todo) * cfg.epochs, desc=f"{len(todo)} folds in {jobs} processes", unit="epoch",
+                  disable=not progress) as bar:
+            while not all(f.done() for f in futures):
+                time.sleep(1.0)
+                bar.update(sum(_epochs_done(run, k) for k in todo) - bar.n)
+            bar.update(sum(_epochs_done(run, k) for k in todo) - bar.n)
+        for future in futures:
+            future.result()  # re-raises a fold's error here
+
+
+def _fold_process(cfg):
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    fit(cfg, progress=False, merge_when_done=False)
+
+
+def _epochs_done(run, k):
+    try:
+        history = json.loads((run / f"fold{k}" / "history.json").read_text())
+    except (OSError, ValueError):
+        return 0
+    return len(history.get("epochs", []))
 
 
 def _run_preprocess(run, cfg, samples):
@@ -155,7 +204,9 @@ def train_fold(cfg, pp, samples, folds, k, device, run, progress=True):
     if cfg.pretrained:
         load_pretrained(model, cfg.pretrained)
     use_cuda = device.type == "cuda"
-    model = model.to(device, memory_format=torch.channels_last if use_cuda else torch.contiguous_format)
+    # Channels-last on CPU too: oneDNN's NHWC convolutions train this network 8-22% faster on
+    # the 2-core demo machine (measured: w16@128 150 -> 162 img/s, w32@64 150 -> 183).
+    model = model.to(device, memory_format=torch.channels_last)
     rank, size, _ = ddp.world()
     net = model
     if size > 1:
@@ -261,7 +312,7 @@ def _train_epoch(model, loader, criterion, optimizer, scheduler, scaler, device,
     total, count = 0.0, 0
     bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress)
     for x, y in bar:
-        x = x.to(device, non_blocking=True, memory_format=torch.channels_last if device.type == "cuda" else torch.contiguous_format)
+        x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
         y = y.to(device, non_blocking=True)
         optimizer.zero_grad(set_to_none=True)
         with _autocast(device, amp):
@@ -300,7 +351,7 @@ def predict(model, samples, indices, pp, device, criterion=None, batch_size=64, 
     out, total = [], 0.0
     for x, y in loader:
         with _autocast(device, amp):
-            logits = model(x.to(device)).float()
+            logits = model(x.to(device, memory_format=torch.channels_last)).float()
         if criterion is not None:
             total += float(criterion(logits, y.to(device))) * len(x)
         out.append(torch.sigmoid(logits).cpu().numpy())

@@ -130,7 +130,10 @@ class Field:
         while len(cells) < count and tries < 400:
             tries += 1
             radius = size * rng.uniform(0.14, 0.2) * self.zoom
-            center = rng.uniform(0.08 * size, 0.92 * size, 2)
+            # Keep the nucleus and most of the cell in view: a label whose pattern lies outside the
+            # field would be label noise (it matters for zoomed fields, where a cell fills the view).
+            margin = min(0.45 * size, max(0.08 * size, 0.6 * radius))
+            center = rng.uniform(margin, size - margin, 2)
             if any(np.hypot(*(center - c["center"])) < 1.2 * max(radius, c["radius"]) for c in cells):
                 continue
             angle = rng.uniform(0, math.pi)
@@ -258,28 +261,29 @@ def _p_nuclear_membrane(f, ctx):
 
 
 def _p_nucleoli(f, ctx):
-    return ctx["nucleoli"]
+    # Dimmer than the fibrillar-centre ring so that the ring stays visible on top of it.
+    return 0.7 * ctx["nucleoli"]
 
 
 def _p_fibrillar_center(f, ctx):
     """The rim of each nucleolus: a small bright ring inside the nucleus."""
     canvas = np.zeros_like(ctx["nucleoli"])
     for x, y, r in ctx["nucleoli_centres"]:
-        cv2.circle(canvas, (int(x), int(y)), int(round(r)), 1.0, f.px(1.6), cv2.LINE_AA)
+        cv2.circle(canvas, (int(x), int(y)), int(round(0.9 * r)), 1.0, f.px(2.0), cv2.LINE_AA)
     return canvas
 
 
 def _p_speckles(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
     inner = f.nucleus & (f.nuc_dist < 0.85)
-    _dots(f, canvas, inner, 10, 2.6, 0.9)
+    _dots(f, canvas, inner, 20, 1.8, 0.9)
     return canvas
 
 
 def _p_nuclear_bodies(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
-    inner = f.nucleus & (f.nuc_dist < 0.8)
-    _dots(f, canvas, inner, 4, 2.3)
+    ring = f.nucleus & (f.nuc_dist > 0.5) & (f.nuc_dist < 0.85)
+    _dots(f, canvas, ring, 4, 3.2)
     return canvas
 
 
@@ -294,25 +298,29 @@ def _p_golgi(f, ctx):
         centre = (int(c["nuc_center"][0]), int(c["nuc_center"][1]))
         r = int(c["nuc_radius"] * 1.25)
         start = math.degrees(c["golgi_dir"]) - 50
-        cv2.ellipse(canvas, centre, (r, r), 0, start, start + 100, 1.0, f.px(2.5), cv2.LINE_AA)
+        cv2.ellipse(canvas, centre, (r, r), 0, start, start + 100, 1.0, f.px(4.0), cv2.LINE_AA)
     return canvas * f.cyto
 
 
 def _p_peroxisomes(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
-    _dots(f, canvas, f.cyto, 40, 2.2, 0.8)
+    _dots(f, canvas, f.cyto, 90, 1.4, 0.8)
     return canvas
 
 
 def _p_endosomes(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
-    _dots(f, canvas, f.cyto & (f.dist < 0.85), 10, 3.0)
+    _dots(f, canvas, f.cyto & (f.nuc_dist > 1.4) & (f.dist < 0.75), 16, 3.0)
     return canvas
 
 
 def _p_lysosomes(f, ctx):
+    """Hollow vesicles (bold small rings) in a band around the nucleus."""
     canvas = np.zeros_like(ctx["nucleoli"])
-    _dots(f, canvas, f.perinuclear & (f.nuc_dist < 1.3), 10, 3.0)
+    band = f.cyto & (f.nuc_dist > 1.15) & (f.nuc_dist < 1.8)
+    for i in range(len(f.cells)):
+        for x, y in f.sample_points(f.cell_region(i, band), int(f.rng.integers(5, 8))):
+            cv2.circle(canvas, (int(x), int(y)), f.px(3.8), 1.0, f.px(1.8), cv2.LINE_AA)
     return canvas
 
 
@@ -345,10 +353,10 @@ def _p_actin(f, ctx):
 def _p_focal_adhesions(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
     for i, c in enumerate(f.cells):
-        for x, y in f.sample_points(f.cell_region(i, (f.dist > 0.82) & (f.dist < 0.95)), 9):
+        for x, y in f.sample_points(f.cell_region(i, (f.dist > 0.85) & (f.dist < 0.95)), 10):
             d = np.array([x, y]) - c["center"]
-            d = d / (np.linalg.norm(d) + 1e-6) * 5.0 * f.scale
-            _polyline(canvas, np.stack([(x, y) - d, (x, y) + d]), 1.0, f.px(2.4))
+            d = d / (np.linalg.norm(d) + 1e-6) * 8.0 * f.scale
+            _polyline(canvas, np.stack([(x, y) - d, (x, y) + d]), 1.0, f.px(4.0))
     return canvas * f.cell
 
 
@@ -359,7 +367,7 @@ def _p_microtubules(f, ctx):
 def _p_microtubule_ends(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
     for x, y in ctx["tips"]:
-        cv2.circle(canvas, (int(x), int(y)), f.px(3.0), 1.0, -1, cv2.LINE_AA)
+        cv2.circle(canvas, (int(x), int(y)), f.px(3.6), 1.0, -1, cv2.LINE_AA)
     return canvas
 
 
@@ -393,9 +401,9 @@ def _p_mtoc(f, ctx):
     for c in f.cells:
         x, y = c["centrosome"]
         for a in np.linspace(0, 2 * math.pi, 8, endpoint=False) + f.rng.uniform(0, 1):
-            d = 10.0 * f.scale * np.array([math.cos(a), math.sin(a)])
-            _polyline(canvas, np.stack([(x, y), (x, y) + d]), 0.8, f.px(2.0))
-        cv2.circle(canvas, (int(x), int(y)), f.px(3.5), 1.0, -1, cv2.LINE_AA)
+            d = 18.0 * f.scale * np.array([math.cos(a), math.sin(a)])
+            _polyline(canvas, np.stack([(x, y), (x, y) + d]), 1.0, f.px(2.4))
+        cv2.circle(canvas, (int(x), int(y)), f.px(4.5), 1.0, -1, cv2.LINE_AA)
     return canvas * f.cell
 
 
@@ -403,17 +411,17 @@ def _p_centrosome(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
     for c in f.cells:
         d = f.rng.normal(0, 1, 2)
-        d = d / (np.linalg.norm(d) + 1e-6) * 4.5 * f.scale
+        d = d / (np.linalg.norm(d) + 1e-6) * 6.0 * f.scale
         for p in (c["centrosome"] - d, c["centrosome"] + d):
-            cv2.circle(canvas, (int(p[0]), int(p[1])), f.px(3.2), 1.0, -1, cv2.LINE_AA)
+            cv2.circle(canvas, (int(p[0]), int(p[1])), f.px(4.2), 1.0, -1, cv2.LINE_AA)
     return canvas
 
 
 def _p_lipid_droplets(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
     for i in range(len(f.cells)):
-        for x, y in f.sample_points(f.cell_region(i, f.cyto & (f.dist < 0.85)), 5):
-            cv2.circle(canvas, (int(x), int(y)), f.px(6.0), 1.0, f.px(2.0), cv2.LINE_AA)
+        for x, y in f.sample_points(f.cell_region(i, f.cyto & (f.dist < 0.85)), 6):
+            cv2.circle(canvas, (int(x), int(y)), f.px(6.5), 1.0, f.px(2.6), cv2.LINE_AA)
     return canvas
 
 
@@ -424,26 +432,27 @@ def _p_plasma_membrane(f, ctx):
 def _p_cell_junctions(f, ctx):
     """Bright where two cells touch; a contact line between the closest pair when none do."""
     if f.junction.any():
-        return 1.0 * cv2.dilate(f.junction.astype(np.uint8), np.ones((2, 2), np.uint8))
+        k = f.px(3.5)
+        return 1.0 * cv2.dilate(f.junction.astype(np.uint8), np.ones((k, k), np.uint8))
     canvas = np.zeros_like(ctx["nucleoli"])
     ca, cb, radius = ctx["pair"]
     mid, d = (ca + cb) / 2, (cb - ca) / (np.linalg.norm(cb - ca) + 1e-6)
     n = np.array([-d[1], d[0]]) * 0.5 * radius
-    _polyline(canvas, np.stack([mid - n, mid + n]), 1.0, f.px(2.0))
+    _polyline(canvas, np.stack([mid - n, mid + n]), 1.0, f.px(4.0))
     return canvas
 
 
 def _p_mitochondria(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
     for i in range(len(f.cells)):
-        for x, y in f.sample_points(f.cell_region(i, f.cyto), 30):
+        for x, y in f.sample_points(f.cell_region(i, f.cyto), 16):
             a = f.rng.uniform(0, 2 * math.pi)
-            t = np.linspace(-1, 1, 5)[:, None]
-            bend = f.rng.normal(0, 0.4)
+            t = np.linspace(-1, 1, 9)[:, None]
+            bend = f.rng.normal(0, 0.5)
             d = np.array([math.cos(a), math.sin(a)])
             n = np.array([-d[1], d[0]])
-            pts = np.array([x, y]) + 4.0 * f.scale * (t * d + bend * (t ** 2) * n)
-            _polyline(canvas, pts, 0.9, f.px(2.0))
+            pts = np.array([x, y]) + 9.0 * f.scale * (t * d + bend * (t ** 2) * n)
+            _polyline(canvas, pts, 0.9, f.px(1.5))
     return canvas * f.cyto
 
 
@@ -453,7 +462,7 @@ def _p_aggresome(f, ctx):
     for c in f.cells:
         phi = c["golgi_dir"] + math.pi
         base = c["nuc_center"] + (c["nuc_radius"] + f.px(9.0)) * np.array([math.cos(phi), math.sin(phi)])
-        axes = (f.px(12.0), f.px(8.0))
+        axes = (f.px(14.0), f.px(10.0))
         cv2.ellipse(canvas, (int(base[0]), int(base[1])), axes, math.degrees(phi) + 90, 0, 360, 1.0, -1, cv2.LINE_AA)
     return canvas * f.cell
 
@@ -464,20 +473,20 @@ def _p_cytosol(f, ctx):
 
 def _p_cytoplasmic_bodies(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
-    _dots(f, canvas, f.cyto & (f.nuc_dist > 1.3) & (f.dist < 0.85), 3, 4.2)
+    _dots(f, canvas, f.cyto & (f.nuc_dist > 1.4) & (f.dist < 0.8), 2, 6.5)
     return canvas
 
 
 def _p_rods_rings(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
     for i in range(len(f.cells)):
-        for j, (x, y) in enumerate(f.sample_points(f.cell_region(i, f.cyto & (f.dist < 0.85)), 3)):
-            if j % 2 == 0:
+        for j, (x, y) in enumerate(f.sample_points(f.cell_region(i, f.cyto & (f.dist < 0.7)), 2)):
+            if j == 0:
                 a = f.rng.uniform(0, math.pi)
-                d = 5.0 * f.scale * np.array([math.cos(a), math.sin(a)])
-                _polyline(canvas, np.stack([(x, y) - d, (x, y) + d]), 1.0, f.px(3.0))
+                d = 15.0 * f.scale * np.array([math.cos(a), math.sin(a)])
+                _polyline(canvas, np.stack([(x, y) - d, (x, y) + d]), 1.0, f.px(4.0))
             else:
-                cv2.circle(canvas, (int(x), int(y)), f.px(4.0), 1.0, f.px(2.0), cv2.LINE_AA)
+                cv2.circle(canvas, (int(x), int(y)), f.px(9.0), 1.0, f.px(3.0), cv2.LINE_AA)
     return canvas
 
 
