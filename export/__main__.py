@@ -87,19 +87,17 @@ def cmd_triton(args):
 
 
 def cmd_int8_ceiling(args):
-    import platform
-
-    from export.int8_ceiling import ceiling, cpu_flags, format_rows
+    from export.int8_ceiling import ceiling, cpu_info, format_rows
     from runtime.writeutil import atomic_write_json
 
-    flags = cpu_flags()
-    print(f"CPU: {platform.processor() or platform.machine()}; SIMD: {' '.join(flags) or 'unknown'}"
+    name, flags = cpu_info()
+    print(f"CPU: {name}; SIMD: {' '.join(flags) or 'unknown'}"
           f"{'' if any('vnni' in f for f in flags) else ' (no VNNI: INT8 uses the slower AVX2 u8*s8 path)'}")
     rows = ceiling(batch_size=args.batch_size, seconds=args.seconds, threads=args.threads)
     print(format_rows(rows))
     print(f"best INT8/FP32 over these shapes: {max(r['ratio'] for r in rows):.2f}x")
     if args.json:
-        atomic_write_json(args.json, {"cpu_flags": flags, "rows": rows})
+        atomic_write_json(args.json, {"cpu": name, "cpu_flags": flags, "rows": rows})
     return 0
 
 

@@ -30,19 +30,21 @@ from runtime.onnx_session import make_session
 DEFAULT_SHAPES = ((32, 16), (64, 8), (128, 4), (256, 2), (64, 64), (128, 32), (256, 16), (512, 8))
 
 
-def cpu_flags():
-    """The SIMD features that decide INT8 speed, from /proc/cpuinfo (empty where unreadable)."""
+def cpu_info():
+    """(CPU model name, the SIMD features that decide INT8 speed) from /proc/cpuinfo."""
     try:
         text = Path("/proc/cpuinfo").read_text()
     except OSError:
-        return []
-    flags = set()
+        return "unknown", []
+    name, flags = "unknown", set()
     for line in text.splitlines():
-        if line.startswith("flags"):
-            flags.update(line.split(":", 1)[1].split())
-            break
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and name == "unknown":
+            name = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags.update(value.split())
     wanted = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
-    return [f for f in wanted if f in flags]
+    return name, [f for f in wanted if f in flags]
 
 
 def conv_model(channels, size, seed=0):

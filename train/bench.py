@@ -16,10 +16,10 @@ def bench_train(arch="resnet18", width=32, size=128, batch_size=16, steps=20, wa
     if threads:
         torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = build_model(arch, attention, width)
+    model = build_model(arch, attention, width).to(memory_format=torch.channels_last)  # as train.fit does
     optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
     criterion = FocalLoss()
-    x = torch.randn(batch_size, 4, size, size)
+    x = torch.randn(batch_size, 4, size, size).contiguous(memory_format=torch.channels_last)
     y = (torch.rand(batch_size, 28) > 0.9).float()
     model.train()
     for i in range(warmup + steps):
