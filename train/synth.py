@@ -320,7 +320,8 @@ def _p_lysosomes(f, ctx):
     band = f.cyto & (f.nuc_dist > 1.15) & (f.nuc_dist < 1.8)
     for i in range(len(f.cells)):
         for x, y in f.sample_points(f.cell_region(i, band), int(f.rng.integers(5, 8))):
-            cv2.circle(canvas, (int(x), int(y)), f.px(3.8), 1.0, f.px(1.8), cv2.LINE_AA)
+            cv2.circle(canvas, (int(x), int(y)), f.px(4.2), 1.0, f.px(1.6), cv2.LINE_AA)
+            cv2.circle(canvas, (int(x), int(y)), f.px(1.4), 1.0, -1, cv2.LINE_AA)  # a dense core
     return canvas
 
 
@@ -480,13 +481,12 @@ def _p_cytoplasmic_bodies(f, ctx):
 def _p_rods_rings(f, ctx):
     canvas = np.zeros_like(ctx["nucleoli"])
     for i in range(len(f.cells)):
-        for j, (x, y) in enumerate(f.sample_points(f.cell_region(i, f.cyto & (f.dist < 0.7)), 2)):
-            if j == 0:
-                a = f.rng.uniform(0, math.pi)
-                d = 15.0 * f.scale * np.array([math.cos(a), math.sin(a)])
-                _polyline(canvas, np.stack([(x, y) - d, (x, y) + d]), 1.0, f.px(4.0))
-            else:
-                cv2.circle(canvas, (int(x), int(y)), f.px(9.0), 1.0, f.px(3.0), cv2.LINE_AA)
+        # A ring threaded on a rod: the two shapes together, unlike any other class's.
+        for x, y in f.sample_points(f.cell_region(i, f.cyto & (f.dist < 0.7)), 1):
+            a = f.rng.uniform(0, math.pi)
+            d = 15.0 * f.scale * np.array([math.cos(a), math.sin(a)])
+            _polyline(canvas, np.stack([(x, y) - d, (x, y) + d]), 1.0, f.px(3.5))
+            cv2.circle(canvas, (int(x), int(y)), f.px(8.0), 1.0, f.px(3.0), cv2.LINE_AA)
     return canvas
 
 
