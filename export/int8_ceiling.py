@@ -25,9 +25,9 @@ from export.precision import to_int8
 from runtime.model_spec import INPUT_NAME, PROBS
 from runtime.onnx_session import make_session
 
-# (channels, spatial size) of a ResNet stage's 3x3 convolutions for a 64-px and a 256-px input
-# at width 32 and 64 (stage k runs at size/2^(k+2) with width * 2^k channels).
-DEFAULT_SHAPES = ((32, 16), (64, 8), (128, 4), (256, 2), (64, 64), (128, 32), (256, 16), (512, 8))
+# (channels, spatial size) of a ResNet-18's 3x3 convolutions (stage k runs at input/2^(k+2) with
+# width * 2^k channels): the CPU demo's width 16 at 96 px, then width 64 at 256 px (the default).
+DEFAULT_SHAPES = ((16, 24), (32, 12), (64, 6), (128, 3), (64, 64), (128, 32), (256, 16), (512, 8))
 
 
 def cpu_info():

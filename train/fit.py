@@ -143,12 +143,13 @@ def _fold_process(cfg):
     fit(cfg, progress=False, merge_when_done=False)
 
 
+def _read_history(path):
+    """A fold's history.json (written atomically, so never half-read); empty before its first epoch."""
+    return json.loads(path.read_text()) if path.exists() else {"epochs": []}
+
+
 def _epochs_done(run, k):
-    try:
-        history = json.loads((run / f"fold{k}" / "history.json").read_text())
-    except (OSError, ValueError):
-        return 0
-    return len(history.get("epochs", []))
+    return len(_read_history(run / f"fold{k}" / "history.json")["epochs"])
 
 
 def _run_preprocess(run, cfg, samples):
@@ -193,7 +194,7 @@ def train_fold(cfg, pp, samples, folds, k, device, run, progress=True):
     fold_dir = run / f"fold{k}"
     fold_dir.mkdir(exist_ok=True)
     history_path = fold_dir / "history.json"
-    history = json.loads(history_path.read_text()) if history_path.exists() else {"epochs": []}
+    history = _read_history(history_path)
     if history.get("done"):
         log.info("fold %d already trained; skipping", k)
         return

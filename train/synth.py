@@ -121,7 +121,6 @@ class Field:
         self.junction = edges & (cv2.erode(self.cell.astype(np.uint8), np.ones((k, k), np.uint8)) > 0)
         ring = cv2.morphologyEx(self.nucleus.astype(np.uint8), cv2.MORPH_GRADIENT, np.ones((k, k), np.uint8)) > 0
         self.nuc_rim = ring & self.cell
-        self.perinuclear = self.cyto & (self.nuc_dist < 1.6)
 
     def _place_cells(self, rng, size):
         low, high = max(1, round(3 / self.zoom ** 2)), max(2, round(7 / self.zoom ** 2))
