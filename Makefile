@@ -19,6 +19,7 @@ DEMO_EPOCHS ?= 18
 DEMO_BATCH ?= 32
 DEMO_LR ?= 1e-2
 DEMO_LOSS ?= bce
+DEMO_TTA ?= 4
 DEMO_FOLDS ?= 3
 DEMO_JOBS ?= 3
 DEMO_MIN_PER_CLASS ?= 100
@@ -47,30 +48,31 @@ test: $(STAMP) xvfb
 	QT_QPA_PLATFORM=offscreen $(PY) -m pytest -q
 
 demo: $(STAMP)
-	@start=$$(date +%s); set -e; \
+	@start=$$(date +%s); set -e; lap=$$start; \
+	took() { now=$$(date +%s); echo "   ($$(( now - lap ))s)"; lap=$$now; }; \
 	echo "== 1/7 synthetic dataset (Kaggle layout) =="; \
 	$(PY) -m train synth --out $(DEMO)/data --images $(DEMO_IMAGES) --test-images $(DEMO_TEST_IMAGES) \
-		--size $(DEMO_FIELD) --zoom $(DEMO_ZOOM) --min-per-class $(DEMO_MIN_PER_CLASS) --seed 0; \
+		--size $(DEMO_FIELD) --zoom $(DEMO_ZOOM) --min-per-class $(DEMO_MIN_PER_CLASS) --seed 0; took; \
 	echo "== 2/7 train $(DEMO_FOLDS) folds =="; \
 	rm -rf $(DEMO)/run $(DEMO)/deploy $(DEMO)/submission; \
 	$(PY) -m train fit --data $(DEMO)/data --out $(DEMO)/run --folds $(DEMO_FOLDS) --arch resnet18 --width $(DEMO_WIDTH) \
 		--size $(DEMO_SIZE) --epochs $(DEMO_EPOCHS) --batch-size $(DEMO_BATCH) --lr $(DEMO_LR) --loss $(DEMO_LOSS) \
-		--jobs $(DEMO_JOBS) --seed 0; \
-	echo "== 3/7 export to ONNX (folds, ensemble, INT8 CPU) =="; \
-	$(PY) -m export onnx --run $(DEMO)/run --out $(DEMO)/deploy --precision fp32,int8; \
+		--tta $(DEMO_TTA) --jobs $(DEMO_JOBS) --seed 0; took; \
+	echo "== 3/7 export to ONNX (folds, ensemble, INT8 for ONNX Runtime on this CPU) =="; \
+	$(PY) -m export onnx --run $(DEMO)/run --out $(DEMO)/deploy --precision fp32,int8 --int8-targets cpu; took; \
 	echo "== 4/7 batch inference on the held-out set =="; \
 	$(PY) -m runtime infer --model $(DEMO)/deploy --images $(DEMO)/data/test --ids $(DEMO)/data/sample_submission.csv \
 		--out $(DEMO)/submission; \
-	$(PY) -m runtime score --submission $(DEMO)/submission/submission.csv --labels $(DEMO)/data/test_labels.csv; \
+	$(PY) -m runtime score --submission $(DEMO)/submission/submission.csv --labels $(DEMO)/data/test_labels.csv; took; \
 	echo "== 5/7 benchmark (model alone and end to end from PNG) =="; \
 	$(PY) -m runtime bench --model $(DEMO)/deploy --backend onnxruntime:fp32,onnxruntime:int8,torch \
-		--batch-sizes 1,32 --images $(DEMO)/data/test --seconds 2 --json $(DEMO)/bench.json; \
+		--batch-sizes 1,32 --images $(DEMO)/data/test --seconds 1 --json $(DEMO)/bench.json; took; \
 	echo "== 6/7 viewer screenshots (offscreen) =="; \
 	mkdir -p $(DEMO)/screenshots; \
 	QT_QPA_PLATFORM=offscreen $(PY) -m viewer --data $(DEMO)/data/test --model $(DEMO)/deploy --run $(DEMO)/run \
-		--screenshot $(DEMO)/screenshots/viewer 2>/dev/null; \
+		--screenshot $(DEMO)/screenshots/viewer 2>/dev/null; took; \
 	echo "== 7/7 analysis report of the data and the run =="; \
-	$(PY) -m train analyze --data $(DEMO)/data --run $(DEMO)/run --out $(DEMO)/report; \
+	$(PY) -m train analyze --data $(DEMO)/data --run $(DEMO)/run --out $(DEMO)/report; took; \
 	echo; echo "demo finished in $$(( $$(date +%s) - start ))s. Outputs:"; \
 	echo "  $(DEMO)/data        synthetic dataset (train.csv, train/, test/, masks/)"; \
 	echo "  $(DEMO)/run         checkpoints, metrics.json, thresholds.json, oof.csv, curves.png"; \

@@ -15,6 +15,8 @@ def parser():
     o.add_argument("--out", required=True, help="deployment folder to write")
     o.add_argument("--precision", default="fp32", help="comma-separated: fp32, fp16, int8 (fp32 is always written)")
     o.add_argument("--calib-images", type=int, default=64, help="training images used to calibrate INT8")
+    o.add_argument("--int8-targets", default="cpu,tensorrt",
+                   help="INT8 flavours to write: cpu (ONNX Runtime on CPUs), tensorrt (symmetric, for TensorRT)")
     o.add_argument("--eval-images", type=int, default=3000, help="out-of-fold images used for each variant's F1")
     o.add_argument("--seed", type=int, default=0)
 
@@ -60,7 +62,9 @@ def cmd_onnx(args):
 
     t0 = time.perf_counter()
     precisions = tuple(dict.fromkeys(["fp32"] + [p.strip() for p in args.precision.split(",") if p.strip()]))
-    export_run(args.run, args.out, precisions, args.calib_images, args.seed, eval_images=args.eval_images)
+    targets = tuple(t.strip() for t in args.int8_targets.split(",") if t.strip())
+    export_run(args.run, args.out, precisions, args.calib_images, args.seed, eval_images=args.eval_images,
+               int8_targets=targets)
     print(f"exported in {time.perf_counter() - t0:.0f}s")
     return 0
 

@@ -154,7 +154,7 @@ class RunData:
 
 
 def load_run(run):
-    """(fold models, FitConfig, Preprocess, checkpoint paths, thresholds) of a finished run."""
+    """(fold models, FitConfig, Preprocess, checkpoint paths, RunThresholds) of a finished run."""
     run = Path(run)
     for name in ("config.json", "folds.csv", "thresholds.json"):
         if not (run / name).is_file():
@@ -169,15 +169,32 @@ def load_run(run):
         pp = fold_pp
         models.append(model)
         paths.append(path)
-    thresholds = json.loads((run / "thresholds.json").read_text())["thresholds"]
-    if len(thresholds) != NUM_CLASSES:
-        raise DataError(run / "thresholds.json", f"expected {NUM_CLASSES} thresholds")
-    return models, cfg, pp, paths, np.asarray(thresholds, np.float32)
+    return models, cfg, pp, paths, RunThresholds.read(run / "thresholds.json")
+
+
+@dataclass(frozen=True)
+class RunThresholds:
+    """thresholds.json: tuned on ``tta``-view out-of-fold predictions, and on single-view ones."""
+
+    tuned: np.ndarray
+    tta: int
+    single_view: np.ndarray
+
+    @classmethod
+    def read(cls, path):
+        data = json.loads(Path(path).read_text())
+        tuned = np.asarray(data["thresholds"], np.float32)
+        single = np.asarray(data.get("single_view_thresholds", tuned), np.float32)
+        if tuned.shape != (NUM_CLASSES,) or single.shape != (NUM_CLASSES,):
+            raise DataError(path, f"expected {NUM_CLASSES} thresholds")
+        return cls(tuned, int(data.get("tta", 1)), single)
 
 
 def oof_f1(paths_by_fold, data, y, thresholds, subset):
     """Out-of-fold macro-F1 of per-fold ONNX files on the Ids at ``subset`` (indices into folds.csv):
-    each file scores only Ids of its own validation fold."""
+    each file scores only Ids of its own validation fold. Single view, scored with the
+    single-view thresholds: precisions are compared on equal terms without paying for
+    test-time augmentation."""
     probs = np.zeros((len(subset), y.shape[1]), np.float32)
     folds = data.folds[subset]
     for k, path in paths_by_fold.items():

@@ -33,11 +33,18 @@ def _versions():
             "tensorrt": trt, "python": platform.python_version()}
 
 
-def export_run(run, out, precisions=("fp32",), calib_images=64, seed=0, report=print, eval_images=3000):
+INT8_TARGETS = ("cpu", "tensorrt")
+
+
+def export_run(run, out, precisions=("fp32",), calib_images=64, seed=0, report=print, eval_images=3000,
+               int8_targets=INT8_TARGETS):
     """Export a finished run; returns the ModelSpec written to OUT/model.json."""
     bad = [p for p in precisions if p not in PRECISIONS]
     if bad:
         raise ValueError(f"unknown precision {bad[0]!r}; valid: {', '.join(PRECISIONS)}")
+    bad = [t for t in int8_targets if t not in INT8_TARGETS]
+    if bad or not int8_targets:
+        raise ValueError(f"unknown INT8 target {bad[0] if bad else ''!r}; valid: {', '.join(INT8_TARGETS)}")
     run, out = Path(run), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     models, cfg, pp, ckpt_paths, thresholds = load_run(run)
@@ -67,11 +74,11 @@ def export_run(run, out, precisions=("fp32",), calib_images=64, seed=0, report=p
     exported += fp32.values()
     if y is not None:
         fp32["ensemble"].macro_f1 = {"note": "the ensemble saw every image in training: no out-of-fold F1"}
-        f1, _ = oof_f1({k: fp32[k].path for k in graphs}, data, y, thresholds, subset)
+        f1, _ = oof_f1({k: fp32[k].path for k in graphs}, data, y, thresholds.single_view, subset)
         for k in graphs:
             fp32[k].macro_f1 = f1
     report(f"FP32: {len(graphs)} folds + ensemble, max |p_torch - p_onnx| = {worst:.2e} (limit {FP32_TOLERANCE:g})"
-           + (f"; out-of-fold macro-F1 on {f1['images']} images {f1['tuned']:.4f} tuned, {f1['at_0.5']:.4f} at 0.5"
+           + (f"; single-view out-of-fold macro-F1 on {f1['images']} images {f1['tuned']:.4f} tuned, {f1['at_0.5']:.4f} at 0.5"
               if y is not None else ""))
 
     calib = None
@@ -82,8 +89,10 @@ def export_run(run, out, precisions=("fp32",), calib_images=64, seed=0, report=p
         calib = data.images(data.sample_ids(calib_images, seed + 1)) if data.available else None
         if calib is None:
             raise ExportError("INT8 calibration needs the run's training images, which are not reachable")
-        variants.append(("int8", "cpu", lambda src, dst: to_int8(src, dst, calib, "cpu"), "int8-cpu"))
-        variants.append(("int8", "tensorrt", lambda src, dst: to_int8(src, dst, calib, "tensorrt"), "int8-trt"))
+        if "cpu" in int8_targets:
+            variants.append(("int8", "cpu", lambda src, dst: to_int8(src, dst, calib, "cpu"), "int8-cpu"))
+        if "tensorrt" in int8_targets:
+            variants.append(("int8", "tensorrt", lambda src, dst: to_int8(src, dst, calib, "tensorrt"), "int8-trt"))
 
     for precision, target, convert, suffix in variants:
         files = {}
@@ -95,7 +104,7 @@ def export_run(run, out, precisions=("fp32",), calib_images=64, seed=0, report=p
         line = f"{suffix.upper()}: max |p_torch - p| = {max(e.parity['max_abs_diff'] for e in files.values()):.2e}"
         line += f", mean {np.mean([e.parity['mean_abs_diff'] for e in files.values()]):.2e}"
         if y is not None:
-            f1, _ = oof_f1({k: files[k].path for k in graphs}, data, y, thresholds, subset)
+            f1, _ = oof_f1({k: files[k].path for k in graphs}, data, y, thresholds.single_view, subset)
             for k in graphs:
                 files[k].macro_f1 = f1
             line += (f"; out-of-fold macro-F1 {f1['tuned']:.4f} tuned ({f1['tuned'] - fp32[0].macro_f1['tuned']:+.4f}"
@@ -104,7 +113,8 @@ def export_run(run, out, precisions=("fp32",), calib_images=64, seed=0, report=p
         exported += files.values()
 
     spec = write_model_spec(
-        out / "model.json", thresholds=thresholds, preprocess=pp, folds=cfg.folds,
+        out / "model.json", thresholds=thresholds.tuned, preprocess=pp, folds=cfg.folds, tta=thresholds.tta,
+        single_view_thresholds=thresholds.single_view,
         files=[e.entry() for e in exported],
         checkpoints=[{"fold": k, "path": str(p.resolve()), "sha256": sha256_of(p)} for k, p in enumerate(ckpt_paths)],
         versions=_versions(),

@@ -21,6 +21,9 @@ def parser():
     i.add_argument("--model-file", default="ensemble", help="ensemble or fold<k>")
     i.add_argument("--batch-size", type=int, default=32)
     i.add_argument("--threshold-mode", default="tuned", choices=["tuned", "0.5"])
+    i.add_argument("--tta", type=int, default=None, choices=[1, 2, 4, 8],
+                   help="test-time views averaged per image (flips/quarter turns); default: model.json's "
+                        "(the count its thresholds were tuned for); 1 is fastest")
     i.add_argument("--workers", type=int, default=4, help="decode threads (0: decode in the main thread)")
     i.add_argument("--resume", action="store_true", help="skip Ids already done by an interrupted run")
     i.add_argument("--shard", default="", help="i/n: process a deterministic 1/n of the Ids")
@@ -76,11 +79,12 @@ def cmd_infer(args):
     backend = make_backend(spec, args.backend, args.model_file, args.precision)
     with backend:
         summary = run_inference(backend, folder, ids, args.out, args.batch_size, thresholds, args.resume,
-                                args.workers, progress=lambda **kw: tqdm(**kw))
+                                args.workers, progress=lambda **kw: tqdm(**kw), views=args.tta)
     out = Path(args.out)
     print(f"{summary['done']} done, {summary['failed']} failed"
           + (f" ({summary['resumed_from']} from an earlier run)" if summary["resumed_from"] else "")
-          + f", {summary['images_per_s'] or 0:.1f} images/s with {summary['backend']}; "
+          + f", {summary['images_per_s'] or 0:.1f} images/s with {summary['backend']}"
+          + (f" x {summary['tta_views']} test-time views" if summary["tta_views"] > 1 else "") + "; "
           f"wrote {out / 'submission.csv'}, {out / 'probabilities.csv'}, {out / 'errors.csv'}")
     return 0
 

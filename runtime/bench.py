@@ -1,6 +1,10 @@
 """``python -m runtime bench``: throughput (images/s) and latency (p50/p95/p99) per backend and
 batch size, for the model alone and end to end from PNG files (pipelined decoding against a
-sequential decode-then-infer loop). The project's performance benchmark; not a timed test."""
+sequential decode-then-infer loop). The project's performance benchmark; not a timed test.
+
+Figures are for one view per image: a model exported with test-time augmentation (model.json
+``tta``) does that many times the model work per image in ``runtime infer`` unless run with
+``--tta 1``."""
 
 import platform
 import time

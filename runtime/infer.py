@@ -13,6 +13,7 @@ credit, and every HPA image has at least one label).
 
 import csv
 import io
+import logging
 import shutil
 import time
 from pathlib import Path
@@ -21,8 +22,11 @@ import numpy as np
 
 from runtime.classes import CLASS_NAMES
 from runtime.pipeline import decoded_batches
+from runtime.tta import check_views
 from runtime.writeutil import atomic_write_json, atomic_write_text
 
+
+log = logging.getLogger(__name__)
 
 FINAL = ("submission.csv", "probabilities.csv", "errors.csv", "summary.json")
 CHUNKS = ".chunks"
@@ -70,8 +74,19 @@ def _write_chunk(folder, index, ids, probs, errors):
 
 
 def run_inference(backend, folder, ids, out, batch_size=32, thresholds=None, resume=False, workers=4,
-                  chunk_batches=4, progress=None):
-    """Infer every Id; returns the summary dict. ``backend`` must already be entered."""
+                  chunk_batches=4, progress=None, views=None):
+    """Infer every Id; returns the summary dict. ``backend`` must already be entered.
+
+    ``views``: test-time views averaged per image (runtime.tta); default model.json's ``tta``.
+    ``thresholds``: default the ones model.json has tuned for that many views."""
+    spec = backend.spec
+    views = spec.tta if views is None else check_views(views)
+    threshold_mode = "given"
+    if thresholds is None:
+        thresholds, exact = spec.thresholds_for(views)
+        threshold_mode = f"tuned for {views} view(s)" if exact else f"tuned for {spec.tta} view(s), run with {views}"
+        if not exact:
+            log.warning("model.json has no thresholds tuned for %d test-time view(s); using those for %d", views, spec.tta)
     out = Path(out)
     chunks = out / CHUNKS
     if not resume:
@@ -89,7 +104,7 @@ def run_inference(backend, folder, ids, out, batch_size=32, thresholds=None, res
     buffered_ids, buffered_probs, buffered_errors, batches = [], [], [], 0
     processed = 0
     for batch in decoded_batches(folder, todo, pp, batch_size, workers):
-        probs = backend.infer(batch.images) if batch.ids else np.zeros((0, 28), np.float32)
+        probs = backend.predict(batch.images, views) if batch.ids else np.zeros((0, 28), np.float32)
         buffered_ids += batch.ids
         buffered_probs.append(probs)
         buffered_errors += batch.errors
@@ -109,8 +124,7 @@ def run_inference(backend, folder, ids, out, batch_size=32, thresholds=None, res
         bar.close()
 
     probs, errors = _read_chunks(chunks)
-    threshold_mode = "tuned (model.json)" if thresholds is None else "given"
-    thresholds = np.asarray(thresholds if thresholds is not None else backend.spec.thresholds, np.float32)
+    thresholds = np.asarray(thresholds, np.float32)
     ordered = [i for i in ids if i in probs]
     atomic_write_text(out / "submission.csv", "Id,Predicted\n" + "".join(
         f"{i},{' '.join(map(str, predicted_classes(probs[i], thresholds)))}\n" for i in ordered))
@@ -126,7 +140,7 @@ def run_inference(backend, folder, ids, out, batch_size=32, thresholds=None, res
                "resumed_from": len(ids) - len(todo), "seconds": seconds,
                "images_per_s": processed / seconds if seconds > 0 else None,
                "backend": backend.description, "precision": backend.file.precision if backend.file else "fp32",
-               "batch_size": batch_size, "thresholds": threshold_mode}
+               "batch_size": batch_size, "tta_views": views, "thresholds": threshold_mode}
     atomic_write_json(out / "summary.json", summary)
     return summary
 

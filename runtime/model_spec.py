@@ -7,7 +7,7 @@ precision, target and sha256. A file whose bytes do not match its sha256 is refu
 Example (abridged)::
 
     {"format": "hpa-toolkit-model", "version": 1,
-     "class_names": [...28...], "thresholds": [...28...],
+     "class_names": [...28...], "thresholds": [...28...], "tta": 4, "single_view_thresholds": [...28...],
      "preprocess": {"size": 128, "mean": [...], "std": [...], "channels": ["red", "green", "blue", "yellow"],
                     "interpolation": "area"},
      "input": {"name": "image", "dtype": "float32", "shape": ["batch", 4, 128, 128]},
@@ -27,6 +27,7 @@ from pathlib import Path
 from runtime.classes import CLASS_NAMES, NUM_CLASSES
 from runtime.errors import DataError
 from runtime.preprocess import Preprocess
+from runtime.tta import VIEW_COUNTS
 from runtime.writeutil import atomic_write_json
 
 FORMAT = "hpa-toolkit-model"
@@ -83,12 +84,31 @@ class ModelSpec:
             self.input = data["input"]
             self.outputs = data["outputs"]
             self.folds = int(data["folds"])
+            # Test-time augmentation: "thresholds" were tuned on predictions averaged over "tta"
+            # dihedral views (runtime.tta); "single_view_thresholds" on plain predictions.
+            self.tta = int(data.get("tta", 1))
+            single = data.get("single_view_thresholds")
+            self.single_view_thresholds = (tuple(float(t) for t in single) if single
+                                           else self.thresholds if self.tta == 1 else None)
             self.files = [ModelFile(self.root / f["path"], f["kind"], int(f.get("fold", -1)), f["precision"],
                                     f["target"], f["format"], f["sha256"], f) for f in data["files"]]
         except (KeyError, TypeError, ValueError) as err:
             raise DataError(path, f"malformed model.json ({type(err).__name__}: {err})") from None
         if len(self.class_names) != NUM_CLASSES or len(self.thresholds) != NUM_CLASSES:
             raise DataError(path, f"expected {NUM_CLASSES} class names and thresholds")
+        if self.single_view_thresholds is not None and len(self.single_view_thresholds) != NUM_CLASSES:
+            raise DataError(path, f"expected {NUM_CLASSES} single_view_thresholds")
+        if self.tta not in VIEW_COUNTS:
+            raise DataError(path, f"tta must be one of {', '.join(map(str, VIEW_COUNTS))}, got {self.tta}")
+
+    def thresholds_for(self, views):
+        """(thresholds, exact): the thresholds tuned for predictions averaged over ``views`` views;
+        ``exact`` is False when none were tuned for that count and the default ones stand in."""
+        if views == self.tta:
+            return self.thresholds, True
+        if views == 1 and self.single_view_thresholds is not None:
+            return self.single_view_thresholds, True
+        return self.thresholds, False
 
     @property
     def input_shape(self):
@@ -124,12 +144,20 @@ def load_model_spec(path):
     return ModelSpec(path, data)
 
 
-def write_model_spec(path, *, thresholds, preprocess, folds, files, checkpoints, versions, extra=None):
+def _floats(values):
+    return None if values is None else [float(v) for v in values]
+
+
+def write_model_spec(path, *, thresholds, preprocess, folds, files, checkpoints, versions, tta=1,
+                     single_view_thresholds=None, extra=None):
     data = {
         "format": FORMAT,
         "version": VERSION,
         "class_names": list(CLASS_NAMES),
         "thresholds": [float(t) for t in thresholds],
+        "tta": int(tta),
+        "single_view_thresholds": _floats(single_view_thresholds if single_view_thresholds is not None
+                                          else thresholds if tta == 1 else None),
         "preprocess": preprocess.to_dict(),
         "input": {"name": INPUT_NAME, "dtype": "float32",
                   "shape": ["batch", 4, preprocess.size, preprocess.size],

@@ -99,6 +99,19 @@ def test_broken_checkpoint_gives_a_clear_error(tiny_run, tmp_path, capsys):
     assert err.startswith("error: ") and "fold1/best.pt: not a readable checkpoint" in err and "\n" not in err
 
 
+def test_int8_targets_choose_the_flavours_written(tiny_run, tmp_path, capsys):
+    out = tmp_path / "cpu-only"
+    assert export_main(["onnx", "--run", str(tiny_run[0]), "--out", str(out), "--precision", "int8",
+                        "--int8-targets", "cpu", "--calib-images", "8", "--eval-images", "16"]) == 0
+    spec = load_model_spec(out)
+    assert {(f.precision, f.target) for f in spec.files} == {("fp32", "any"), ("int8", "cpu")}
+    assert "INT8-CPU" in capsys.readouterr().out
+    code = export_main(["onnx", "--run", str(tiny_run[0]), "--out", str(tmp_path / "x"), "--precision", "int8",
+                        "--int8-targets", "gpu"])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "unknown INT8 target 'gpu'" in err and "\n" not in err
+
+
 def test_tensorrt_without_tensorrt_or_gpu_is_one_line(tiny_deploy, tmp_path, capsys):
     import importlib.util
 

@@ -32,8 +32,11 @@ def test_run_folder_contents(tiny_run):
     with open(run / "oof.csv") as handle:
         rows = list(csv.reader(handle))
     assert len(rows) == 49 and len(rows[0]) == 2 + NUM_CLASSES
-    thresholds = json.loads((run / "thresholds.json").read_text())["thresholds"]
-    assert len(thresholds) == NUM_CLASSES and all(0 <= t <= 1 for t in thresholds)
+    tuned = json.loads((run / "thresholds.json").read_text())
+    for key in ("thresholds", "single_view_thresholds"):
+        assert len(tuned[key]) == NUM_CLASSES and all(0 <= t <= 1 for t in tuned[key])
+    assert tuned["tta"] == metrics["tta"] == 4
+    assert set(metrics["single_view_macro_f1"]) == {"at_0.5", "tuned", "tuned_crossfit"}
 
 
 def test_checkpoint_is_plain_and_reloads_to_the_same_predictions(tiny_run, tiny_data):
@@ -50,8 +53,13 @@ def test_checkpoint_is_plain_and_reloads_to_the_same_predictions(tiny_run, tiny_
     sample_id = next(i for i, f in folds.items() if f == 0)
     x = torch.from_numpy(preprocess(ImageFolder(tiny_data / "train").read(sample_id), pp))[None]
     with torch.no_grad():
-        probs = torch.sigmoid(model(x))[0].numpy()
-    np.testing.assert_allclose(probs, oof[sample_id], atol=1e-5)
+        plain = torch.sigmoid(model(x))[0].numpy()
+        # cfg.tta == 4: the out-of-fold probabilities average the four quarter turns
+        turns = torch.stack([torch.sigmoid(model(torch.rot90(x, k, (2, 3))))[0] for k in range(4)]).mean(0).numpy()
+    assert cfg.tta == 4
+    np.testing.assert_allclose(turns, oof[sample_id], atol=1e-5)
+    np.testing.assert_allclose(plain, np.load(run / "fold0" / "oof_single.npy")[0], atol=1e-5)
+    assert np.abs(plain - turns).max() > 1e-3  # the two files really differ
 
 
 def test_same_seed_same_run(tiny_run, tiny_data, tmp_path):

@@ -114,20 +114,20 @@ def test_interrupted_run_resumes_to_the_same_files(spec, tiny_data, tmp_path):
     ids = folder.ids()
     with make_backend(spec, "onnxruntime") as backend:
         run_inference(backend, folder, ids, tmp_path / "full", batch_size=2, chunk_batches=1)
-        real = backend.infer
+        real = backend.predict
         calls = {"n": 0}
 
-        def dies(batch):
+        def dies(batch, views):
             calls["n"] += 1
             if calls["n"] == 4:
                 raise KeyboardInterrupt
-            return real(batch)
+            return real(batch, views)
 
-        backend.infer = dies
+        backend.predict = dies
         with pytest.raises(KeyboardInterrupt):
             run_inference(backend, folder, ids, tmp_path / "part", batch_size=2, chunk_batches=1)
         assert not (tmp_path / "part" / "submission.csv").exists()  # nothing half-written
-        backend.infer = real
+        backend.predict = real
         summary = run_inference(backend, folder, ids, tmp_path / "part", batch_size=2, resume=True, chunk_batches=1)
     assert summary["resumed_from"] == 6
     for name in ("submission.csv", "probabilities.csv", "errors.csv"):
@@ -147,6 +147,32 @@ def test_cli_writes_kaggle_submission_for_sample_submission_ids(tiny_data, tiny_
     assert "12 done, 0 failed" in capsys.readouterr().out
     assert runtime_main(["score", "--submission", str(out / "submission.csv"),
                          "--labels", str(tiny_data / "test_labels.csv")]) == 0
+
+
+def test_infer_averages_the_views_model_json_was_tuned_for(spec, tiny_data, tmp_path):
+    from runtime.preprocess import preprocess
+
+    folder = ImageFolder(tiny_data / "test")
+    ids = folder.ids()
+    x = np.stack([preprocess(folder.read(i), spec.preprocess) for i in ids])
+    with make_backend(spec, "onnxruntime", precision="fp32") as backend:
+        default = run_inference(backend, folder, ids, tmp_path / "tta", batch_size=4)
+        single = run_inference(backend, folder, ids, tmp_path / "single", batch_size=4, views=1)
+        turns = np.mean([backend.infer(np.ascontiguousarray(np.rot90(x, k, (2, 3)))) for k in range(4)], axis=0)
+        plain = backend.infer(x)
+    assert (default["tta_views"], single["tta_views"]) == (4, 1)
+    assert default["thresholds"] == "tuned for 4 view(s)" and single["thresholds"] == "tuned for 1 view(s)"
+
+    def probs(out):
+        return np.array([[float(v) for v in list(r.values())[1:]] for r in read_csv(out / "probabilities.csv")])
+
+    np.testing.assert_allclose(probs(tmp_path / "tta"), turns, atol=2e-6)
+    np.testing.assert_allclose(probs(tmp_path / "single"), plain, atol=2e-6)
+    # each submission applies its own thresholds: re-derive both from the probabilities
+    for out, views in ((tmp_path / "tta", 4), (tmp_path / "single", 1)):
+        thresholds = np.asarray(spec.thresholds_for(views)[0], np.float32)
+        want = [" ".join(map(str, predicted_classes(p, thresholds))) for p in probs(out)]
+        assert [r["Predicted"] for r in read_csv(out / "submission.csv")] == want
 
 
 def test_shards_partition_the_ids():

@@ -73,6 +73,9 @@ def parser():
     t.add_argument("--sampler-power", type=float, default=0.5,
                    help="balanced sampler: an image weighs (N / count of its rarest class)^power; 1 = fully balanced")
     t.add_argument("--no-augment", dest="augment", action="store_false")
+    t.add_argument("--tta", type=int, default=4, choices=[1, 2, 4, 8],
+                   help="test-time augmentation: out-of-fold predictions (and the thresholds tuned on them) "
+                        "average this many flips/quarter turns; the runtime applies the same")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
     t.add_argument("--no-amp", dest="amp", action="store_false")

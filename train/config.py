@@ -29,6 +29,7 @@ class FitConfig:
     sampler: str = "balanced"       # balanced: oversample images of rare classes; uniform: plain shuffle
     sampler_power: float = 0.5      # class weight = (N / count)^power
     augment: bool = True            # flips and 90-degree rotations (cells have no orientation)
+    tta: int = 4                    # out-of-fold predictions average this many dihedral views (runtime.tta)
     seed: int = 0
     device: str = "auto"            # auto: cuda when present, else cpu
     amp: bool = True                # mixed precision on CUDA (ignored on CPU)

@@ -13,6 +13,7 @@ from runtime.errors import DataError
 from runtime.labels import multi_hot, read_labels
 from runtime.preprocess import channel_stats, normalize, resize
 from runtime.reader import ImageFolder
+from runtime.tta import dihedral
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +80,6 @@ class Samples:
         rng = np.random.default_rng(seed)
         pick = rng.choice(len(self.ids), size=min(limit, len(self.ids)), replace=False)
         return channel_stats(np.stack([self.get(i) for i in sorted(pick)]))
-
-
-def dihedral(sample, k):
-    """One of the 8 flips/rotations of an (S, S, C) array."""
-    if k & 4:
-        sample = sample[:, ::-1]
-    return np.rot90(sample, k & 3)
 
 
 class FoldDataset(torch.utils.data.Dataset):

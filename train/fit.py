@@ -1,5 +1,6 @@
 """K-fold training: build data, model, loss, optimizer, scheduler; resume; loop over folds and
-epochs; keep each fold's best epoch by validation macro-F1; then tune thresholds on the
+epochs; keep each fold's best epoch by validation macro-F1 (single view, every epoch); predict
+the fold's validation Ids once more with test-time augmentation; then tune thresholds on the
 out-of-fold predictions and write the report.
 
 Run folder::
@@ -10,9 +11,12 @@ Run folder::
     RUN/fold{k}/best.pt     best epoch's checkpoint (plain state dict + config)
     RUN/fold{k}/last.pt     latest epoch with optimizer state, for --resume (removed when the fold ends)
     RUN/fold{k}/history.json  per-epoch loss and macro-F1; "done" once the fold has finished
-    RUN/fold{k}/oof.npy     the best epoch's probabilities for the fold's validation Ids
-    RUN/oof.csv             Id, fold, 28 out-of-fold probabilities
-    RUN/thresholds.json     per-class thresholds tuned on the out-of-fold predictions
+    RUN/fold{k}/oof.npy     the best epoch's probabilities for the fold's validation Ids, averaged
+                            over --tta dihedral views (runtime.tta)
+    RUN/fold{k}/oof_single.npy  the same without test-time augmentation
+    RUN/oof.csv             Id, fold, 28 out-of-fold probabilities (test-time augmented)
+    RUN/thresholds.json     per-class thresholds tuned on the out-of-fold predictions, with and
+                            without test-time augmentation
     RUN/metrics.json        macro-F1 (0.5, tuned, cross-fitted) overall and per fold, per-class F1
     RUN/curves.png          loss and macro-F1 per epoch per fold
 """
@@ -31,6 +35,7 @@ from tqdm import tqdm
 from runtime.classes import CLASS_NAMES, NUM_CLASSES
 from runtime.errors import DataError
 from runtime.preprocess import Preprocess
+from runtime.tta import check_views, predict_views
 from runtime.writeutil import atomic_path, atomic_write_json, atomic_write_text
 from train.checkpoint import load_checkpoint, save_checkpoint
 from train.config import FitConfig
@@ -63,8 +68,9 @@ def _check_config(run, cfg):
         raise DataError(path, f"run was made with other settings ({', '.join(diff)}); use another --out")
 
 
-def fit(cfg, progress=True, merge_when_done=True):
-    """Train the folds named by cfg (all by default); returns the metrics dict when every fold is done."""
+def fit(cfg, progress=True, merge_when_done=True, samples=None):
+    """Train the folds named by cfg (all by default); returns the metrics dict when every fold is done.
+    ``samples``: the decoded dataset when the caller has it already (the --jobs fold processes)."""
     run = Path(cfg.out)
     run.mkdir(parents=True, exist_ok=True)
     _check_config(run, cfg)
@@ -79,7 +85,8 @@ def fit(cfg, progress=True, merge_when_done=True):
     labels_csv, image_dir = locate(cfg.data, cfg.labels, cfg.images)
     base_pp = Preprocess(size=cfg.size)
     progress = progress and ddp.is_main()
-    samples = Samples(labels_csv, image_dir, base_pp, cfg.cache_gb, progress=progress)
+    if samples is None:
+        samples = Samples(labels_csv, image_dir, base_pp, cfg.cache_gb, progress=progress)
     if ddp.is_main():
         _write_errors(run / "errors.csv", samples.errors)
         pp = _run_preprocess(run, cfg, samples)
@@ -95,8 +102,7 @@ def fit(cfg, progress=True, merge_when_done=True):
         if not 0 <= k < cfg.folds:
             raise ValueError(f"--fold {k} outside 0..{cfg.folds - 1}")
     if cfg.jobs > 1 and len(todo) > 1 and device.type == "cpu" and ddp.world()[1] == 1:
-        del samples  # each fold process decodes its own copy
-        _train_in_processes(cfg, todo, run, progress)
+        _train_in_processes(cfg, todo, run, progress, samples)
     else:
         for k in todo:
             train_fold(cfg, pp, samples, folds, k, device, run, progress)
@@ -109,13 +115,14 @@ def fit(cfg, progress=True, merge_when_done=True):
     return None
 
 
-def _train_in_processes(cfg, todo, run, progress):
+def _train_in_processes(cfg, todo, run, progress, samples):
     """CPU only: train the folds in ``cfg.jobs`` processes at once, each with its share of the cores.
 
     Why: this small network's convolutions scale poorly across threads; on the 2-core demo machine
     two single-threaded processes train 1.34x as many images per second as one process with two
     threads (323 vs 241 img/s, ResNet-18 width 16 at 96 px). Processes are spawned, not forked
-    (forking after OpenMP has started can hang); each decodes the data again, reads the run's
+    (forking after OpenMP has started can hang); each gets the decoded samples (pickled, when
+    they are cached in memory: about 1 s against 5-8 s to decode again), reads the run's
     config.json and folds.csv, and trains with the same per-fold seed as a sequential run.
     The bar counts epochs finished over all folds; each fold still logs its own epochs."""
     import multiprocessing
@@ -127,7 +134,9 @@ def _train_in_processes(cfg, todo, run, progress):
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // jobs)
     log.info("training folds %s in %d processes with %d thread(s) each", list(todo), jobs, threads)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
-        futures = [pool.submit(_fold_process, replace(cfg, fold=(k,), jobs=1, threads=threads)) for k in todo]
+        shared = samples if samples.images is not None else None  # streamed from disk: each decodes its own
+        futures = [pool.submit(_fold_process, replace(cfg, fold=(k,), jobs=1, threads=threads), shared)
+                   for k in todo]
         with tqdm(total=len(todo) * cfg.epochs, desc=f"{len(todo)} folds in {jobs} processes", unit="epoch",
                   disable=not progress) as bar:
             while not all(f.done() for f in futures):
@@ -138,9 +147,9 @@ def _train_in_processes(cfg, todo, run, progress):
             future.result()  # re-raises a fold's error here
 
 
-def _fold_process(cfg):
+def _fold_process(cfg, samples):
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    fit(cfg, progress=False, merge_when_done=False)
+    fit(cfg, progress=False, merge_when_done=False, samples=samples)
 
 
 def _read_history(path):
@@ -278,8 +287,22 @@ def train_fold(cfg, pp, samples, folds, k, device, run, progress=True):
             atomic_write_json(history_path, history)
         ddp.barrier()
 
+    # The fold's out-of-fold predictions: the best epoch's, averaged over cfg.tta dihedral views
+    # (oof.npy: what thresholds are tuned on) and its plain single-view ones (oof_single.npy:
+    # for `runtime infer --tta 1`). The single-view file is renamed last, so a crash in between
+    # redoes the test-time pass on resume.
+    partial, single = fold_dir / "oof.npy.partial", fold_dir / "oof_single.npy"
+    views = check_views(cfg.tta)
+    if views > 1:
+        model.load_state_dict(load_checkpoint(fold_dir / "best.pt")["model"])
+        probs, _ = predict_sharded(model, samples, val_idx, pp, device, None, cfg.batch_size * 2, amp, views)
+    elif rank == 0:
+        probs = np.load(partial if partial.exists() else single)
     if rank == 0:
-        (fold_dir / "oof.npy.partial").replace(fold_dir / "oof.npy")
+        with atomic_path(fold_dir / "oof.npy") as tmp, open(tmp, "wb") as handle:
+            np.save(handle, probs.astype(np.float32))
+        if partial.exists():
+            partial.replace(single)
         history["done"] = True
         atomic_write_json(history_path, history)
         last.unlink(missing_ok=True)
@@ -329,13 +352,13 @@ def _train_epoch(model, loader, criterion, optimizer, scheduler, scaler, device,
     return total / max(count, 1)
 
 
-def predict_sharded(model, samples, indices, pp, device, criterion=None, batch_size=64, amp=False):
+def predict_sharded(model, samples, indices, pp, device, criterion=None, batch_size=64, amp=False, views=1):
     """``predict`` with the Ids spread over the ranks and the results gathered in order."""
     rank, size, _ = ddp.world()
     if size == 1:
-        return predict(model, samples, indices, pp, device, criterion, batch_size, amp)
+        return predict(model, samples, indices, pp, device, criterion, batch_size, amp, views)
     mine = np.asarray(indices)[rank::size]
-    probs, loss = predict(model, samples, mine, pp, device, criterion, batch_size, amp)
+    probs, loss = predict(model, samples, mine, pp, device, criterion, batch_size, amp, views)
     parts = ddp.gather_objects((probs, loss * len(mine)))
     out = np.zeros((len(indices), probs.shape[1]), np.float32)
     for r, (p, _) in enumerate(parts):
@@ -344,15 +367,23 @@ def predict_sharded(model, samples, indices, pp, device, criterion=None, batch_s
 
 
 @torch.inference_mode()
-def predict(model, samples, indices, pp, device, criterion=None, batch_size=64, amp=False):
-    """Sigmoid probabilities (N, 28) for the samples at ``indices`` (no augmentation), and the mean loss."""
+def predict(model, samples, indices, pp, device, criterion=None, batch_size=64, amp=False, views=1):
+    """Sigmoid probabilities (N, 28) for the samples at ``indices``, averaged over ``views``
+    dihedral views (runtime.tta, as the runtime does), and the mean loss (single view only)."""
     model.eval()
     dataset = FoldDataset(samples, indices)
     loader = torch.utils.data.DataLoader(dataset, batch_size, shuffle=False, collate_fn=collate(pp))
     out, total = [], 0.0
-    for x, y in loader:
+
+    def logits_of(x):
         with _autocast(device, amp):
-            logits = model(x.to(device, memory_format=torch.channels_last)).float()
+            return model(torch.as_tensor(x).to(device, memory_format=torch.channels_last)).float()
+
+    for x, y in loader:
+        if views > 1:
+            out.append(predict_views(lambda v: torch.sigmoid(logits_of(v)).cpu().numpy(), x.numpy(), views))
+            continue
+        logits = logits_of(x)
         if criterion is not None:
             total += float(criterion(logits, y.to(device))) * len(x)
         out.append(torch.sigmoid(logits).cpu().numpy())
@@ -380,35 +411,55 @@ def run_targets(run):
     return cfg, ids, folds, multi_hot([table[i] for i in ids])
 
 
+def _fold_oof(run, k, idx, name):
+    path = run / f"fold{k}" / name
+    if not path.exists():
+        raise DataError(path, f"fold {k} has not finished training")
+    probs = np.load(path)
+    if probs.shape != (len(idx), NUM_CLASSES):
+        raise DataError(path, f"shape {probs.shape} does not match the fold's {len(idx)} Ids")
+    return probs
+
+
 def merge(run):
-    """Collect every fold's out-of-fold predictions, tune thresholds, write the report."""
+    """Collect every fold's out-of-fold predictions, tune thresholds, write the report.
+
+    Thresholds are tuned twice: on the test-time-augmented predictions (``thresholds``, what
+    the runtime applies by default) and on the single-view ones (``single_view_thresholds``,
+    for ``runtime infer --tta 1``). A run trained before test-time augmentation has only
+    ``oof.npy``, and both sets come from it."""
     run = Path(run)
     cfg, ids, folds, y = run_targets(run)
     probs = np.zeros((len(ids), NUM_CLASSES), np.float32)
+    single = np.zeros_like(probs)
     per_fold = []
     for k in range(cfg.folds):
-        path = run / f"fold{k}" / "oof.npy"
-        if not path.exists():
-            raise DataError(path, f"fold {k} has not finished training")
-        fold_probs = np.load(path)
         idx = np.flatnonzero(folds == k)
-        if fold_probs.shape != (len(idx), NUM_CLASSES):
-            raise DataError(path, f"shape {fold_probs.shape} does not match the fold's {len(idx)} Ids")
-        probs[idx] = fold_probs
-        history = json.loads((run / f"fold{k}" / "history.json").read_text())
+        probs[idx] = _fold_oof(run, k, idx, "oof.npy")
+        has_single = (run / f"fold{k}" / "oof_single.npy").exists()
+        single[idx] = _fold_oof(run, k, idx, "oof_single.npy") if has_single else probs[idx]
+        history = _read_history(run / f"fold{k}" / "history.json")
         per_fold.append({"fold": k, "images": int(len(idx)), "best_epoch": history["best"]["epoch"] + 1,
-                         "macro_f1_0.5": macro_f1(y[idx], fold_probs),
-                         "macro_f1_tuned_on_fold": history["best"]["macro_f1"]})
+                         "macro_f1_0.5": macro_f1(y[idx], probs[idx]),
+                         "macro_f1_tuned_on_fold": macro_f1(y[idx], probs[idx], tune_thresholds(y[idx], probs[idx])),
+                         "single_view_macro_f1_tuned_on_fold": history["best"]["macro_f1"]})
 
     thresholds = tune_thresholds(y, probs)
+    single_thresholds = tune_thresholds(y, single)
     f1_05 = f1_per_class(y, probs > 0.5)
     f1_tuned = f1_per_class(y, probs > thresholds)
     metrics = {
         "images": len(ids),
+        "tta": cfg.tta,
         "macro_f1": {
             "at_0.5": float(f1_05.mean()),
             "tuned": float(f1_tuned.mean()),
             "tuned_crossfit": crossfit_macro_f1(y, probs, folds),
+        },
+        "single_view_macro_f1": {
+            "at_0.5": macro_f1(y, single),
+            "tuned": macro_f1(y, single, single_thresholds),
+            "tuned_crossfit": crossfit_macro_f1(y, single, folds),
         },
         "per_fold": per_fold,
         "per_class": [
@@ -416,12 +467,15 @@ def merge(run):
              "f1_tuned": float(f1_tuned[c]), "threshold": float(thresholds[c])}
             for c in range(NUM_CLASSES)
         ],
-        "notes": "tuned: thresholds tuned and scored on the same out-of-fold predictions (the usual "
-                 "Kaggle figure, optimistic for rare classes); tuned_crossfit: each fold scored with "
-                 "thresholds tuned on the other folds (an honest estimate).",
+        "notes": "macro_f1 and per_class: out-of-fold predictions averaged over `tta` dihedral views "
+                 "(single_view_macro_f1: without). tuned: thresholds tuned and scored on the same "
+                 "out-of-fold predictions (the usual Kaggle figure, optimistic for rare classes); "
+                 "tuned_crossfit: each fold scored with thresholds tuned on the other folds (an "
+                 "honest estimate).",
     }
     atomic_write_json(run / "thresholds.json", {"class_names": list(CLASS_NAMES),
-                                                "thresholds": [float(t) for t in thresholds]})
+                                                "thresholds": [float(t) for t in thresholds], "tta": cfg.tta,
+                                                "single_view_thresholds": [float(t) for t in single_thresholds]})
     header = "Id,fold," + ",".join(f'"{n}"' for n in CLASS_NAMES) + "\n"
     body = "".join(f"{i},{f}," + ",".join(f"{p:.6f}" for p in row) + "\n" for i, f, row in zip(ids, folds, probs))
     atomic_write_text(run / "oof.csv", header + body)
@@ -434,9 +488,13 @@ def merge(run):
 
 def format_report(metrics):
     """The F1 report printed at the end of a run."""
-    m = metrics["macro_f1"]
-    lines = [f"out-of-fold macro-F1 over {metrics['images']} images: {m['at_0.5']:.4f} at 0.5, "
-             f"{m['tuned']:.4f} with tuned thresholds ({m['tuned_crossfit']:.4f} cross-fitted)"]
+    m, views = metrics["macro_f1"], metrics.get("tta", 1)
+    lines = [f"out-of-fold macro-F1 over {metrics['images']} images"
+             + (f", {views} test-time views" if views > 1 else "")
+             + f": {m['at_0.5']:.4f} at 0.5, {m['tuned']:.4f} with tuned thresholds ({m['tuned_crossfit']:.4f} cross-fitted)"]
+    if views > 1 and "single_view_macro_f1" in metrics:
+        s = metrics["single_view_macro_f1"]
+        lines.append(f"  single view: {s['at_0.5']:.4f} at 0.5, {s['tuned']:.4f} tuned ({s['tuned_crossfit']:.4f} cross-fitted)")
     for f in metrics["per_fold"]:
         lines.append(f"  fold {f['fold']}: best epoch {f['best_epoch']}, macro-F1 {f['macro_f1_0.5']:.4f} at 0.5, "
                      f"{f['macro_f1_tuned_on_fold']:.4f} tuned on the fold")

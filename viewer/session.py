@@ -57,7 +57,9 @@ class Session:
             cfg = json.loads((run / "config.json").read_text())["fit"]
             self.checkpoints = [str(run / f"fold{k}" / "best.pt") for k in range(cfg["folds"])]
             if self.spec is None and (run / "thresholds.json").is_file():
-                self.thresholds = np.asarray(json.loads((run / "thresholds.json").read_text())["thresholds"], np.float32)
+                # Without model.json the probabilities come from the checkpoints, one view each.
+                tuned = json.loads((run / "thresholds.json").read_text())
+                self.thresholds = np.asarray(tuned.get("single_view_thresholds", tuned["thresholds"]), np.float32)
         self._cam_models = None
         self.predictions = {}
 
@@ -89,7 +91,7 @@ class Session:
         if key not in self.predictions:
             x = preprocess(self.sample(sample_id), self.preprocess)[None]
             if self.backend is not None and fold == "mean":
-                probs = self.backend.infer(x)[0]
+                probs = self.backend.predict(x, self.spec.tta)[0]  # the views its thresholds were tuned on
             else:
                 probs = self.cam_models().probabilities(x, fold)[0]
             self.predictions[key] = probs

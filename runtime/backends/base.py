@@ -3,7 +3,7 @@
 - Constructing a backend is cheap and allocates nothing.
 - ``__enter__`` loads the model (sessions, engines, device memory, streams); ``__exit__`` frees it.
 - ``infer(batch)`` takes float32 (N, 4, S, S) preprocessed images and returns (N, 28) float32
-  probabilities. The public method checks the batch against ``model.json``; backends implement
+  probabilities; ``predict(batch, views)`` averages ``infer`` over test-time views. The public method checks the batch against ``model.json``; backends implement
   ``_load``, ``_infer`` and ``_free`` only, so adding an engine touches one file.
 """
 
@@ -12,6 +12,7 @@ import importlib
 import numpy as np
 
 from runtime.classes import NUM_CLASSES
+from runtime.tta import predict_views
 
 
 class BackendUnavailable(Exception):
@@ -59,6 +60,11 @@ class Backend:
         if out.shape != (len(batch), NUM_CLASSES):
             raise RuntimeError(f"{self.name}: model returned {out.shape}, expected ({len(batch)}, {NUM_CLASSES})")
         return out
+
+    def predict(self, batch, views=1):
+        """``infer`` averaged over ``views`` dihedral views of the batch (runtime.tta): what the
+        thresholds of a model exported with test-time augmentation were tuned on."""
+        return predict_views(self.infer, batch, views)
 
     def _load(self):
         raise NotImplementedError
