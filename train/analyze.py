@@ -31,8 +31,9 @@ def label_stats(labels):
     return counts, per_image, co, corr
 
 
-def _save(fig, path, dpi=100):
-    fig.tight_layout()
+def _save(fig, path, dpi=100, tight=True):
+    if tight:
+        fig.tight_layout()
     fig.savefig(path, dpi=dpi)
     plt.close(fig)
     return path
@@ -105,7 +106,8 @@ def plot_gallery(folder, labels, path, per_class=1, classes=None):
     height = 1.9 * len(rows) + 0.6
     fig.suptitle("RGBY gallery: composite (yellow as red+green) and each channel in its colour", fontsize=10,
                  y=1 - 0.12 / height, va="top")
-    fig.tight_layout(rect=(0, 0, 1, 1 - 0.55 / height))
+    # Fixed margins instead of tight_layout, which spends seconds measuring 140 axes.
+    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.1 / height, top=1 - 0.55 / height, wspace=0.04, hspace=0.28)
     fig.savefig(path, dpi=55)
     plt.close(fig)
     return path
@@ -147,7 +149,8 @@ def plot_pr_curves(y, probs, path):
     for ax in axes[:, 0]:
         ax.set_ylabel("precision", fontsize=8)
     fig.suptitle("Precision-recall per class (out-of-fold probabilities)")
-    return _save(fig, path)
+    fig.subplots_adjust(left=0.05, right=0.99, bottom=0.06, top=0.9, wspace=0.08, hspace=0.42)
+    return _save(fig, path, tight=False)
 
 
 def _img(path, title):
