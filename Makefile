@@ -8,16 +8,19 @@ export PYTHONUNBUFFERED := 1
 
 # Demo settings, sized for a 2-core CPU (see README "What make demo does"): 128-px fields at zoom
 # 2.4 (one or two cells) trained at 96 px by a width-16 ResNet-18, BCE (measured better than focal
-# loss at this short schedule), three folds trained at once in three processes.
+# loss at this short schedule), AdamW weight decay 0.3 (at 20 epochs 0.822 against 0.786 with 1e-4),
+# out-of-fold predictions averaged over 4 test-time views, three folds trained at once in three
+# processes. 19 epochs: OOF macro-F1 0.819 in 575 s before steps 6 and 7 ran side by side.
 DEMO_IMAGES ?= 3000
 DEMO_TEST_IMAGES ?= 300
 DEMO_FIELD ?= 128
 DEMO_ZOOM ?= 2.4
 DEMO_SIZE ?= 96
 DEMO_WIDTH ?= 16
-DEMO_EPOCHS ?= 18
+DEMO_EPOCHS ?= 19
 DEMO_BATCH ?= 32
 DEMO_LR ?= 1e-2
+DEMO_WD ?= 0.3
 DEMO_LOSS ?= bce
 DEMO_TTA ?= 4
 DEMO_FOLDS ?= 3
@@ -56,7 +59,8 @@ demo: $(STAMP)
 	echo "== 2/7 train $(DEMO_FOLDS) folds =="; \
 	rm -rf $(DEMO)/run $(DEMO)/deploy $(DEMO)/submission; \
 	$(PY) -m train fit --data $(DEMO)/data --out $(DEMO)/run --folds $(DEMO_FOLDS) --arch resnet18 --width $(DEMO_WIDTH) \
-		--size $(DEMO_SIZE) --epochs $(DEMO_EPOCHS) --batch-size $(DEMO_BATCH) --lr $(DEMO_LR) --loss $(DEMO_LOSS) \
+		--size $(DEMO_SIZE) --epochs $(DEMO_EPOCHS) --batch-size $(DEMO_BATCH) --lr $(DEMO_LR) --weight-decay $(DEMO_WD) \
+		--loss $(DEMO_LOSS) \
 		--tta $(DEMO_TTA) --jobs $(DEMO_JOBS) --seed 0; took; \
 	echo "== 3/7 export to ONNX (folds, ensemble, INT8 for ONNX Runtime on this CPU) =="; \
 	$(PY) -m export onnx --run $(DEMO)/run --out $(DEMO)/deploy --precision fp32,int8 --int8-targets cpu; took; \
@@ -67,12 +71,12 @@ demo: $(STAMP)
 	echo "== 5/7 benchmark (model alone and end to end from PNG) =="; \
 	$(PY) -m runtime bench --model $(DEMO)/deploy --backend onnxruntime:fp32,onnxruntime:int8,torch \
 		--batch-sizes 1,32 --images $(DEMO)/data/test --seconds 1 --json $(DEMO)/bench.json; took; \
-	echo "== 6/7 viewer screenshots (offscreen) =="; \
+	echo "== 6/7 viewer screenshots (offscreen) and 7/7 analysis report, side by side on the two cores =="; \
 	mkdir -p $(DEMO)/screenshots; \
 	QT_QPA_PLATFORM=offscreen $(PY) -m viewer --data $(DEMO)/data/test --model $(DEMO)/deploy --run $(DEMO)/run \
-		--screenshot $(DEMO)/screenshots/viewer 2>/dev/null; took; \
-	echo "== 7/7 analysis report of the data and the run =="; \
-	$(PY) -m train analyze --data $(DEMO)/data --run $(DEMO)/run --out $(DEMO)/report; took; \
+		--screenshot $(DEMO)/screenshots/viewer 2>/dev/null & viewer=$$!; \
+	$(PY) -m train analyze --data $(DEMO)/data --run $(DEMO)/run --out $(DEMO)/report; \
+	wait $$viewer; echo "wrote $(DEMO)/screenshots/viewer-*.png"; took; \
 	echo; echo "demo finished in $$(( $$(date +%s) - start ))s. Outputs:"; \
 	echo "  $(DEMO)/data        synthetic dataset (train.csv, train/, test/, masks/)"; \
 	echo "  $(DEMO)/run         checkpoints, metrics.json, thresholds.json, oof.csv, curves.png"; \
