@@ -144,20 +144,15 @@ def load_model_spec(path):
     return ModelSpec(path, data)
 
 
-def _floats(values):
-    return None if values is None else [float(v) for v in values]
-
-
-def write_model_spec(path, *, thresholds, preprocess, folds, files, checkpoints, versions, tta=1,
-                     single_view_thresholds=None, extra=None):
+def write_model_spec(path, *, thresholds, single_view_thresholds, tta, preprocess, folds, files, checkpoints,
+                     versions, extra=None):
     data = {
         "format": FORMAT,
         "version": VERSION,
         "class_names": list(CLASS_NAMES),
         "thresholds": [float(t) for t in thresholds],
         "tta": int(tta),
-        "single_view_thresholds": _floats(single_view_thresholds if single_view_thresholds is not None
-                                          else thresholds if tta == 1 else None),
+        "single_view_thresholds": [float(t) for t in single_view_thresholds],
         "preprocess": preprocess.to_dict(),
         "input": {"name": INPUT_NAME, "dtype": "float32",
                   "shape": ["batch", 4, preprocess.size, preprocess.size],

@@ -65,6 +65,17 @@ def test_checkpoint_is_plain_and_reloads_to_the_same_predictions(tiny_run, tiny_
     assert np.abs(plain - turns).max() > 1e-3  # the two files really differ
 
 
+def test_without_tta_the_single_view_is_the_only_view(tiny_run, tiny_data, tmp_path):
+    run, metrics = tiny_run
+    plain = fit(FitConfig(data=str(tiny_data), out=str(tmp_path / "plain"), tta=1, **SETTINGS), progress=False)
+    assert not list((tmp_path / "plain").glob("fold*/oof_single.npy"))
+    tuned = json.loads((tmp_path / "plain" / "thresholds.json").read_text())
+    assert tuned["tta"] == 1 and tuned["single_view_thresholds"] == tuned["thresholds"]
+    assert plain["single_view_macro_f1"] == plain["macro_f1"]
+    # the same training, so the same single-view predictions as the 4-view run's
+    assert plain["macro_f1"] == metrics["single_view_macro_f1"]
+
+
 def test_same_seed_same_run(tiny_run, tiny_data, tmp_path):
     run, metrics = tiny_run
     again = fit(FitConfig(data=str(tiny_data), out=str(tmp_path / "again"), **SETTINGS), progress=False)

@@ -13,7 +13,7 @@ Run folder::
     RUN/fold{k}/history.json  per-epoch loss and macro-F1; "done" once the fold has finished
     RUN/fold{k}/oof.npy     the best epoch's probabilities for the fold's validation Ids, averaged
                             over --tta dihedral views (runtime.tta)
-    RUN/fold{k}/oof_single.npy  the same without test-time augmentation
+    RUN/fold{k}/oof_single.npy  the same without test-time augmentation (with --tta 1: oof.npy only)
     RUN/oof.csv             Id, fold, 28 out-of-fold probabilities (test-time augmented)
     RUN/thresholds.json     per-class thresholds tuned on the out-of-fold predictions, with and
                             without test-time augmentation
@@ -289,20 +289,20 @@ def train_fold(cfg, pp, samples, folds, k, device, run, progress=True):
 
     # The fold's out-of-fold predictions: the best epoch's, averaged over cfg.tta dihedral views
     # (oof.npy: what thresholds are tuned on) and its plain single-view ones (oof_single.npy:
-    # for `runtime infer --tta 1`). The single-view file is renamed last, so a crash in between
-    # redoes the test-time pass on resume.
-    partial, single = fold_dir / "oof.npy.partial", fold_dir / "oof_single.npy"
+    # for `runtime infer --tta 1`; without test-time augmentation they are oof.npy, and merge
+    # reads that). The single-view file is renamed last, so a crash in between redoes the
+    # test-time pass on resume.
+    partial = fold_dir / "oof.npy.partial"
     views = check_views(cfg.tta)
     if views > 1:
         model.load_state_dict(load_checkpoint(fold_dir / "best.pt")["model"])
         probs, _ = predict_sharded(model, samples, val_idx, pp, device, None, cfg.batch_size * 2, amp, views)
-    elif rank == 0:
-        probs = np.load(partial if partial.exists() else single)
     if rank == 0:
-        with atomic_path(fold_dir / "oof.npy") as tmp, open(tmp, "wb") as handle:
-            np.save(handle, probs.astype(np.float32))
+        if views > 1:
+            with atomic_path(fold_dir / "oof.npy") as tmp, open(tmp, "wb") as handle:
+                np.save(handle, probs.astype(np.float32))
         if partial.exists():
-            partial.replace(single)
+            partial.replace(fold_dir / ("oof_single.npy" if views > 1 else "oof.npy"))
         history["done"] = True
         atomic_write_json(history_path, history)
         last.unlink(missing_ok=True)
