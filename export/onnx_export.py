@@ -7,8 +7,6 @@ compared too and their differences reported, with each variant's out-of-fold mac
 FP32's, so the cost of precision is a number.
 """
 
-import json
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -17,16 +15,13 @@ import onnx
 import torch
 from torch import nn
 
-from runtime.classes import NUM_CLASSES
 from runtime.errors import DataError
 from runtime.model_spec import INPUT_NAME, PROBS, sha256_of
 from runtime.onnx_session import make_session
 from runtime.preprocess import preprocess
 from runtime.reader import ImageFolder
+from runtime.writeutil import atomic_path
 from train.checkpoint import model_from_checkpoint
-from train.config import FitConfig
-from train.data import locate
-from train.fit import run_split
 from train.metrics import macro_f1
 
 
@@ -89,14 +84,11 @@ def export_graph(module, path, size, outputs):
     dynamic_axes API is stable; revisit when torch removes it."""
     module = module.eval()
     dummy = torch.zeros(2, 4, size, size)
-    tmp = Path(str(path) + ".partial")
-    with torch.no_grad():
+    with atomic_path(path) as tmp, torch.no_grad():
         torch.onnx.export(module, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=list(outputs),
                           dynamic_axes={INPUT_NAME: {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
                           opset_version=OPSET, do_constant_folding=True, dynamo=False)
-    model = onnx.load(str(tmp))
-    onnx.checker.check_model(model, full_check=True)
-    os.replace(tmp, path)
+        onnx.checker.check_model(onnx.load(str(tmp)), full_check=True)
     return path
 
 
@@ -132,12 +124,12 @@ def parity(module, path, real_images, seed=0):
 class RunData:
     """The run's images, preprocessed the way the run was trained, for parity, calibration and F1."""
 
-    def __init__(self, run, pp, cfg):
-        self.ids, self.folds = run_split(run)
-        _, image_dir = locate(cfg.data, cfg.labels, cfg.images)
+    def __init__(self, run):
+        self.ids, self.folds = run.split()
+        _, image_dir = run.config.dataset()
         self.available = Path(image_dir).is_dir()
         self.folder = ImageFolder(image_dir) if self.available else None
-        self.pp = pp
+        self.pp = run.preprocess
         self._cache = {}
 
     def images(self, ids):
@@ -153,41 +145,16 @@ class RunData:
         return [self.ids[i] for i in sorted(rng.choice(len(self.ids), size=min(n, len(self.ids)), replace=False))]
 
 
-def load_run(run):
-    """(fold models, FitConfig, Preprocess, checkpoint paths, RunThresholds) of a finished run."""
-    run = Path(run)
-    for name in ("config.json", "folds.csv", "thresholds.json"):
-        if not (run / name).is_file():
-            raise DataError(run / name, "missing: export needs a finished training run (all folds merged)")
-    cfg = FitConfig.from_dict(json.loads((run / "config.json").read_text())["fit"])
-    models, paths, pp = [], [], None
-    for k in range(cfg.folds):
-        path = run / f"fold{k}" / "best.pt"
-        model, _, fold_pp, _ = model_from_checkpoint(path)
-        if pp is not None and fold_pp != pp:
-            raise DataError(path, "preprocessing differs from fold 0's; folds of one run must share it")
-        pp = fold_pp
+def load_models(run):
+    """The fold models of a finished run, in fold order; each must carry the run's preprocessing."""
+    run.thresholds()  # a merged run: refuse early, before anything is written
+    models = []
+    for path in run.checkpoints():
+        model, _, pp, _ = model_from_checkpoint(path)
+        if pp != run.preprocess:
+            raise DataError(path, "preprocessing differs from the run's config.json; folds of one run must share it")
         models.append(model)
-        paths.append(path)
-    return models, cfg, pp, paths, RunThresholds.read(run / "thresholds.json")
-
-
-@dataclass(frozen=True)
-class RunThresholds:
-    """thresholds.json: tuned on ``tta``-view out-of-fold predictions, and on single-view ones."""
-
-    tuned: np.ndarray
-    tta: int
-    single_view: np.ndarray
-
-    @classmethod
-    def read(cls, path):
-        data = json.loads(Path(path).read_text())
-        tuned = np.asarray(data["thresholds"], np.float32)
-        single = np.asarray(data.get("single_view_thresholds", tuned), np.float32)
-        if tuned.shape != (NUM_CLASSES,) or single.shape != (NUM_CLASSES,):
-            raise DataError(path, f"expected {NUM_CLASSES} thresholds")
-        return cls(tuned, int(data.get("tta", 1)), single)
+    return models
 
 
 def oof_f1(paths_by_fold, data, y, thresholds, subset):

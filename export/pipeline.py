@@ -10,10 +10,10 @@ import onnxruntime
 import torch
 
 from export.onnx_export import (FP32_TOLERANCE, PRECISIONS, EnsembleGraph, Exported, ExportError, FoldGraph,
-                                PARITY_BATCHES, RunData, eval_subset, export_graph, load_run, oof_f1, parity)
+                                PARITY_BATCHES, RunData, eval_subset, export_graph, load_models, oof_f1, parity)
 from export.precision import to_fp16, to_int8
 from runtime.model_spec import LOGITS, PROBS, sha256_of, write_model_spec
-from train.fit import run_targets
+from train.run import Run
 
 log = logging.getLogger(__name__)
 
@@ -45,15 +45,16 @@ def export_run(run, out, precisions=("fp32",), calib_images=64, seed=0, report=p
     bad = [t for t in int8_targets if t not in INT8_TARGETS]
     if bad or not int8_targets:
         raise ValueError(f"unknown INT8 target {bad[0] if bad else ''!r}; valid: {', '.join(INT8_TARGETS)}")
-    run, out = Path(run), Path(out)
+    run, out = Run(run), Path(out)
+    cfg, pp, thresholds = run.config, run.preprocess, run.thresholds()
+    models, ckpt_paths = load_models(run), run.checkpoints()
     out.mkdir(parents=True, exist_ok=True)
-    models, cfg, pp, ckpt_paths, thresholds = load_run(run)
-    data = RunData(run, pp, cfg)
+    data = RunData(run)
     real = (data.images(data.sample_ids(max(PARITY_BATCHES), seed)) if data.available
             else np.zeros((0, 4, pp.size, pp.size), np.float32))
     if not data.available:
         log.warning("the run's images are not reachable; parity uses random inputs only and F1 is not measured")
-    y = run_targets(run)[3] if data.available else None
+    y = run.targets()[2] if data.available else None
     subset = eval_subset(len(data.ids), eval_images, seed) if y is not None else None
 
     graphs = {k: FoldGraph(m) for k, m in enumerate(models)}
@@ -118,7 +119,7 @@ def export_run(run, out, precisions=("fp32",), calib_images=64, seed=0, report=p
         files=[e.entry() for e in exported],
         checkpoints=[{"fold": k, "path": str(p.resolve()), "sha256": sha256_of(p)} for k, p in enumerate(ckpt_paths)],
         versions=_versions(),
-        extra={"run": str(run.resolve()), "arch": {"name": cfg.arch, "width": cfg.width, "attention": cfg.attention},
+        extra={"run": str(run.path.resolve()), "arch": {"name": cfg.arch, "width": cfg.width, "attention": cfg.attention},
                "calibration_images": int(len(calib)) if calib is not None else 0},
     )
     report(f"wrote {len(exported)} ONNX files and {out / 'model.json'}")

@@ -7,7 +7,6 @@
   TensorRT's explicit-quantization path expects).
 """
 
-import os
 import tempfile
 from pathlib import Path
 
@@ -18,6 +17,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       quant_pre_process, quantize_static)
 
 from runtime.model_spec import INPUT_NAME, PROBS
+from runtime.writeutil import atomic_path
 
 INT8_FLAVOURS = {
     # reduce_range: 7-bit weights, so that AVX2's u8 x s8 multiply-add (vpmaddubsw, which saturates
@@ -26,6 +26,11 @@ INT8_FLAVOURS = {
     "tensorrt": dict(activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, reduce_range=False,
                      extra_options={"ActivationSymmetric": True, "WeightSymmetric": True}),
 }
+
+
+def save_model(model, path):
+    with atomic_path(path) as tmp:
+        onnx.save(model, str(tmp))
 
 
 def probs_only(model):
@@ -41,9 +46,7 @@ def probs_only(model):
 def to_fp16(src, dst):
     model = float16.convert_float_to_float16(probs_only(onnx.load(str(src))), keep_io_types=True)
     onnx.checker.check_model(model)
-    tmp = Path(str(dst) + ".partial")
-    onnx.save(model, str(tmp))
-    os.replace(tmp, dst)
+    save_model(model, dst)
     return dst
 
 
@@ -72,6 +75,7 @@ def to_int8(src, dst, calib_images, flavour="cpu"):
                         quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=settings["reduce_range"],
                         activation_type=settings["activation_type"], weight_type=settings["weight_type"],
                         calibrate_method=CalibrationMethod.MinMax, extra_options=settings["extra_options"])
-        onnx.checker.check_model(onnx.load(str(out)))
-        os.replace(out, dst)
+        quantized = onnx.load(str(out))
+        onnx.checker.check_model(quantized)
+        save_model(quantized, dst)
     return dst

@@ -8,11 +8,11 @@ symmetric ``.int8-trt.onnx`` variant). On TensorRT 10 the same files are built a
 networks, so both versions build the same thing. ``tensorrt`` is imported only here, lazily.
 """
 
-import os
 from pathlib import Path
 
 from runtime.errors import DataError
 from runtime.model_spec import INPUT_NAME
+from runtime.writeutil import atomic_write_bytes
 
 
 
@@ -75,10 +75,8 @@ def build_engine(onnx_path, engine_path, min_batch=1, opt_batch=32, max_batch=64
     serialized = builder.build_serialized_network(network, config)
     if serialized is None:
         raise DataError(onnx_path, "TensorRT failed to build an engine (see the TensorRT log above)")
-    tmp = Path(str(engine_path) + ".partial")
-    tmp.write_bytes(bytes(serialized))
-    os.replace(tmp, engine_path)
+    atomic_write_bytes(engine_path, bytes(serialized))
     if cache is not None:
-        Path(timing_cache).write_bytes(bytes(cache.serialize()))
+        atomic_write_bytes(timing_cache, bytes(cache.serialize()))
     return {"path": str(engine_path), "tensorrt": trt.__version__, "min_batch": min_batch, "opt_batch": opt_batch,
             "max_batch": max_batch, "input_shape": [c, h, w]}

@@ -19,7 +19,7 @@ from runtime.classes import CHANNELS
 from runtime.errors import DataError
 from runtime.labels import read_manifest
 from runtime.reader import ImageFolder, channel_files, check_id
-from runtime.writeutil import atomic_write_text
+from runtime.writeutil import atomic_path, atomic_write_text
 
 
 def _image_files(folder):
@@ -38,15 +38,14 @@ def _transfer(src, dst, move):
         if move and src.exists():
             src.unlink()
         return False
-    tmp = dst.with_name(f".{dst.name}.partial")
     if move:
         try:
             os.replace(src, dst)  # same file system: atomic rename
             return True
         except OSError:
             pass
-    shutil.copyfile(src, tmp)
-    os.replace(tmp, dst)
+    with atomic_path(dst) as tmp:
+        shutil.copyfile(src, tmp)
     if move:
         src.unlink()
     return True

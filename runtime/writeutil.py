@@ -1,10 +1,24 @@
-"""Atomic writes: a crash never leaves a half-written file behind (temporary file, then rename)."""
+"""Atomic writes: a crash never leaves a half-written file behind (temporary file in the same
+folder, then rename). Every file written by the toolkit goes through ``atomic_path``.
+
+The temporary file is made by ``mkstemp`` (mode 0600, so nothing half-written is ever readable
+by others); before the rename it gets the mode a plain ``open`` would have given it (0666 less
+the umask), so a shared group or a serving account can read the results."""
 
 import json
 import os
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
+
+
+def _file_mode():
+    mask = os.umask(0o022)  # read the umask (there is no other portable way) and put it back
+    os.umask(mask)
+    return 0o666 & ~mask
+
+
+FILE_MODE = _file_mode()
 
 
 @contextmanager
@@ -16,10 +30,16 @@ def atomic_path(path):
     os.close(fd)
     try:
         yield Path(tmp)
+        os.chmod(tmp, FILE_MODE)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def atomic_write_bytes(path, data):
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
 
 
 def atomic_write_text(path, text):

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from export.__main__ import main as export_main
-from export.onnx_export import FP32_TOLERANCE, OPSET, load_run
+from export.onnx_export import FP32_TOLERANCE, OPSET, load_models
+from train.run import Run
 from runtime.errors import DataError
 from runtime.model_spec import INPUT_NAME, PROBS, load_model_spec
 from runtime.onnx_session import make_session
@@ -38,7 +39,7 @@ def test_every_file_is_listed_with_its_precision_and_verified(tiny_deploy):
 
 def test_fp32_matches_torch_at_several_batch_sizes(tiny_run, tiny_deploy):
     deploy, spec = tiny_deploy
-    models, *_ = load_run(tiny_run[0])
+    models = load_models(Run(tiny_run[0]))
     for batch in (1, 5):
         x = random_batch(batch, seed=batch)
         with torch.no_grad():

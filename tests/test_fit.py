@@ -12,7 +12,8 @@ from runtime.classes import NUM_CLASSES
 from train.__main__ import main as train_main
 from train.checkpoint import load_checkpoint, model_from_checkpoint
 from train.config import FitConfig
-from train.fit import fit, merge
+from train.fit import fit
+from train.report import merge
 
 from tests.conftest import TINY_SETTINGS as SETTINGS
 
@@ -117,6 +118,39 @@ def test_resume_after_interruption_matches(tiny_run, tiny_data, tmp_path, monkey
     assert resumed["macro_f1"] == metrics["macro_f1"]
     for k in range(2):
         np.testing.assert_array_equal(np.load(out / f"fold{k}" / "oof.npy"), np.load(run / f"fold{k}" / "oof.npy"))
+
+
+@pytest.mark.parametrize("point", ["staged", "last", "commit", "history", "oof", "single", "done"])
+def test_a_kill_at_any_journal_write_resumes_to_the_uninterrupted_run(tiny_run, tiny_data, tmp_path, monkeypatch,
+                                                                       point):
+    # Each point is reached at least twice (every fold's first epoch is a new best); the kill
+    # comes the second time an epoch point is reached, the first time a fold-end point is.
+    run, metrics = tiny_run
+    out = tmp_path / "killed"
+    import train.fit as fit_module
+
+    seen = []
+
+    def kill(name):
+        seen.append(name)
+        if name == point and seen.count(name) == (2 if point in ("staged", "last", "commit", "history") else 1):
+            raise KeyboardInterrupt
+
+    def without_timing(history):
+        return {**history, "epochs": [{k: v for k, v in e.items() if k != "train_images_per_s"} for e in history["epochs"]]}
+
+    monkeypatch.setattr(fit_module, "journal_point", kill)
+    with pytest.raises(KeyboardInterrupt):
+        fit(FitConfig(data=str(tiny_data), out=str(out), **SETTINGS), progress=False)
+    monkeypatch.undo()
+    resumed = fit(FitConfig(data=str(tiny_data), out=str(out), **SETTINGS), progress=False)
+    assert resumed == metrics
+    assert (out / "oof.csv").read_text() == (run / "oof.csv").read_text()
+    for k in range(2):
+        history = json.loads((out / f"fold{k}" / "history.json").read_text())
+        assert without_timing(history) == without_timing(json.loads((run / f"fold{k}" / "history.json").read_text()))
+        assert not list((out / f"fold{k}").glob("best.e*"))
+        assert torch.load(out / f"fold{k}" / "best.pt", weights_only=True)["epoch"] == history["best"]["epoch"]
 
 
 def test_a_finished_fold_is_skipped(tiny_run, tiny_data):

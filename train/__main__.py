@@ -137,10 +137,12 @@ def cmd_folds(args):
 
 def cmd_fit(args):
     from train.config import FitConfig
-    from train.fit import fit, format_report
+    from train.fit import fit
+    from train.report import format_report
+    from train.run import Run
 
     out = Path(args.out)
-    if (out / "config.json").exists() and not args.resume and not args.fold:
+    if Run(out).has_config() and not args.resume and not args.fold:
         raise DataError(out, "run folder already exists; pass --resume to continue it or choose another --out")
     options = {k: v for k, v in vars(args).items() if k not in ("command", "resume")}
     cfg = FitConfig(**options)
@@ -154,7 +156,7 @@ def cmd_fit(args):
 
 
 def cmd_merge(args):
-    from train.fit import format_report, merge
+    from train.report import format_report, merge
 
     print(format_report(merge(args.run)))
     return 0

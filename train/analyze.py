@@ -3,7 +3,7 @@ and one self-contained ``report.html`` (images embedded)."""
 
 import base64
 import html
-import json
+import shutil
 from pathlib import Path
 
 import matplotlib
@@ -16,6 +16,8 @@ from runtime.classes import CHANNELS, CLASS_NAMES, NUM_CLASSES  # noqa: E402
 from runtime.composite import COLOURS, composite  # noqa: E402
 from runtime.labels import multi_hot, read_labels  # noqa: E402
 from runtime.reader import ImageFolder  # noqa: E402
+from runtime.writeutil import atomic_write_text  # noqa: E402
+from train.config import dataset_paths  # noqa: E402
 
 
 def label_stats(labels):
@@ -160,11 +162,9 @@ def _img(path, title):
 
 def analyze(data, out, run=None, log=True):
     """Write the figures and OUT/report.html; returns the list of PNG paths."""
-    from train.data import locate
-
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    labels_csv, image_dir = locate(data)
+    labels_csv, image_dir = dataset_paths(data)
     labels = read_labels(labels_csv)
     counts, per_image, co, corr = label_stats(labels)
     figures = [
@@ -177,22 +177,14 @@ def analyze(data, out, run=None, log=True):
     ]
     if run:
         from train.plots import plot_curves
+        from train.run import Run
 
-        run = Path(run)
-        metrics = json.loads((run / "metrics.json").read_text())
-        cfg = json.loads((run / "config.json").read_text())["fit"]
-        curves = plot_curves(run, cfg["folds"])
-        import shutil
-
-        shutil.copy(curves, out / "training_curves.png")
+        run = Run(run)
+        metrics = run.metrics()
+        shutil.copy(plot_curves(run), out / "training_curves.png")
         figures.append((out / "training_curves.png", "Loss and macro-F1 per epoch per fold"))
         figures.append((plot_run_f1(metrics, counts, out / "per_class_f1.png"), "Per-class F1 and thresholds"))
-        import csv
-
-        with open(run / "oof.csv", newline="") as handle:
-            rows = list(csv.reader(handle))[1:]
-        ids = [r[0] for r in rows]
-        probs = np.array([[float(v) for v in r[2:]] for r in rows], np.float32)
+        ids, probs = run.oof_table()
         y = multi_hot([labels[i] for i in ids])
         figures.append((plot_pr_curves(y, probs, out / "pr_curves.png"), "Precision-recall per class"))
     body = "".join(_img(p, t) for p, t in figures)
@@ -202,5 +194,5 @@ def analyze(data, out, run=None, log=True):
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>HPA data report</title>"
             f"<style>body{{font-family:sans-serif;max-width:1300px;margin:auto}}img{{max-width:100%}}</style></head>"
             f"<body><h1>HPA data report: {html.escape(str(data))}</h1>{summary}{body}</body></html>")
-    (out / "report.html").write_text(page, encoding="utf-8")
+    atomic_write_text(out / "report.html", page)
     return [p for p, _ in figures]

@@ -2,6 +2,17 @@
 every checkpoint and as RUN/config.json."""
 
 from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+
+def dataset_paths(data, labels="", images=""):
+    """(labels CSV, image folder) of a dataset in the Kaggle layout: DATA/train.csv and DATA/train/
+    (or DATA itself when it holds the images), unless given explicitly."""
+    data = Path(data)
+    labels = Path(labels) if labels else data / "train.csv"
+    if images:
+        return labels, Path(images)
+    return labels, (data / "train" if (data / "train").is_dir() else data)
 
 
 @dataclass(frozen=True)
@@ -40,6 +51,10 @@ class FitConfig:
 
     def to_dict(self):
         return asdict(self)
+
+    def dataset(self):
+        """(labels CSV, image folder) this run trains on."""
+        return dataset_paths(self.data, self.labels, self.images)
 
     @classmethod
     def from_dict(cls, data):

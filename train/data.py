@@ -3,7 +3,6 @@
 import logging
 import os
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import numpy as np
 import torch
@@ -16,17 +15,6 @@ from runtime.reader import ImageFolder
 from runtime.tta import dihedral
 
 log = logging.getLogger(__name__)
-
-
-def locate(data, labels="", images=""):
-    """(labels CSV, image folder) of a dataset in the Kaggle layout."""
-    data = Path(data)
-    labels = Path(labels) if labels else data / "train.csv"
-    if images:
-        images = Path(images)
-    else:
-        images = data / "train" if (data / "train").is_dir() else data
-    return labels, images
 
 
 class Samples:

@@ -1,23 +1,19 @@
 """Training curves as PNG (matplotlib, no screen needed)."""
 
-import json
-from pathlib import Path
-
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 
-def plot_curves(run, folds):
-    """RUN/curves.png: train/validation loss and validation macro-F1 per epoch, one line per fold."""
-    run = Path(run)
+def plot_curves(run):
+    """RUN/curves.png: train/validation loss and validation macro-F1 per epoch, one line per fold
+    (``run``: a train.run.Run)."""
     fig, (ax_loss, ax_f1) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for k in range(folds):
-        path = run / f"fold{k}" / "history.json"
-        if not path.exists():
+    for k in range(run.config.folds):
+        epochs = run.history(k)["epochs"]
+        if not epochs:
             continue
-        epochs = json.loads(path.read_text())["epochs"]
         x = [e["epoch"] + 1 for e in epochs]
         color = f"C{k}"
         ax_loss.plot(x, [e["train_loss"] for e in epochs], color=color, label=f"fold {k} train")
@@ -30,7 +26,7 @@ def plot_curves(run, folds):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2)
     fig.tight_layout()
-    out = run / "curves.png"
+    out = run.file("curves.png")
     fig.savefig(out, dpi=110)
     plt.close(fig)
     return out

@@ -30,7 +30,7 @@ import numpy as np
 
 from runtime.classes import CHANNELS, NUM_CLASSES, REAL_CLASS_COUNTS, REAL_LABELS_PER_IMAGE
 from runtime.labels import format_target
-from runtime.writeutil import atomic_write_text
+from runtime.writeutil import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -570,9 +570,7 @@ def write_sample(folder, sample_id, sample):
         ok, buf = cv2.imencode(".png", sample[..., i])
         if not ok:
             raise OSError(f"{path}: PNG encoding failed")
-        tmp = path.with_name(path.name + ".tmp")
-        buf.tofile(tmp)
-        os.replace(tmp, path)
+        atomic_write_bytes(path, buf.tobytes())
 
 
 def _render_and_write(job):

@@ -19,14 +19,13 @@ DEFAULT_METHODS = ("gradcam", "gradcam++", "layercam")
 
 def pointing_game(run, data, methods=DEFAULT_METHODS, split="test", limit=None, batch_size=16):
     """{method: {"overall": accuracy, "per_class": {class: accuracy}, "pairs": n}}."""
-    import json
+    from train.run import Run
 
-    run, data = Path(run), Path(data)
+    data = Path(data)
     labels_csv = data / ("test_labels.csv" if split == "test" else "train.csv")
     labels = read_labels(labels_csv)
     folder = ImageFolder(data / split)
-    cfg = json.loads((run / "config.json").read_text())["fit"]
-    models = CamModels([run / f"fold{k}" / "best.pt" for k in range(cfg["folds"])])
+    models = CamModels(Run(run).checkpoints())
     pairs = []  # (Id, class)
     for sample_id, classes in list(labels.items())[:limit]:
         mask_file = data / "masks" / f"{sample_id}.npz"

@@ -5,7 +5,6 @@ run is given, from the run's PyTorch checkpoints. CAMs always come from the chec
 the run, or those model.json lists).
 """
 
-import json
 from pathlib import Path
 
 import cv2
@@ -53,13 +52,13 @@ class Session:
             self.backend = make_backend(self.spec, "auto").__enter__()
             self.checkpoints = [c["path"] for c in self.spec.data["checkpoints"] if Path(c["path"]).is_file()]
         if run:
-            run = Path(run)
-            cfg = json.loads((run / "config.json").read_text())["fit"]
-            self.checkpoints = [str(run / f"fold{k}" / "best.pt") for k in range(cfg["folds"])]
-            if self.spec is None and (run / "thresholds.json").is_file():
+            from train.run import Run
+
+            run = Run(run)
+            self.checkpoints = [str(p) for p in run.checkpoints()]
+            if self.spec is None and run.file("thresholds.json").is_file():
                 # Without model.json the probabilities come from the checkpoints, one view each.
-                tuned = json.loads((run / "thresholds.json").read_text())
-                self.thresholds = np.asarray(tuned.get("single_view_thresholds", tuned["thresholds"]), np.float32)
+                self.thresholds = run.thresholds().for_views(1)
         self._cam_models = None
         self.predictions = {}
 
