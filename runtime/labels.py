@@ -11,7 +11,7 @@ import numpy as np
 
 from runtime.classes import NUM_CLASSES
 from runtime.errors import DataError
-from runtime.reader import check_id
+from runtime.ids import check_id
 
 
 def _rows(path, required):

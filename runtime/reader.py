@@ -8,7 +8,6 @@ resized to the red channel's size. Anything else raises :class:`DataError` namin
 
 import logging
 import os
-import re
 from pathlib import Path
 
 import cv2
@@ -16,20 +15,11 @@ import numpy as np
 
 from runtime.classes import CHANNELS
 from runtime.errors import DataError
+from runtime.ids import check_id, is_safe_id
 
 log = logging.getLogger(__name__)
 
 EXTENSIONS = (".png", ".jpg", ".jpeg", ".tif", ".tiff")
-_SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def check_id(sample_id, source="Id"):
-    """Refuse Ids that could name a file outside the image folder (separators, '..', odd characters)."""
-    if not isinstance(sample_id, str) or not _SAFE_ID.match(sample_id) or ".." in sample_id:
-        raise DataError(source, f"unsafe or empty Id {sample_id!r} (allowed: letters, digits, '_', '-', '.', no '..')")
-    return sample_id
-
-
 def decode_channel(path):
     """Decode one grayscale channel file to a 2-D uint8 array."""
     path = Path(path)
@@ -132,7 +122,7 @@ class ImageFolder:
     def ids(self):
         """Every Id with all four channel files present, sorted (unsafe Ids are left out)."""
         return sorted(i for i, chans in self._scan().items()
-                      if len(chans) == len(CHANNELS) and _SAFE_ID.match(i) and ".." not in i)
+                      if len(chans) == len(CHANNELS) and is_safe_id(i))
 
     def incomplete_ids(self):
         """Ids with some but not all four channel files: {Id: [missing channels]}."""

@@ -18,7 +18,8 @@ from pathlib import Path
 from runtime.classes import CHANNELS
 from runtime.errors import DataError
 from runtime.labels import read_manifest
-from runtime.reader import ImageFolder, channel_files, check_id
+from runtime.ids import check_id
+from runtime.reader import ImageFolder, channel_files
 from runtime.writeutil import atomic_path, atomic_write_text
 
 

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 from runtime.errors import DataError
-from runtime.reader import ImageFolder, check_id, decode_channel
+from runtime.ids import check_id
+from runtime.reader import ImageFolder, decode_channel
 
 CHANNELS = ("red", "green", "blue", "yellow")
 

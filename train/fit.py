@@ -79,7 +79,7 @@ def fit(cfg, progress=True, merge_when_done=True, samples=None):
     if cfg.jobs > 1 and len(todo) > 1 and device.type == "cpu" and size == 1:
         from train.parallel import train_in_processes
 
-        train_in_processes(cfg, todo, run, progress, samples)
+        train_in_processes(cfg, todo, run, progress, samples, _fold_process)
     else:
         for k in todo:
             train_fold(cfg, pp, samples, folds, k, device, run, progress)
@@ -92,6 +92,12 @@ def fit(cfg, progress=True, merge_when_done=True, samples=None):
         return merge(run.path)
     log.info("folds %s done; run `python -m train merge --run %s` once every fold is trained", list(todo), run.path)
     return None
+
+
+def _fold_process(cfg, samples):
+    """One fold in a process of its own (train.parallel)."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    fit(cfg, progress=False, merge_when_done=False, samples=samples)
 
 
 def _check_config(run, cfg):

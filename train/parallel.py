@@ -22,13 +22,15 @@ from tqdm import tqdm
 log = logging.getLogger(__name__)
 
 
-def train_in_processes(cfg, todo, run, progress, samples):
+def train_in_processes(cfg, todo, run, progress, samples, worker):
+    """Run ``worker(cfg for one fold, samples)`` (a module-level function, so a spawned process
+    can import it) for each fold in ``todo``, ``cfg.jobs`` at a time."""
     jobs = min(cfg.jobs, len(todo))
     threads = cfg.threads or max(1, (os.cpu_count() or 1) // jobs)
     log.info("training folds %s in %d processes with %d thread(s) each", list(todo), jobs, threads)
     with ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         shared = samples if samples.images is not None else None  # streamed from disk: each decodes its own
-        futures = [pool.submit(_fold_process, replace(cfg, fold=(k,), jobs=1, threads=threads), shared)
+        futures = [pool.submit(worker, replace(cfg, fold=(k,), jobs=1, threads=threads), shared)
                    for k in todo]
         with tqdm(total=len(todo) * cfg.epochs, desc=f"{len(todo)} folds in {jobs} processes", unit="epoch",
                   disable=not progress) as bar:
@@ -39,9 +41,3 @@ def train_in_processes(cfg, todo, run, progress, samples):
         for future in futures:
             future.result()  # re-raises a fold's error here
 
-
-def _fold_process(cfg, samples):
-    from train.fit import fit
-
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
-    fit(cfg, progress=False, merge_when_done=False, samples=samples)
