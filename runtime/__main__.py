@@ -77,6 +77,7 @@ def cmd_infer(args):
     ids = shard_ids(ids, args.shard)
     thresholds = None if args.threshold_mode == "tuned" else [0.5] * 28
     backend = make_backend(spec, args.backend, args.model_file, args.precision)
+    print(f"backend: {backend.description}: {backend.choice.reason}", file=sys.stderr)
     with backend:
         summary = run_inference(backend, folder, ids, args.out, args.batch_size, thresholds, args.resume,
                                 args.workers, progress=lambda **kw: tqdm(**kw), views=args.tta)

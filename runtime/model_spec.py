@@ -45,6 +45,29 @@ def sha256_of(path, chunk=1 << 20):
     return h.hexdigest()
 
 
+def verified(path, sha256):
+    """``path``, after checking the file exists and its sha256 matches model.json's."""
+    if not path.is_file():
+        raise DataError(path, "listed in model.json but missing")
+    actual = sha256_of(path)
+    if actual != sha256:
+        raise DataError(path, f"sha256 {actual[:12]}... does not match model.json ({sha256[:12]}...)")
+    return path
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A training checkpoint model.json was exported from (the torch backend and the viewer's
+    Grad-CAM load it)."""
+
+    fold: int
+    path: Path
+    sha256: str
+
+    def verified(self):
+        return verified(self.path, self.sha256)
+
+
 @dataclass(frozen=True)
 class ModelFile:
     path: Path
@@ -57,13 +80,7 @@ class ModelFile:
     info: dict
 
     def verified(self):
-        """The path, after checking the file exists and its sha256 matches model.json."""
-        if not self.path.is_file():
-            raise DataError(self.path, "listed in model.json but missing")
-        actual = sha256_of(self.path)
-        if actual != self.sha256:
-            raise DataError(self.path, f"sha256 {actual[:12]}... does not match model.json ({self.sha256[:12]}...)")
-        return self.path
+        return verified(self.path, self.sha256)
 
 
 class ModelSpec:
@@ -92,6 +109,7 @@ class ModelSpec:
                                            else self.thresholds if self.tta == 1 else None)
             self.files = [ModelFile(self.root / f["path"], f["kind"], int(f.get("fold", -1)), f["precision"],
                                     f["target"], f["format"], f["sha256"], f) for f in data["files"]]
+            self.checkpoints = [Checkpoint(int(c["fold"]), Path(c["path"]), c["sha256"]) for c in data["checkpoints"]]
         except (KeyError, TypeError, ValueError) as err:
             raise DataError(path, f"malformed model.json ({type(err).__name__}: {err})") from None
         if len(self.class_names) != NUM_CLASSES or len(self.thresholds) != NUM_CLASSES:

@@ -18,8 +18,12 @@ def gpu_present():
     return os.path.exists("/dev/nvidiactl") or os.path.exists("/dev/nvidia0")
 
 
+def available_providers():
+    return ort.get_available_providers()
+
+
 def cuda_available():
-    return gpu_present() and "CUDAExecutionProvider" in ort.get_available_providers()
+    return gpu_present() and "CUDAExecutionProvider" in available_providers()
 
 
 def make_session(path, device="cpu", threads=0):

@@ -22,9 +22,12 @@ class BackendUnavailable(Exception):
 class Backend:
     name = "base"
 
-    def __init__(self, spec, model_file):
+    def __init__(self, spec, model_file, device="cpu", model="ensemble"):
         self.spec = spec
         self.file = model_file
+        self.device = device
+        self.model = model      # 'ensemble' or 'fold<k>' (what the file holds)
+        self.choice = None      # set by make_backend: why this backend and file
         self._entered = False
 
     @property
@@ -91,46 +94,16 @@ def backend_class(name):
     return getattr(importlib.import_module(module), cls)
 
 
-def make_backend(spec, name="auto", model="ensemble", precision=None, device=None):
-    """Pick the file and backend for a request.
+def make_backend(spec, name="auto", model="ensemble", precision=None, device=None, env=None):
+    """The backend for a request (not yet entered); ``runtime.backends.select.choose`` decides
+    which backend and file, and ``backend.choice.reason`` says why."""
+    from runtime.backends.select import choose
 
-    ``auto``: TensorRT when an engine is listed and a GPU and TensorRT are present; else ONNX
-    Runtime with CUDA when a GPU is present; else ONNX Runtime on the CPU, preferring the INT8
-    CPU flavour when it was exported. ``model`` is 'ensemble' or 'fold0', 'fold1', ...
-    """
-    from runtime.onnx_session import cuda_available, gpu_present
-
-    kind, fold = ("ensemble", None) if model == "ensemble" else ("fold", _fold_index(model))
-    if name == "auto":
-        engine = spec.find(kind, precision, fmt="engine", fold=fold)
-        if engine and gpu_present() and importlib.util.find_spec("tensorrt") is not None:
-            return backend_class("tensorrt")(spec, engine)
-        gpu = cuda_available()
-        order = [precision] if precision else (["fp16", "fp32"] if gpu else ["int8", "fp32"])
-        for p in order:
-            f = spec.find(kind, p, None if gpu or p != "int8" else "cpu", fold=fold)
-            if f:
-                return backend_class("onnxruntime")(spec, f, device="cuda" if gpu else "cpu")
-        raise ValueError(f"model.json lists no ONNX file for {model} ({', '.join(spec.choices())})")
-    if name == "tensorrt":
-        f = spec.find(kind, precision, fmt="engine", fold=fold)
-        if f is None:
-            raise ValueError("model.json lists no TensorRT engine; build one with `python -m export tensorrt`")
-        return backend_class("tensorrt")(spec, f)
-    if name == "onnxruntime":
-        p = precision or "fp32"
-        f = spec.find(kind, p, "cpu" if p == "int8" and device != "cuda" else None, fold=fold)
-        if f is None:
-            raise ValueError(f"model.json lists no {p} ONNX file for {model}")
-        return backend_class("onnxruntime")(spec, f, device=device or ("cuda" if cuda_available() else "cpu"))
-    return backend_class(name)(spec, spec.find(kind, "fp32", fold=fold), model=model, device=device)
+    choice = choose(spec, name, precision, device, model, env)
+    backend = backend_class(choice.backend)(spec, choice.file, device=choice.device, model=model)
+    backend.choice = choice
+    return backend
 
 
 def available_backends():
     return ["auto", *_REGISTRY]
-
-
-def _fold_index(model):
-    if not model.startswith("fold") or not model[4:].isdigit():
-        raise ValueError(f"--model-file must be 'ensemble' or 'fold<k>', got {model!r}")
-    return int(model[4:])

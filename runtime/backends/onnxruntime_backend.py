@@ -8,9 +8,8 @@ from runtime.onnx_session import make_session
 class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
 
-    def __init__(self, spec, model_file, device="cpu", threads=0):
-        super().__init__(spec, model_file)
-        self.device = device
+    def __init__(self, spec, model_file, device="cpu", model="ensemble", threads=0):
+        super().__init__(spec, model_file, device, model)
         self.threads = threads
         self.session = None
 

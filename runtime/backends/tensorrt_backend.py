@@ -37,8 +37,8 @@ def _check(result):
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
-    def __init__(self, spec, model_file, chunks=2):
-        super().__init__(spec, model_file)
+    def __init__(self, spec, model_file, device="cuda", model="ensemble", chunks=2):
+        super().__init__(spec, model_file, device, model)
         self.chunks = chunks
         self._allocs = []
 

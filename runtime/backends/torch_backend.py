@@ -4,20 +4,17 @@ This is the one place ``runtime`` touches torch, and only inside ``_load``: impo
 costs nothing, so a deployment box without torch never notices it.
 """
 
-from pathlib import Path
-
 import numpy as np
 
 from runtime.backends.base import Backend, BackendUnavailable
+from runtime.errors import DataError
 
 
 class TorchBackend(Backend):
     name = "torch"
 
-    def __init__(self, spec, model_file=None, model="ensemble", device=None):
-        super().__init__(spec, model_file)
-        self.model = model
-        self.device_name = device
+    def __init__(self, spec, model_file=None, device="cpu", model="ensemble"):
+        super().__init__(spec, model_file, device, model)
         self.models = []
 
     @property
@@ -31,23 +28,14 @@ class TorchBackend(Backend):
             from train.checkpoint import model_from_checkpoint
         except ImportError as err:
             raise BackendUnavailable(f"the torch backend needs PyTorch and the train package ({err})") from None
-        from runtime.errors import DataError
-        from runtime.model_spec import sha256_of
-
         self.torch = torch
-        self.device = self.device_name or ("cuda" if torch.cuda.is_available() else "cpu")
-        wanted = self.spec.data["checkpoints"]
-        if self.model != "ensemble":
-            wanted = [c for c in wanted if f"fold{c['fold']}" == self.model]
+        if self.device == "auto":
+            self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        wanted = [c for c in self.spec.checkpoints if self.model in ("ensemble", f"fold{c.fold}")]
         for ckpt in wanted:
-            path = Path(ckpt["path"])
-            if not path.is_file():
-                raise DataError(path, "checkpoint listed in model.json is missing")
-            if sha256_of(path) != ckpt["sha256"]:
-                raise DataError(path, "checkpoint sha256 does not match model.json")
-            model, _, pp, _ = model_from_checkpoint(path)
+            model, _, pp, _ = model_from_checkpoint(ckpt.verified())
             if pp != self.spec.preprocess:
-                raise DataError(path, "checkpoint preprocessing differs from model.json")
+                raise DataError(ckpt.path, "checkpoint preprocessing differs from model.json")
             self.models.append(model.to(self.device).eval())
 
     def _infer(self, batch):
