@@ -8,6 +8,7 @@ import time
 
 import torch
 
+from runtime.classes import NUM_CLASSES
 from train.losses import FocalLoss
 from train.model import build_model
 
@@ -26,7 +27,7 @@ def bench_train(arch="resnet18", width=32, size=128, batch_size=16, steps=20, wa
     scaler = torch.amp.GradScaler("cuda", enabled=cuda)
     criterion = FocalLoss()
     x = torch.randn(batch_size, 4, size, size, device=device).contiguous(memory_format=torch.channels_last)
-    y = (torch.rand(batch_size, 28, device=device) > 0.9).float()
+    y = (torch.rand(batch_size, NUM_CLASSES, device=device) > 0.9).float()
 
     def timed(step):
         for i in range(warmup + steps):

@@ -499,32 +499,42 @@ PATTERNS = (
 assert len(PATTERNS) == NUM_CLASSES
 
 
-def render_field(rng, size, labels, zoom=1.0):
-    """One synthetic field: (uint8 (size, size, 4) in CHANNELS order, {class: bool mask})."""
-    f = Field(rng, size, zoom)
-    red, tips = _microtubules(f)
-    yellow = _reticulum(f)
-    nucleoli = np.zeros((size, size), np.float32)
+def _nucleoli(f, rng):
+    """Two nucleoli per nucleus: (their map, [(x, y, radius)])."""
+    nucleoli = np.zeros((f.size, f.size), np.float32)
     centres = []
     for i in range(len(f.cells)):
         for x, y in f.sample_points(f.cell_region(i, f.nucleus & (f.nuc_dist < 0.5)), 2):
             r = f.px(5.5) * rng.uniform(0.85, 1.1)
             cv2.circle(nucleoli, (int(x), int(y)), int(round(r)), 1.0, -1, cv2.LINE_AA)
             centres.append((x, y, r))
-    nucleoli *= f.nucleus
+    return nucleoli * f.nucleus, centres
+
+
+def _partner_cells(f):
+    """(centre, partner centre, radius) of the two closest cells, for a bridge or a junction."""
     centers = np.array([c["center"] for c in f.cells])
     if len(f.cells) > 1:
         dists = np.linalg.norm(centers[:, None] - centers[None], axis=-1) + np.eye(len(centers)) * 1e9
         a = int(np.argmin(dists.min(1)))
-        pair = (centers[a], centers[int(np.argmin(dists[a]))], min(f.cells[a]["radius"], f.cells[int(np.argmin(dists[a]))]["radius"]))
-    else:
-        # A lone cell (zoomed fields): its partner for a bridge or a junction lies beyond the
-        # field's edge, on the side of the cell that faces the field's centre.
-        c = f.cells[0]
-        towards = np.array([size / 2, size / 2]) - c["center"]
-        norm = np.linalg.norm(towards)
-        towards = towards / norm if norm > 1 else np.array([1.0, 0.0])
-        pair = (c["center"], c["center"] + 2.2 * c["radius"] * towards, c["radius"])
+        b = int(np.argmin(dists[a]))
+        return centers[a], centers[b], min(f.cells[a]["radius"], f.cells[b]["radius"])
+    # A lone cell (zoomed fields): its partner lies beyond the field's edge, on the side of the
+    # cell that faces the field's centre.
+    c = f.cells[0]
+    towards = np.array([f.size / 2, f.size / 2]) - c["center"]
+    norm = np.linalg.norm(towards)
+    towards = towards / norm if norm > 1 else np.array([1.0, 0.0])
+    return c["center"], c["center"] + 2.2 * c["radius"] * towards, c["radius"]
+
+
+def render_field(rng, size, labels, zoom=1.0):
+    """One synthetic field: (uint8 (size, size, 4) in CHANNELS order, {class: bool mask})."""
+    f = Field(rng, size, zoom)
+    red, tips = _microtubules(f)
+    yellow = _reticulum(f)
+    nucleoli, centres = _nucleoli(f, rng)
+    pair = _partner_cells(f)
     ctx = dict(red=cv2.GaussianBlur(red, (0, 0), 0.6 * f.scale + 0.3), yellow=yellow, tips=tips,
                nucleoli=nucleoli, nucleoli_region=nucleoli > 0.3, nucleoli_centres=centres, pair=pair,
                mitotic=int(rng.integers(len(f.cells))))
