@@ -6,11 +6,10 @@ STAMP := $(VENV)/.installed
 DEMO := demo
 export PYTHONUNBUFFERED := 1
 
-# Demo settings, sized for a 2-core CPU (see README "What make demo does"): 128-px fields at zoom
-# 2.4 (one or two cells) trained at 96 px by a width-16 ResNet-18, BCE (measured better than focal
-# loss at this short schedule), AdamW weight decay 0.3 (at 20 epochs 0.822 against 0.786 with 1e-4),
-# out-of-fold predictions averaged over 4 test-time views, three folds trained at once in three
-# processes. 19 epochs: OOF macro-F1 0.819 in 570-593 s (18 epochs: 0.803 in 545 s).
+# Demo settings, sized for the whole demo to take about ten minutes on a 2-core CPU
+# (docs/training.md says why each was chosen): 128-px fields at zoom 2.4 (one or two cells)
+# trained at 96 px by a width-16 ResNet-18 with BCE and strong AdamW weight decay, out-of-fold
+# predictions averaged over 4 test-time views, three folds trained at once in three processes.
 DEMO_IMAGES ?= 3000
 DEMO_TEST_IMAGES ?= 300
 DEMO_FIELD ?= 128
