@@ -42,15 +42,20 @@ def import_tensorrt():
 
     if not gpu_present():
         raise TensorRTUnavailable("no NVIDIA GPU found: TensorRT engines can only be built and run on one")
-    import tensorrt as trt
-
+    try:
+        import tensorrt as trt
+    except (ImportError, OSError) as err:
+        raise TensorRTUnavailable(f"TensorRT cannot be loaded ({str(err).strip().splitlines()[0][:200]})") from None
     expose_pip_cuda_runtime()
     return trt
 
 
 def input_shape(onnx_path):
     """(C, H, W) of the ONNX file's one input, which must be model.json's."""
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    try:
+        graph = onnx.load(str(onnx_path), load_external_data=False).graph
+    except Exception as err:  # protobuf's DecodeError and friends: a truncated or foreign file
+        raise DataError(onnx_path, f"not a readable ONNX file ({type(err).__name__})") from None
     inp = graph.input[0]
     if inp.name != INPUT_NAME:
         raise DataError(onnx_path, f"input is named {inp.name!r}, expected {INPUT_NAME!r}")

@@ -130,8 +130,9 @@ def _step(name, args, logs, timeout=600):
     atomic_write_text(log, f"$ python -m {' '.join(map(str, args))}\n{proc.stdout}{proc.stderr}")
     row = Row(name, seconds=time.perf_counter() - t0)
     if proc.returncode != 0:
-        lines = [line for line in (proc.stderr + proc.stdout).splitlines() if line.strip()]
-        row.status, row.reason = "failed", f"exit {proc.returncode}: {lines[-1] if lines else 'no output'} ({log.name})"
+        lines = [line for line in proc.stderr.splitlines() + proc.stdout.splitlines() if line.strip()]
+        last = next((line for line in reversed(lines) if line.startswith("error: ")), lines[-1] if lines else "no output")
+        row.status, row.reason = "failed", f"exit {proc.returncode}: {last} ({log.name})"
     return row
 
 

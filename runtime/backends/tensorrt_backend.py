@@ -91,6 +91,8 @@ class TensorRTBackend(Backend):
                 self.profile = self._check(engine)
                 self.runner = TrtRunner(engine)
                 self.runner.activate()
+        except (ImportError, OSError) as err:  # TensorRT's or the CUDA runtime's libraries
+            raise BackendUnavailable(f"TensorRT cannot start here: {_first_line(err)} ({INSTALL})") from None
         except PolygraphyException as err:
             raise BackendUnavailable(
                 f"{self.file.path}: TensorRT cannot run this engine ({_first_line(err)}); it was built with "
