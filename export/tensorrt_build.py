@@ -103,14 +103,14 @@ def build_engine(onnx_path, engine_path, min_batch=1, opt_batch=32, max_batch=64
     from polygraphy.logger import G_LOGGER
 
     major = int(trt.__version__.split(".")[0])
-    # TensorRT 11 makes every network strongly typed (pyCore.cpp: STRONGLY_TYPED "Deprecated: always enabled").
-    network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=major < 11)
     profile = Profile().add(INPUT_NAME, min=(min_batch, *chw), opt=(opt_batch, *chw), max=(max_batch, *chw))
     cache = TimingCache(timing_cache)
-    config = PostprocessConfig(CreateConfig(profiles=[profile], tf32=False, memory_pool_limits={
-        trt.MemoryPoolType.WORKSPACE: int(workspace_gb * (1 << 30))}), cache.attach)
     try:
         with G_LOGGER.verbosity(G_LOGGER.WARNING):
+            # TensorRT 11 makes every network strongly typed (pyCore.cpp: STRONGLY_TYPED "Deprecated: always enabled").
+            network = NetworkFromOnnxPath(str(onnx_path), strongly_typed=major < 11)
+            config = PostprocessConfig(CreateConfig(profiles=[profile], tf32=False, memory_pool_limits={
+                trt.MemoryPoolType.WORKSPACE: int(workspace_gb * (1 << 30))}), cache.attach)
             serialized = EngineBytesFromNetwork(network, config)()
     except PolygraphyException as err:
         line = (str(err).strip().splitlines() or ["see the TensorRT log above"])[0][:200]
