@@ -23,7 +23,8 @@ def parser():
     t = sub.add_parser("tensorrt", help="build a TensorRT engine from an exported ONNX file (GPU hosts)")
     t.add_argument("--onnx", required=True)
     t.add_argument("--out", required=True, help="engine file to write")
-    t.add_argument("--min-batch", type=int, default=1)
+    t.add_argument("--min-batch", type=int, default=1,
+                   help="smallest batch of the profile (the runtime pads smaller ones; Triton needs 1)")
     t.add_argument("--opt-batch", type=int, default=32)
     t.add_argument("--max-batch", type=int, default=64)
     t.add_argument("--workspace", type=float, default=4.0, help="GB")
@@ -39,7 +40,8 @@ def parser():
     r.add_argument("--max-batch", type=int, default=64, help="capped by the engine's optimization profile")
     r.add_argument("--preferred", default="8,32", help="preferred dynamic-batching sizes")
     r.add_argument("--instances", type=int, default=1)
-    r.add_argument("--kind", default="auto", choices=["auto", "gpu", "cpu"])
+    r.add_argument("--kind", default="auto", choices=["auto", "gpu", "cpu"],
+                   help="instance kind; auto: GPU for a TensorRT plan (cpu is refused for one), else CPU")
 
     c = sub.add_parser("int8-ceiling", help="INT8 vs FP32 speed of single convolutions on this CPU: the most "
                                             "the INT8 CPU flavour can gain here")
@@ -75,18 +77,22 @@ def cmd_tensorrt(args):
 
     info = build_engine(args.onnx, args.out, args.min_batch, args.opt_batch, args.max_batch, args.workspace,
                         args.timing_cache)
-    register_engine(args.onnx, args.out, info)
-    print(f"built {args.out} with TensorRT {info['tensorrt']} (batch {args.min_batch}..{args.max_batch}, "
-          f"optimised for {args.opt_batch})")
+    registered = register_engine(args.onnx, args.out, info)
+    print(f"built {args.out} with TensorRT {info['tensorrt']} for compute capability "
+          f"{info['compute_capability'] or 'unknown'} ({info['gpu'] or 'GPU not identified'}), batch "
+          f"{args.min_batch}..{args.max_batch} optimised for {args.opt_batch}, TF32 off"
+          + (f"; listed in {registered}" if registered else ""))
     return 0
 
 
 def cmd_triton(args):
     from export.triton import write_repository
 
-    folder = write_repository(args.deploy, args.out, args.name, args.backend, args.precision, args.max_batch,
-                              tuple(int(b) for b in args.preferred.split(",")), args.instances, args.kind)
+    folder, note = write_repository(args.deploy, args.out, args.name, args.backend, args.precision, args.max_batch,
+                                    tuple(int(b) for b in args.preferred.split(",")), args.instances, args.kind)
     print(f"wrote Triton model {folder} (config.pbtxt checked against model.json)")
+    if note:
+        print(note)
     return 0
 
 

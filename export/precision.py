@@ -3,8 +3,9 @@
 - FP16: onnxconverter-common, float32 inputs/outputs kept (a Cast at each end).
 - INT8: onnxruntime.quantization static QDQ, calibrated on real training images, in two flavours:
   ``cpu``: unsigned 8-bit activations, signed 8-bit per-channel weights (what ONNX Runtime's CPU
-  kernels are fastest with); ``tensorrt``: symmetric signed INT8 activations and weights (what
-  TensorRT's explicit-quantization path expects).
+  kernels are fastest with); ``tensorrt``: symmetric signed INT8, float biases, Q/DQ on the inputs
+  of weighted layers only, checked against TensorRT's Q/DQ rules before it is written
+  (export/int8_tensorrt.py says which rules and why these settings).
 """
 
 import tempfile
@@ -16,6 +17,7 @@ from onnxconverter_common import float16
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quant_pre_process, quantize_static)
 
+from export import int8_tensorrt
 from runtime.model_spec import INPUT_NAME, PROBS
 from runtime.writeutil import atomic_path
 
@@ -24,7 +26,7 @@ INT8_FLAVOURS = {
     # at 16 bits) cannot overflow on CPUs without VNNI, as ONNX Runtime's quantization guide advises.
     "cpu": dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True, extra_options={}),
     "tensorrt": dict(activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, reduce_range=False,
-                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True}),
+                     op_types_to_quantize=int8_tensorrt.QUANTIZED_OPS, extra_options=int8_tensorrt.EXTRA_OPTIONS),
 }
 
 
@@ -74,8 +76,11 @@ def to_int8(src, dst, calib_images, flavour="cpu"):
         quantize_static(str(prepared), str(out), _Batches(np.ascontiguousarray(calib_images, np.float32)),
                         quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=settings["reduce_range"],
                         activation_type=settings["activation_type"], weight_type=settings["weight_type"],
-                        calibrate_method=CalibrationMethod.MinMax, extra_options=settings["extra_options"])
+                        calibrate_method=CalibrationMethod.MinMax, extra_options=settings["extra_options"],
+                        op_types_to_quantize=settings.get("op_types_to_quantize"))
         quantized = onnx.load(str(out))
         onnx.checker.check_model(quantized)
+        if flavour == "tensorrt":
+            int8_tensorrt.check_tensorrt_qdq(quantized, dst)
         save_model(quantized, dst)
     return dst

@@ -1,4 +1,6 @@
-"""Add a built engine to the model.json that lists its ONNX source, so the runtime can find it."""
+"""Add a built engine to the model.json that lists its ONNX source, so the runtime can find it,
+with what the plan is tied to: the TensorRT release and the GPU compute capability it was built for
+(a plan runs only with that release, on GPUs of that compute capability)."""
 
 import json
 from pathlib import Path
@@ -21,6 +23,8 @@ def register_engine(onnx_path, engine_path, info):
         "path": engine_path.name, "kind": source["kind"], "fold": source["fold"], "precision": source["precision"],
         "target": "tensorrt", "format": "engine", "sha256": sha256_of(engine_path), "source": onnx_path.name,
         "bytes": engine_path.stat().st_size, "profile": {k: info[k] for k in ("min_batch", "opt_batch", "max_batch")},
+        "tensorrt": info["tensorrt"], "compute_capability": info.get("compute_capability"), "gpu": info.get("gpu"),
+        "tf32": info.get("tf32", False),
     })
     data["versions"]["tensorrt"] = info["tensorrt"]
     atomic_write_json(spec_path, data)

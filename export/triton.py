@@ -4,6 +4,11 @@ The config is built as Triton's own ``ModelConfig`` protobuf (tritonclient's mod
 and written as text, then parsed back strictly (an unknown field or a wrong type is an error)
 and compared with ``model.json``: input/output names and dims, max batch within the engine's
 optimization profile.
+
+A TensorRT plan (``tensorrt_plan``) runs only on GPU instances (Triton refuses KIND_CPU for it),
+only with the TensorRT release it was built with, on GPUs of the compute capability it was built
+for: both are written at the top of config.pbtxt and returned to be shown. Triton's dynamic batcher
+sends batches from 1 upwards, so an engine whose profile starts above 1 is refused.
 """
 
 import shutil
@@ -23,10 +28,23 @@ def _mc():
     return model_config_pb2
 
 
+def plan_note(engine):
+    """One line on what a plan is tied to, from its model.json entry."""
+    info = engine.info
+    return (f"{engine.path.name}: TensorRT {info.get('tensorrt') or 'unknown'} plan for GPUs of compute capability "
+            f"{info.get('compute_capability') or 'unknown'} (built on {info.get('gpu') or 'an unrecorded GPU'}); "
+            "Triton must run that TensorRT release on such a GPU")
+
+
 def _pick(spec, backend, precision):
     engine = spec.find("ensemble", precision, "tensorrt", fmt="engine")
     if backend in ("auto", "tensorrt") and engine is not None:
-        return engine, "tensorrt_plan", "model.plan", engine.info.get("profile", {}).get("max_batch")
+        profile = engine.info.get("profile", {})
+        if profile.get("min_batch", 1) > 1:
+            raise ValueError(f"{engine.path.name}: its optimization profile starts at batch {profile['min_batch']}, but "
+                             "Triton's dynamic batcher sends batches from 1; rebuild it with "
+                             "`python -m export tensorrt --min-batch 1`")
+        return engine, "tensorrt_plan", "model.plan", profile.get("max_batch")
     if backend == "tensorrt":
         raise ValueError(f"model.json lists no {precision} TensorRT engine; build one with `python -m export tensorrt`")
     target = "cpu" if precision == "int8" else None
@@ -68,6 +86,8 @@ def check_config(path, spec, profile_max=None):
         problems.append(f"max_batch_size {cfg.max_batch_size} outside 1..{profile_max or 'any'}")
     if any(b > cfg.max_batch_size for b in cfg.dynamic_batching.preferred_batch_size):
         problems.append("a preferred batch size exceeds max_batch_size")
+    if cfg.platform == "tensorrt_plan" and any(g.kind == mc.ModelInstanceGroup.KIND_CPU for g in cfg.instance_group):
+        problems.append("a tensorrt_plan model runs on KIND_GPU instances only")
     if problems:
         raise DataError(path, "; ".join(problems))
     return cfg
@@ -75,17 +95,23 @@ def check_config(path, spec, profile_max=None):
 
 def write_repository(deploy, out, name="hpa", backend="auto", precision="fp32", max_batch=64,
                      preferred=(8, 32), instances=1, kind="auto"):
+    """Write OUT/NAME/{config.pbtxt, labels.txt, 1/model.*}; returns (folder, note): ``note`` says
+    what a plan is tied to (None for ONNX)."""
     spec = load_model_spec(deploy)
     model_file, platform, filename, profile_max = _pick(spec, backend, precision)
+    note = plan_note(model_file) if platform == "tensorrt_plan" else None
+    if note and kind == "cpu":
+        raise ValueError("a TensorRT plan runs on a GPU only: Triton refuses KIND_CPU for it (leave --kind auto or gpu)")
     if profile_max:
         max_batch = min(max_batch, profile_max)
     if kind == "auto":
-        kind = "gpu" if platform == "tensorrt_plan" else "cpu"
+        kind = "gpu" if note else "cpu"
     folder = Path(out) / name
     (folder / "1").mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model_file.verified(), folder / "1" / filename)
     atomic_write_text(folder / "labels.txt", "".join(f"{n}\n" for n in CLASS_NAMES))
     cfg = build_config(spec, name, platform, max_batch, preferred, instances, kind)
-    atomic_write_text(folder / "config.pbtxt", text_format.MessageToString(cfg))
+    header = f"# {note}\n" if note else ""
+    atomic_write_text(folder / "config.pbtxt", header + text_format.MessageToString(cfg))
     check_config(folder / "config.pbtxt", spec, profile_max)
-    return folder
+    return folder, note

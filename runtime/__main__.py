@@ -1,9 +1,11 @@
-"""python -m runtime {infer,bench,score}: batch inference, benchmark and scoring (no torch needed)."""
+"""python -m runtime {infer,bench,merge,score,gpu-check}: batch inference, benchmark, scoring and the
+GPU check (no torch needed)."""
 
 import argparse
 import sys
 from pathlib import Path
 
+from runtime.backends.base import available_backends
 from runtime.cli import dispatch
 from runtime.errors import DataError
 
@@ -16,7 +18,9 @@ def parser():
     i.add_argument("--images", required=True, help="folder of {Id}_{red,green,blue,yellow}.png")
     i.add_argument("--ids", default="", help="CSV with an Id column (e.g. sample_submission.csv); default: every complete Id")
     i.add_argument("--out", required=True)
-    i.add_argument("--backend", default="auto", choices=["auto", "tensorrt", "onnxruntime", "torch"])
+    i.add_argument("--backend", default="auto", choices=available_backends())
+    i.add_argument("--engine-cache", default="", help="onnxruntime-tensorrt: folder for the engines it builds "
+                                                      "(default ~/.cache/hpa-toolkit/onnxruntime-tensorrt)")
     i.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8"], help="default: auto picks")
     i.add_argument("--model-file", default="ensemble", help="ensemble or fold<k>")
     i.add_argument("--batch-size", type=int, default=32)
@@ -47,6 +51,11 @@ def parser():
     s = sub.add_parser("score", help="macro-F1 of a submission against a labels CSV")
     s.add_argument("--submission", required=True)
     s.add_argument("--labels", required=True)
+
+    g = sub.add_parser("gpu-check", help="prove the GPU path here: tiny fit, export, every GPU backend's parity, "
+                                         "F1 and speed (seconds on a machine without a GPU: it says what it skipped)")
+    g.add_argument("--out", required=True, help="folder for gpu_check.json, gpu_check.md and the steps' files")
+    g.add_argument("--seconds", type=float, default=1.0, help="time per throughput measurement")
     return p
 
 
@@ -76,7 +85,8 @@ def cmd_infer(args):
             ids.append(sample_id)  # reported through errors.csv like any other bad sample
     ids = shard_ids(ids, args.shard)
     thresholds = None if args.threshold_mode == "tuned" else [0.5] * 28
-    backend = make_backend(spec, args.backend, args.model_file, args.precision)
+    options = {"engine_cache": args.engine_cache} if args.engine_cache else {}
+    backend = make_backend(spec, args.backend, args.model_file, args.precision, **options)
     print(f"backend: {backend.description}: {backend.choice.reason}", file=sys.stderr)
     with backend:
         summary = run_inference(backend, folder, ids, args.out, args.batch_size, thresholds, args.resume,
@@ -132,7 +142,13 @@ def cmd_score(args):
     return 0
 
 
-COMMANDS = {"infer": cmd_infer, "bench": cmd_bench, "merge": cmd_merge, "score": cmd_score}
+def cmd_gpu_check(args):
+    from runtime.gpu_check import gpu_check
+
+    return gpu_check(args.out, args.seconds)
+
+
+COMMANDS = {"infer": cmd_infer, "bench": cmd_bench, "merge": cmd_merge, "score": cmd_score, "gpu-check": cmd_gpu_check}
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,17 +1,30 @@
-"""ONNX Runtime sessions with the right providers.
+"""ONNX Runtime sessions on the CPU or with a GPU execution provider, and why a provider is missing.
 
-onnxruntime-gpu lists the CUDA provider even on machines without a GPU, and asking for it there
-logs a loud error; so CUDA is requested only when an NVIDIA device node exists.
+onnxruntime-gpu lists its CUDA and TensorRT providers even where they cannot run (no GPU, CUDA or
+cuDNN libraries missing, TensorRT absent), and asked for one there it logs an error and quietly
+runs on the CPU. So a GPU session is only made when an NVIDIA device exists, and is then checked:
+``gpu_session`` raises ProviderUnavailable, naming what is missing, unless the asked-for provider is
+the one the session really uses (``session.get_providers()``).
 """
 
+import ctypes
 import logging
 import os
+from pathlib import Path
 
 import onnxruntime as ort
 
 from runtime.errors import DataError
 
 log = logging.getLogger(__name__)
+
+CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "TensorrtExecutionProvider"
+# The shared library behind each GPU provider in the onnxruntime-gpu wheel (onnxruntime/capi/).
+_PROVIDER_LIBRARY = {CUDA: "libonnxruntime_providers_cuda.so", TENSORRT: "libonnxruntime_providers_tensorrt.so"}
+
+
+class ProviderUnavailable(Exception):
+    """A GPU execution provider cannot run here; the message says what is missing, in one line."""
 
 
 def gpu_present():
@@ -22,24 +35,77 @@ def available_providers():
     return ort.get_available_providers()
 
 
-def cuda_available():
-    return gpu_present() and "CUDAExecutionProvider" in available_providers()
+def built_for_cuda():
+    """The CUDA version this onnxruntime build targets ('13.0'), or None for a CPU build."""
+    try:
+        from onnxruntime.capi import build_and_package_info as info
+    except ImportError:
+        return None
+    return getattr(info, "cuda_version", None) or None
 
 
-def make_session(path, device="cpu", threads=0):
-    """An InferenceSession on 'cpu' or 'cuda' (falls back to CPU with a warning when CUDA is absent)."""
+def _options(threads):
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
     if threads:
         options.intra_op_num_threads = threads
-    providers = ["CPUExecutionProvider"]
-    if device == "cuda":
-        if cuda_available():
-            providers.insert(0, "CUDAExecutionProvider")
-        else:
-            log.warning("CUDA requested but no GPU/CUDA provider here; using the CPU")
+    return options
+
+
+def _session(path, providers, threads):
     try:
-        return ort.InferenceSession(str(path), options, providers=providers)
-    except Exception as err:  # onnxruntime raises its own exception types for a bad file
+        return ort.InferenceSession(str(path), _options(threads), providers=providers)
+    except Exception as err:  # onnxruntime raises its own exception types for a bad file or provider
         raise DataError(path, f"ONNX Runtime cannot load it ({str(err).splitlines()[0][:160]})") from None
+
+
+def make_session(path, device="cpu", threads=0):
+    """An InferenceSession on the CPU (``device`` 'cpu') or with the CUDA provider ('cuda', checked
+    as ``gpu_session`` does)."""
+    if device == "cuda":
+        return gpu_session(path, [(CUDA, {"use_tf32": 0})], threads)
+    if device != "cpu":
+        raise ValueError(f"device must be cpu or cuda, got {device!r}")
+    return _session(path, [CPU], threads)
+
+
+def gpu_session(path, providers, threads=0):
+    """A session whose first provider is ``providers[0]`` (a name or (name, options)), with the
+    rest as fallbacks for nodes it cannot take; ProviderUnavailable unless that provider is active."""
+    wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
+    problem = missing_before(wanted)
+    if problem:
+        raise ProviderUnavailable(f"{wanted}: {problem}")
+    if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN from the nvidia-* wheels, so no LD_LIBRARY_PATH is needed
+        ort.preload_dlls()
+    session = _session(path, [*providers, CPU], threads)
+    active = session.get_providers()
+    if active[0] != wanted:
+        raise ProviderUnavailable(f"{wanted} is not active (the session runs on {', '.join(active)}): "
+                                  f"{missing_after(wanted)}")
+    return session
+
+
+def missing_before(provider):
+    """Why ``provider`` cannot even be asked for here, or None."""
+    if provider not in available_providers():
+        return (f"this onnxruntime ({ort.__version__}) has no {provider}; install onnxruntime-gpu from one of the "
+                "matched sets in requirements-tensorrt.txt")
+    if not gpu_present():
+        return "no NVIDIA GPU found (no /dev/nvidia* device)"
+    return None
+
+
+def missing_after(provider):
+    """Why ONNX Runtime could not start ``provider``: the library its provider module fails to load
+    with, when that is the cause (the usual one: CUDA, cuDNN or TensorRT libraries of another major
+    version, or none)."""
+    library = Path(ort.__file__).parent / "capi" / _PROVIDER_LIBRARY.get(provider, "")
+    if provider in _PROVIDER_LIBRARY and library.is_file():
+        try:
+            ctypes.CDLL(str(library))
+        except OSError as err:
+            wanted = f" (this onnxruntime is built for CUDA {built_for_cuda()})" if built_for_cuda() else ""
+            return f"{library.name} cannot load: {err}{wanted}; see docs/gpu.md"
+    return "ONNX Runtime could not start it (its log above says why); see docs/gpu.md"

@@ -113,35 +113,6 @@ def test_int8_targets_choose_the_flavours_written(tiny_run, tmp_path, capsys):
     assert code == 2 and "unknown INT8 target 'gpu'" in err and "\n" not in err
 
 
-def test_tensorrt_without_tensorrt_or_gpu_is_one_line(tiny_deploy, tmp_path, capsys):
-    import importlib.util
-
-    from runtime.onnx_session import gpu_present
-
-    if importlib.util.find_spec("tensorrt") is not None and gpu_present():
-        pytest.skip("TensorRT and a GPU are present: the build test runs instead")
-    deploy, _ = tiny_deploy
-    code = export_main(["tensorrt", "--onnx", str(deploy / "ensemble.fp16.onnx"), "--out", str(tmp_path / "e.engine")])
-    err = capsys.readouterr().err.strip()
-    assert code == 2 and err.startswith("error: ") and ("TensorRT" in err or "GPU" in err) and "\n" not in err
-
-
-def test_tensorrt_engine_builds_and_registers(tiny_deploy, tmp_path):
-    trt = pytest.importorskip("tensorrt")
-    from runtime.onnx_session import gpu_present
-
-    if not gpu_present():
-        pytest.skip("no NVIDIA GPU")
-    deploy, _ = tiny_deploy
-    copy = tmp_path / "deploy"
-    shutil.copytree(deploy, copy)
-    assert export_main(["tensorrt", "--onnx", str(copy / "ensemble.fp16.onnx"), "--out", str(copy / "ensemble.fp16.engine"),
-                        "--opt-batch", "8", "--max-batch", "16", "--timing-cache", str(tmp_path / "cache")]) == 0
-    spec = load_model_spec(copy)
-    engine = spec.find("ensemble", "fp16", "tensorrt", fmt="engine")
-    assert engine is not None and engine.verified().stat().st_size > 0 and trt.__version__
-
-
 def test_int8_ceiling_times_a_real_convolution_in_both_precisions(tmp_path, capsys):
     from export.int8_ceiling import ceiling, conv_model
 

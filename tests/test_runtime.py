@@ -193,24 +193,6 @@ def test_bench_reports_throughput_and_latency(tiny_deploy, tiny_data):
     assert "img/s" in format_table(rows)
 
 
-def test_tensorrt_backend_matches_onnxruntime(tiny_deploy, tmp_path):
-    pytest.importorskip("tensorrt")
-    from runtime.onnx_session import gpu_present
-
-    if not gpu_present():
-        pytest.skip("no NVIDIA GPU")
-    from export.__main__ import main as export_main
-
-    deploy = tmp_path / "deploy"
-    shutil.copytree(tiny_deploy[0], deploy)
-    assert export_main(["tensorrt", "--onnx", str(deploy / "ensemble.onnx"), "--out", str(deploy / "ensemble.engine"),
-                        "--opt-batch", "4", "--max-batch", "8"]) == 0
-    spec = load_model_spec(deploy)
-    x = np.random.default_rng(1).standard_normal((11, 4, 48, 48), dtype=np.float32)  # > max batch: split
-    with make_backend(spec, "tensorrt", precision="fp32") as trt, make_backend(spec, "onnxruntime") as ort:
-        np.testing.assert_allclose(trt.infer(x), ort.infer(x), atol=1e-3)
-
-
 def test_sharded_runs_merge_into_the_unsharded_files(tiny_data, tiny_deploy, tmp_path):
     common = ["--model", str(tiny_deploy[0]), "--images", str(tiny_data / "test"),
               "--ids", str(tiny_data / "sample_submission.csv"), "--batch-size", "3"]

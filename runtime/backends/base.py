@@ -5,6 +5,8 @@
 - ``infer(batch)`` takes float32 (N, 4, S, S) preprocessed images and returns (N, 28) float32
   probabilities; ``predict(batch, views)`` averages ``infer`` over test-time views. The public method checks the batch against ``model.json``; backends implement
   ``_load``, ``_infer`` and ``_free`` only, so adding an engine touches one file.
+- When ``_load`` fails half-way, ``__enter__`` calls ``_free`` before the error propagates, so
+  ``_free`` must release whatever ``_load`` got as far as allocating.
 """
 
 import importlib
@@ -21,6 +23,7 @@ class BackendUnavailable(Exception):
 
 class Backend:
     name = "base"
+    options = ()            # keyword options make_backend may pass to this backend's constructor
 
     def __init__(self, spec, model_file, device="cpu", model="ensemble"):
         self.spec = spec
@@ -39,7 +42,11 @@ class Backend:
         return None
 
     def __enter__(self):
-        self._load()
+        try:
+            self._load()
+        except BaseException:
+            self._free()
+            raise
         self._entered = True
         return self
 
@@ -82,6 +89,8 @@ class Backend:
 # name -> (module, class): imported only when asked for.
 _REGISTRY = {
     "onnxruntime": ("runtime.backends.onnxruntime_backend", "OnnxRuntimeBackend"),
+    "onnxruntime-cuda": ("runtime.backends.onnxruntime_backend", "OnnxRuntimeCudaBackend"),
+    "onnxruntime-tensorrt": ("runtime.backends.onnxruntime_backend", "OnnxRuntimeTensorRTBackend"),
     "tensorrt": ("runtime.backends.tensorrt_backend", "TensorRTBackend"),
     "torch": ("runtime.backends.torch_backend", "TorchBackend"),
 }
@@ -94,13 +103,20 @@ def backend_class(name):
     return getattr(importlib.import_module(module), cls)
 
 
-def make_backend(spec, name="auto", model="ensemble", precision=None, device=None, env=None):
+def make_backend(spec, name="auto", model="ensemble", precision=None, device=None, env=None, **options):
     """The backend for a request (not yet entered); ``runtime.backends.select.choose`` decides
-    which backend and file, and ``backend.choice.reason`` says why."""
+    which backend and file, and ``backend.choice.reason`` says why. ``options`` go to the chosen
+    backend's constructor (its ``options`` lists the ones it takes, e.g. onnxruntime-tensorrt's
+    ``engine_cache``)."""
     from runtime.backends.select import choose
 
     choice = choose(spec, name, precision, device, model, env)
-    backend = backend_class(choice.backend)(spec, choice.file, device=choice.device, model=model)
+    cls = backend_class(choice.backend)
+    unknown = sorted(set(options) - set(cls.options))
+    if unknown:
+        raise ValueError(f"backend {choice.backend} takes no option {unknown[0]!r}"
+                         + (f" (it takes: {', '.join(cls.options)})" if cls.options else ""))
+    backend = cls(spec, choice.file, device=choice.device, model=model, **options)
     backend.choice = choice
     return backend
 

@@ -19,11 +19,16 @@ class Environment:
 
     gpu: bool = False                 # an NVIDIA device node exists
     tensorrt: bool = False            # the tensorrt package is importable
-    ort_providers: tuple = ("CPUExecutionProvider",)
+    ort_providers: tuple = ("CPUExecutionProvider",)   # onnxruntime.get_available_providers()
 
     @property
     def ort_cuda(self):
         return self.gpu and "CUDAExecutionProvider" in self.ort_providers
+
+    @property
+    def ort_tensorrt(self):
+        """ONNX Runtime's TensorRT provider can be asked for: listed, a GPU, and TensorRT's libraries."""
+        return self.gpu and self.tensorrt and "TensorrtExecutionProvider" in self.ort_providers
 
 
 def detect_environment():
@@ -50,7 +55,7 @@ def _fold_index(model):
 
 
 def choose(spec, backend="auto", precision=None, device=None, model="ensemble", env=None):
-    """The Choice for a request: ``backend`` auto|onnxruntime|tensorrt|torch, ``precision``
+    """The Choice for a request: ``backend`` auto or one of _EXPLICIT, ``precision``
     fp32|fp16|int8 or None (the backend's default), ``device`` cpu|cuda or None, ``model``
     'ensemble' or 'fold<k>'."""
     env = env or detect_environment()
@@ -66,6 +71,8 @@ def choose(spec, backend="auto", precision=None, device=None, model="ensemble", 
             raise DataError(spec.path, f"lists no {precision or ''} TensorRT engine for {model}; "
                                        "build one with `python -m export tensorrt`")
         return Choice("tensorrt", f, "cuda", "asked for TensorRT")
+    if backend in ("onnxruntime-cuda", "onnxruntime-tensorrt"):
+        return _onnxruntime_gpu(spec, backend, kind, fold, precision or "fp32", model)
     if backend == "onnxruntime":
         device = device or ("cuda" if env.ort_cuda else "cpu")
         p = precision or "fp32"
@@ -77,7 +84,23 @@ def choose(spec, backend="auto", precision=None, device=None, model="ensemble", 
         if precision not in (None, "fp32"):
             raise ValueError("the torch backend runs the fp32 checkpoints only")
         return Choice("torch", None, device or "auto", "asked for the PyTorch reference")
-    raise ValueError(f"unknown backend {backend!r}; valid: auto, onnxruntime, tensorrt, torch")
+    raise ValueError(f"unknown backend {backend!r}; valid: auto, {', '.join(_EXPLICIT)}")
+
+
+_EXPLICIT = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt", "torch")
+
+
+def _onnxruntime_gpu(spec, backend, kind, fold, precision, model):
+    """ONNX Runtime's CUDA or TensorRT provider. INT8 runs the TensorRT-flavour Q/DQ file and only
+    through TensorRT: the CUDA provider has no INT8 convolutions (it would dequantize and run FP32)."""
+    if precision == "int8" and backend == "onnxruntime-cuda":
+        raise ValueError("onnxruntime-cuda has no INT8 convolutions; for INT8 on a GPU use "
+                         "--backend onnxruntime-tensorrt or tensorrt")
+    f = spec.find(kind, precision, "tensorrt" if precision == "int8" else None, fold=fold)
+    if f is None:
+        raise DataError(spec.path, f"lists no {precision} ONNX file for {model} ({', '.join(spec.choices())})")
+    provider = "CUDA" if backend == "onnxruntime-cuda" else "TensorRT"
+    return Choice(backend, f, "cuda", f"asked for ONNX Runtime's {provider} provider ({precision})")
 
 
 def _auto(spec, kind, fold, precision, env):

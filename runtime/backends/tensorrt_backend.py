@@ -1,144 +1,130 @@
-"""TensorRT engines through TensorRT's current execution API and cuda-python.
+"""TensorRT engines run through NVIDIA's Polygraphy (``TrtRunner``).
 
-Why cuda-python and not pycuda: NVIDIA's own TensorRT samples moved to cuda-python; it ships as
-wheels (no compiler, no CUDA toolkit headers at install time), follows the CUDA runtime API one to
-one, and does not keep a global context of its own that fights with other libraries'.
+Why Polygraphy and not hand-written device memory code: its runner is NVIDIA's own Python client
+of TensorRT's execution API, tested against every TensorRT release. It sets each input shape and
+address and checks the result, gives every output tensor (a fold engine has ``logits`` and
+``probs``) memory from an output allocator that TensorRT sizes and aligns itself, and owns its CUDA
+stream; host pointers cross into CUDA through ctypes as plain integers. Each batch runs in one
+``execute_async_v3`` at its own size, so the optimised batch is the batch a caller sends.
 
-Execution: ``set_input_shape`` / ``set_tensor_address`` / ``execute_async_v3`` (no binding
-indices). Host buffers are pinned; a batch is cut into chunks whose host-to-device copies run on a
-copy stream while the previous chunk computes on the compute stream (double-buffered inputs,
-ordered by CUDA events), so copies and compute overlap.
+What is left here: the engine's input/outputs checked against model.json, batches below the
+profile's minimum padded up to it (``pad_to``), and CUDA/TensorRT failures turned into one line.
+``tensorrt`` and ``polygraphy`` are imported only when the backend is entered.
 """
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
 
 import numpy as np
 
 from runtime.backends.base import Backend, BackendUnavailable
 from runtime.model_spec import INPUT_NAME, PROBS
 
-
-def _cudart():
-    try:
-        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-    except ImportError:
-        try:
-            from cuda import cudart  # older cuda-python
-        except ImportError:
-            raise BackendUnavailable("cuda-python is not installed (pip install -r requirements-tensorrt.txt)") from None
-    return cudart
+INSTALL = "on a GPU host: pip install -r requirements-tensorrt.txt (docs/gpu.md)"
 
 
-def _check(result):
-    err, *rest = result
-    if int(err) != 0:
-        raise RuntimeError(f"CUDA error {err}")
-    return rest[0] if len(rest) == 1 else rest
+def expose_pip_cuda_runtime(paths=None):
+    """Name the pip wheels' CUDA runtime folders on LD_LIBRARY_PATH, where Polygraphy looks for
+    libcudart. Its search covers LD_LIBRARY_PATH, /usr/local/cuda and the CUDA 12 wheel's
+    nvidia/cuda_runtime/lib, but not nvidia/cu13/lib, where the CUDA 13 wheels put it; on a host
+    with no CUDA toolkit its CUDA calls would then fail. (Polygraphy reads the variable itself; the
+    process's dynamic loader is not affected.) Returns the folders added."""
+    found = []
+    for base in map(Path, paths if paths is not None else sys.path):
+        for folder in (base / "nvidia" / "cu13" / "lib", base / "nvidia" / "cuda_runtime" / "lib"):
+            if folder.is_dir() and any(folder.glob("libcudart.so*")) and str(folder) not in found:
+                found.append(str(folder))
+    current = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
+    added = [f for f in found if f not in current]
+    if added:
+        os.environ["LD_LIBRARY_PATH"] = os.pathsep.join(added + current)
+    return added
+
+
+def pad_to(batch, minimum):
+    """``batch`` with its last image repeated up to ``minimum`` rows (an engine's optimization
+    profile refuses smaller batches); the caller keeps the first ``len(batch)`` results."""
+    if len(batch) >= minimum:
+        return batch
+    return np.concatenate([batch, np.repeat(batch[-1:], minimum - len(batch), axis=0)])
+
+
+def _first_line(err):
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
-    def __init__(self, spec, model_file, device="cuda", model="ensemble", chunks=2):
+    def __init__(self, spec, model_file, device="cuda", model="ensemble"):
         super().__init__(spec, model_file, device, model)
-        self.chunks = chunks
-        self._allocs = []
+        self.runner = None
+        self.profile = None         # (min, opt, max) batch of the engine's optimization profile
 
     @property
     def max_batch(self):
-        return self.file.info.get("profile", {}).get("max_batch")
-
-    def _load(self):
-        try:
-            import tensorrt as trt
-        except ImportError:
-            raise BackendUnavailable("TensorRT is not installed (pip install -r requirements-tensorrt.txt)") from None
-        from runtime.onnx_session import gpu_present
-
-        if not gpu_present():
-            raise BackendUnavailable("no NVIDIA GPU found")
-        cudart = self.cudart = _cudart()
-        self.trt = trt
-        logger = trt.Logger(trt.Logger.WARNING)
-        self.runtime = trt.Runtime(logger)
-        self.engine = self.runtime.deserialize_cuda_engine(self.file.verified().read_bytes())
-        if self.engine is None:
-            raise BackendUnavailable(f"{self.file.path}: engine was built for another TensorRT version or GPU")
-        names = [self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)]
-        if INPUT_NAME not in names or PROBS not in names:
-            raise ValueError(f"{self.file.path}: tensors {names}, model.json expects {INPUT_NAME!r} and {PROBS!r}")
-        self.context = self.engine.create_execution_context()
-        _, _, max_shape = self.engine.get_tensor_profile_shape(INPUT_NAME, 0)
-        self.profile_max = int(max_shape[0])
-        c, h, w = (int(v) for v in max_shape[1:])
-        self.sample_shape = (c, h, w)
-        self.in_dtype = trt.nptype(self.engine.get_tensor_dtype(INPUT_NAME))
-        self.out_dtype = trt.nptype(self.engine.get_tensor_dtype(PROBS))
-        n = self.profile_max
-        in_bytes = n * c * h * w * np.dtype(self.in_dtype).itemsize
-        out_bytes = n * 28 * np.dtype(self.out_dtype).itemsize
-        self.d_in = [self._malloc(in_bytes), self._malloc(in_bytes)]
-        self.d_out = self._malloc(out_bytes)
-        self.h_in = self._pinned(in_bytes, self.in_dtype, (n, c, h, w))
-        self.h_out = self._pinned(out_bytes, self.out_dtype, (n, 28))
-        self.copy_stream = _check(cudart.cudaStreamCreate())
-        self.compute_stream = _check(cudart.cudaStreamCreate())
-        self.copied = [_check(cudart.cudaEventCreate()) for _ in range(2)]
-        self.consumed = [_check(cudart.cudaEventCreate()) for _ in range(2)]
-
-    def _malloc(self, nbytes):
-        ptr = _check(self.cudart.cudaMalloc(nbytes))
-        self._allocs.append(("device", ptr))
-        return ptr
-
-    def _pinned(self, nbytes, dtype, shape):
-        ptr = _check(self.cudart.cudaMallocHost(nbytes))
-        self._allocs.append(("host", ptr))
-        buf = (np.ctypeslib.as_array((np.ctypeslib.ctypes.c_byte * nbytes).from_address(int(ptr))))
-        return buf.view(dtype).reshape(shape)
+        return self.profile[2] if self.profile else self.file.info.get("profile", {}).get("max_batch")
 
     @property
     def description(self):
-        return f"tensorrt {self.trt.__version__ if hasattr(self, 'trt') else ''} ({self.file.path.name}, {self.file.precision})"
+        return f"tensorrt ({self.file.path.name}, {self.file.precision})"
+
+    def _load(self):
+        for module in ("tensorrt", "polygraphy"):
+            if importlib.util.find_spec(module) is None:
+                raise BackendUnavailable(f"{module} is not installed ({INSTALL})")
+        from runtime.onnx_session import gpu_present
+
+        if not gpu_present():
+            raise BackendUnavailable("no NVIDIA GPU found: TensorRT engines run on one only")
+        expose_pip_cuda_runtime()
+        from polygraphy.backend.trt import EngineFromBytes, TrtRunner
+        from polygraphy.exception import PolygraphyException
+        from polygraphy.logger import G_LOGGER
+
+        built = self.file.info
+        try:
+            with G_LOGGER.verbosity(G_LOGGER.WARNING):
+                engine = EngineFromBytes(self.file.verified().read_bytes())()
+                self.profile = self._check(engine)
+                self.runner = TrtRunner(engine)
+                self.runner.activate()
+        except (ImportError, OSError) as err:  # TensorRT's or the CUDA runtime's libraries
+            raise BackendUnavailable(f"TensorRT cannot start here: {_first_line(err)} ({INSTALL})") from None
+        except PolygraphyException as err:
+            raise BackendUnavailable(
+                f"{self.file.path}: TensorRT cannot run this engine ({_first_line(err)}); it was built with "
+                f"TensorRT {built.get('tensorrt', '?')} for compute capability {built.get('compute_capability', '?')}, "
+                "and a plan runs only with that TensorRT release on that kind of GPU") from None
+
+    def _check(self, engine):
+        import tensorrt as trt
+
+        names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
+        inputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
+        if inputs != [INPUT_NAME] or PROBS not in names:
+            raise BackendUnavailable(f"{self.file.path}: engine tensors {names}; model.json expects input "
+                                     f"{INPUT_NAME!r} and output {PROBS!r}")
+        classes = engine.get_tensor_shape(PROBS)[-1]
+        if classes != len(self.spec.class_names):
+            raise BackendUnavailable(f"{self.file.path}: engine gives {classes} classes, model.json lists "
+                                     f"{len(self.spec.class_names)}")
+        low, opt, high = (int(shape[0]) for shape in engine.get_tensor_profile_shape(INPUT_NAME, 0))
+        return low, opt, high
 
     def _infer(self, batch):
-        cudart = self.cudart
-        n = len(batch)
-        if n > self.profile_max:
-            raise ValueError(f"batch {n} above the engine's max batch {self.profile_max}")
-        self.h_in[:n] = batch.astype(self.in_dtype, copy=False)
-        edges = np.linspace(0, n, min(self.chunks, n) + 1).astype(int)
-        per_sample_in = int(np.prod(self.sample_shape)) * np.dtype(self.in_dtype).itemsize
-        per_sample_out = 28 * np.dtype(self.out_dtype).itemsize
-        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        for i, (a, b) in enumerate(zip(edges[:-1], edges[1:])):
-            slot = i % 2
-            # the copy into this slot must wait until the compute that last read it is done
-            _check(cudart.cudaStreamWaitEvent(self.copy_stream, self.consumed[slot], 0))
-            src = self.h_in.ctypes.data + a * per_sample_in
-            _check(cudart.cudaMemcpyAsync(self.d_in[slot], src, (b - a) * per_sample_in, h2d, self.copy_stream))
-            _check(cudart.cudaEventRecord(self.copied[slot], self.copy_stream))
-            _check(cudart.cudaStreamWaitEvent(self.compute_stream, self.copied[slot], 0))
-            self.context.set_input_shape(INPUT_NAME, (b - a, *self.sample_shape))
-            self.context.set_tensor_address(INPUT_NAME, int(self.d_in[slot]))
-            self.context.set_tensor_address(PROBS, int(self.d_out) + a * per_sample_out)
-            if not self.context.execute_async_v3(int(self.compute_stream)):
-                raise RuntimeError("TensorRT execution failed")
-            _check(cudart.cudaEventRecord(self.consumed[slot], self.compute_stream))
-        _check(cudart.cudaMemcpyAsync(self.h_out.ctypes.data, self.d_out, n * per_sample_out, d2h, self.compute_stream))
-        _check(cudart.cudaStreamSynchronize(self.compute_stream))
-        return self.h_out[:n].astype(np.float32)
+        from polygraphy.exception import PolygraphyException
+
+        try:
+            out = self.runner.infer({INPUT_NAME: pad_to(batch, self.profile[0])})[PROBS]
+        except PolygraphyException as err:
+            raise BackendUnavailable(f"TensorRT inference failed on {self.file.path.name}: {_first_line(err)}") from None
+        # The runner reuses its host buffers on the next call: copy out this batch's rows.
+        return np.array(out[: len(batch)], dtype=np.float32)
 
     def _free(self):
-        cudart = getattr(self, "cudart", None)
-        if cudart is None:
-            return
-        for kind, ptr in self._allocs:
-            (cudart.cudaFree if kind == "device" else cudart.cudaFreeHost)(ptr)
-        self._allocs = []
-        for name in ("copy_stream", "compute_stream"):
-            if getattr(self, name, None) is not None:
-                cudart.cudaStreamDestroy(getattr(self, name))
-                setattr(self, name, None)
-        for ev in getattr(self, "copied", []) + getattr(self, "consumed", []):
-            cudart.cudaEventDestroy(ev)
-        self.copied, self.consumed = [], []
-        self.context = self.engine = self.runtime = None
+        if self.runner is not None and self.runner.is_active:
+            self.runner.deactivate()
+        self.runner = None

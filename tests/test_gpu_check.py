@@ -1,0 +1,103 @@
+"""``python -m runtime gpu-check``: on a machine without a GPU it says what it skipped and exits 0;
+a check that runs and fails makes it exit non-zero; the pieces it is built from do what they say."""
+
+import json
+
+import numpy as np
+import pytest
+
+import runtime.gpu_check as gc
+from runtime.__main__ import main as runtime_main
+from runtime.backends import make_backend
+from runtime.gpu_info import GpuInfo, NoGpu, driver_version, gpu_info
+from runtime.onnx_session import gpu_present
+
+
+@pytest.mark.skipif(gpu_present(), reason="a GPU is present: gpu-check runs for real there")
+def test_without_a_gpu_it_lists_what_it_skipped_and_exits_0(tmp_path, capsys):
+    assert runtime_main(["gpu-check", "--out", str(tmp_path / "gc")]) == 0
+    out = capsys.readouterr().out
+    result = json.loads((tmp_path / "gc" / "gpu_check.json").read_text())
+    assert result["passed"] and result["environment"]["gpu"] is None
+    rows = {r["check"]: r for r in result["rows"]}
+    assert {r["status"] for r in rows.values()} == {"skipped"}
+    assert all(r["reason"].startswith("no NVIDIA GPU") for r in rows.values())
+    assert {"1-epoch fit on CUDA", "tensorrt int8", "onnxruntime-tensorrt fp16", "torch-cuda fp32"} <= set(rows)
+    if not result["environment"]["tensorrt"]:
+        assert "TensorRT is not installed" in rows["tensorrt fp16"]["reason"]
+    assert "| tensorrt fp16 | skipped |" in out and "14 skipped" in out
+    assert (tmp_path / "gc" / "gpu_check.md").read_text().count("| skipped |") == 14
+
+
+def test_reference_row_measures_f1_and_speed_and_absent_backends_are_skipped(tiny_deploy, tiny_data):
+    env = {"no_gpu": "no NVIDIA GPU (test)", "providers": ["CPUExecutionProvider"], "tensorrt": None}
+    rows = gc.check_backends(tiny_deploy[0], tiny_data, env, seconds=0.05)
+    reference, others = rows[0], rows[1:]
+    assert reference.status == "ok" and reference.max_abs_diff == 0.0
+    assert 0.0 <= reference.macro_f1 <= 1.0 and set(reference.images_per_s) == set(gc.BATCHES)
+    assert [r.check for r in others] == [v[0] for v in gc.VARIANTS]
+    assert all(r.status == "skipped" and "no NVIDIA GPU (test)" in r.reason for r in others)
+    assert "this onnxruntime has no CUDA provider" in others[1].reason
+
+
+class Off:
+    """An entered backend whose probabilities are off by ``delta``: a check that runs and fails."""
+
+    def __init__(self, backend, delta):
+        self.backend, self.delta, self.spec = backend, delta, backend.spec
+
+    def infer(self, batch):
+        return np.clip(self.backend.infer(batch) + self.delta, 0, 1)
+
+
+def test_parity_beyond_the_bound_fails_the_check(tiny_deploy):
+    x = np.random.default_rng(0).standard_normal((6, 4, 48, 48), dtype=np.float32)
+    truth = np.zeros((6, 28), bool)
+    with make_backend(tiny_deploy[1], "onnxruntime", precision="fp32", device="cpu") as cpu:
+        reference = cpu.infer(x)
+        row = gc.measure(gc.Row("tensorrt fp32"), Off(cpu, 0.01), x, reference, truth, np.full(28, 0.5), 0.02)
+    failed = gc._judge(row, "fp32")
+    assert failed.status == "failed" and "max |p - p_cpu_fp32| = 1.00e-02 > 0.0001" in failed.reason
+    row.status, row.reason = "ok", ""
+    assert gc._judge(row, "int8").status == "ok"  # a mean difference of 0.01 is within INT8's 0.05
+
+
+def test_a_failing_step_reports_its_own_error_line_and_keeps_its_log(tmp_path):
+    row = gc._step("score a missing file", ["runtime", "score", "--submission", tmp_path / "none.csv",
+                                            "--labels", tmp_path / "none.csv"], tmp_path)
+    assert row.status == "failed" and row.reason.startswith("exit 2: error: ") and "none.csv" in row.reason
+    log = next(tmp_path.glob("*score-a-missing-file.log"))
+    assert "python -m runtime score" in log.read_text()
+
+
+def test_a_failed_check_makes_the_command_exit_1(tmp_path, monkeypatch):
+    env = {"python": "3", "machine": "x86_64", "onnxruntime": "onnxruntime-gpu", "providers": [], "tensorrt": None,
+           "polygraphy": None, "torch": None, "notes": [],
+           "gpu": {"name": "GPU", "compute_capability": "9.0", "driver": "580.1", "driver_cuda": "13.0"}}
+    monkeypatch.setattr(gc, "environment", lambda: env)
+    monkeypatch.setattr(gc, "prepare", lambda out, env, logs: ([gc.Row("1-epoch fit on CUDA", "failed", "exit 1: boom")],
+                                                               None))
+    assert runtime_main(["gpu-check", "--out", str(tmp_path)]) == 1
+    result = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert not result["passed"] and result["rows"][0]["reason"] == "exit 1: boom"
+
+
+def test_a_driver_too_old_for_the_installed_cuda_builds_is_named(monkeypatch):
+    old = GpuInfo("NVIDIA A10", "8.6", "12.8", "570.133.20", 1)
+    monkeypatch.setattr("runtime.gpu_info.gpu_info", lambda: old)
+    monkeypatch.setattr("runtime.onnx_session.gpu_present", lambda: True)
+    monkeypatch.setattr("runtime.onnx_session.built_for_cuda", lambda: "13.0")
+    env = gc.environment()
+    assert env["gpu"]["compute_capability"] == "8.6" and "no_gpu" not in env
+    assert any("built for CUDA 13.0" in n and "CUDA 12 set" in n for n in env["notes"])
+
+
+def test_driver_facts():
+    assert driver_version("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.129.03  Thu Oct 19 2023") == "535.129.03"
+    assert driver_version("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.65.06  Release Build") == "580.65.06"
+    assert driver_version("nothing") is None
+    with pytest.raises(NoGpu, match="libcuda-not-here.so cannot be loaded"):
+        gpu_info("libcuda-not-here.so")
+    if not gpu_present():
+        with pytest.raises(NoGpu):
+            gpu_info()

@@ -1,0 +1,245 @@
+"""TensorRT: the INT8 flavour's Q/DQ conformance, engine building and the TensorRT backend.
+
+What a CPU can check runs everywhere; building and running engines needs TensorRT and a GPU and
+skips cleanly without them."""
+
+import importlib.util
+import json
+import logging
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import helper, numpy_helper
+
+from export.__main__ import main as export_main
+from export.int8_tensorrt import QUANTIZED_OPS, check_tensorrt_qdq, qdq_problems
+from runtime.backends import BackendUnavailable, make_backend
+from runtime.backends.tensorrt_backend import expose_pip_cuda_runtime, pad_to
+from runtime.errors import DataError
+from runtime.model_spec import load_model_spec
+from runtime.onnx_session import gpu_present
+
+HAVE_TRT = importlib.util.find_spec("tensorrt") is not None and gpu_present()
+needs_trt = pytest.mark.skipif(not HAVE_TRT, reason="needs TensorRT and an NVIDIA GPU")
+
+
+def test_every_tensorrt_flavour_graph_follows_tensorrts_qdq_rules(tiny_deploy):
+    deploy, spec = tiny_deploy
+    graphs = [f for f in spec.files if f.precision == "int8" and f.target == "tensorrt"]
+    assert {f.path.name for f in graphs} == {"fold0.int8-trt.onnx", "fold1.int8-trt.onnx", "ensemble.int8-trt.onnx"}
+    for f in graphs:
+        model = onnx.load(str(f.path))
+        assert qdq_problems(model) == [], f.path.name
+        ops = {n.op_type for n in model.graph.node}
+        assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+        # every weighted layer is fed by Q/DQ: TensorRT runs it in INT8
+        producers = {o: n for n in model.graph.node for o in n.output}
+        for node in (n for n in model.graph.node if n.op_type in QUANTIZED_OPS):
+            assert all(producers[i].op_type == "DequantizeLinear" for i in node.input[:2]), node.name
+
+
+def test_the_cpu_flavour_breaks_them_and_the_checker_says_how(tiny_deploy):
+    # u8 activations with a zero-point: valid ONNX, refused by TensorRT
+    problems = qdq_problems(onnx.load(str(tiny_deploy[0] / "fold0.int8-cpu.onnx")))
+    assert any("UINT8" in p and "TensorRT needs INT8" in p for p in problems)
+
+
+def _qdq_conv(bias_type=onnx.TensorProto.INT8, axis=0, zero=0):
+    """x -> Q -> DQ -> Conv(W: DQ(int8, per channel), B: DQ(bias)) as TensorRT sees it."""
+    w = numpy_helper.from_array(np.ones((2, 3, 1, 1), np.int8), "w_q")
+    inits = [w, numpy_helper.from_array(np.array([0.1, 0.2], np.float32), "w_s"),
+             numpy_helper.from_array(np.zeros(2, np.int8), "w_z"),
+             numpy_helper.from_array(np.array(0.05, np.float32), "x_s"),
+             numpy_helper.from_array(np.array(zero, np.int8), "x_z"),
+             helper.make_tensor("b_q", bias_type, [2], [1, 2]),
+             numpy_helper.from_array(np.array([0.1, 0.2], np.float32), "b_s")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "x_s", "x_z"], ["xq"], name="q_x"),
+             helper.make_node("DequantizeLinear", ["xq", "x_s", "x_z"], ["xd"], name="dq_x"),
+             helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["wd"], name="dq_w", axis=axis),
+             helper.make_node("DequantizeLinear", ["b_q", "b_s"], ["bd"], name="dq_b", axis=0),
+             helper.make_node("Conv", ["xd", "wd", "bd"], ["y"], name="conv")]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [1, 3, 4, 4])],
+                              [helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, [1, 2, 4, 4])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_checker_finds_each_rule_broken():
+    assert qdq_problems(_qdq_conv()) == []
+    int32 = qdq_problems(_qdq_conv(bias_type=onnx.TensorProto.INT32))
+    assert any("dq_b: input b_q is INT32" in p for p in int32)
+    axis = qdq_problems(_qdq_conv(axis=1))
+    assert any("dq_w: per-channel axis 1" in p and "output-channel axis 0" in p for p in axis)
+    zero = qdq_problems(_qdq_conv(zero=3))
+    assert any("q_x: zero-point is not 0" in p for p in zero)
+    with pytest.raises(DataError, match=r"^m\.onnx: not a Q/DQ graph TensorRT accepts: .*INT32") as err:
+        check_tensorrt_qdq(_qdq_conv(bias_type=onnx.TensorProto.INT32), "m.onnx")
+    assert "\n" not in str(err.value)
+
+
+def test_quantize_bias_left_on_is_what_the_checker_refuses(tiny_deploy, tmp_path):
+    """The defect the TensorRT flavour fixes: onnxruntime's default QuantizeBias=True writes INT32
+    DequantizeLinear, which TensorRT's parser rejects."""
+    from onnxruntime.quantization import QuantFormat, QuantType, quantize_static
+
+    from export.precision import _Batches, probs_only
+
+    src = tmp_path / "probs.onnx"
+    onnx.save(probs_only(onnx.load(str(tiny_deploy[0] / "fold0.onnx"))), str(src))
+    x = np.random.default_rng(0).standard_normal((4, 4, 48, 48), dtype=np.float32)
+    quantize_static(str(src), str(tmp_path / "q.onnx"), _Batches(x), quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                    extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
+    assert any("INT32" in p for p in qdq_problems(onnx.load(str(tmp_path / "q.onnx"))))
+
+
+def test_small_batches_are_padded_to_the_profile_minimum():
+    x = np.arange(2 * 4 * 2 * 2, dtype=np.float32).reshape(2, 4, 2, 2)
+    padded = pad_to(x, 5)
+    assert padded.shape == (5, 4, 2, 2)
+    np.testing.assert_array_equal(padded[:2], x)
+    np.testing.assert_array_equal(padded[2:], np.repeat(x[1:], 3, axis=0))
+    assert pad_to(x, 1) is x
+
+
+def test_polygraphy_finds_the_cuda_runtime_of_the_pip_wheels(tmp_path, monkeypatch):
+    polygraphy_cuda = pytest.importorskip("polygraphy.cuda.cuda")
+    from polygraphy import util
+
+    lib = tmp_path / "nvidia" / "cu13" / "lib"
+    lib.mkdir(parents=True)
+    (lib / "libcudart.so.13").write_bytes(b"")
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/other")
+    assert expose_pip_cuda_runtime([tmp_path]) == [str(lib)]
+    assert expose_pip_cuda_runtime([tmp_path]) == []  # once is enough
+    found = util.find_in_dirs("libcudart.so*", polygraphy_cuda._find_cuda_lib_dirs())
+    assert found[0] == str(lib / "libcudart.so.13")
+
+
+def test_engine_build_refuses_bad_profiles_and_missing_tensorrt_in_one_line(tiny_deploy, tmp_path, capsys):
+    onnx_path = str(tiny_deploy[0] / "ensemble.fp16.onnx")
+    assert export_main(["tensorrt", "--onnx", onnx_path, "--out", str(tmp_path / "e.engine"), "--min-batch", "8",
+                        "--opt-batch", "4"]) == 2
+    assert "need 1 <= min (8) <= opt (4)" in capsys.readouterr().err
+    if HAVE_TRT:
+        return
+    assert export_main(["tensorrt", "--onnx", onnx_path, "--out", str(tmp_path / "e.engine")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: ") and ("TensorRT" in err or "tensorrt" in err or "GPU" in err) and "\n" not in err
+    assert not (tmp_path / "e.engine").exists()
+
+
+def test_timing_cache_from_another_gpu_is_replaced_not_ignored(tmp_path, caplog):
+    from export.tensorrt_build import TimingCache
+
+    class Config:
+        """IBuilderConfig's timing-cache calls: a foreign cache is refused (set_timing_cache -> False)."""
+
+        def __init__(self):
+            self.attached = None
+
+        def create_timing_cache(self, data):
+            return {"data": data}
+
+        def set_timing_cache(self, cache, ignore_mismatch):
+            ok = cache["data"] != b"foreign"
+            self.attached = cache if ok else self.attached
+            return ok
+
+    (tmp_path / "cache").write_bytes(b"foreign")
+    config = Config()
+    with caplog.at_level(logging.WARNING):
+        TimingCache(tmp_path / "cache").attach(None, None, config)
+    assert config.attached == {"data": b""} and "another GPU or TensorRT release" in caplog.text
+    (tmp_path / "cache").write_bytes(b"ours")
+    TimingCache(tmp_path / "cache").attach(None, None, config)
+    assert config.attached == {"data": b"ours"}
+
+
+def fake_engine(deploy, tmp_path, min_batch=1):
+    """A copy of ``deploy`` listing an FP16 engine as `python -m export tensorrt` registers one
+    (the bytes are not a real plan: enough for choosing, listing and Triton, not for running)."""
+    from export.tensorrt_register import register_engine
+
+    copy = tmp_path / "deploy"
+    shutil.copytree(deploy, copy)
+    (copy / "ensemble.fp16.engine").write_bytes(b"plan")
+    info = {"tensorrt": "10.16.1.11", "min_batch": min_batch, "opt_batch": 32, "max_batch": 64,
+            "compute_capability": "9.0", "gpu": "NVIDIA H100 80GB HBM3", "tf32": False}
+    assert register_engine(copy / "ensemble.fp16.onnx", copy / "ensemble.fp16.engine", info) == copy / "model.json"
+    return copy
+
+
+def test_a_registered_engine_records_what_it_is_tied_to(tiny_deploy, tmp_path):
+    copy = fake_engine(tiny_deploy[0], tmp_path)
+    entry = next(f for f in json.loads((copy / "model.json").read_text())["files"] if f["format"] == "engine")
+    assert (entry["tensorrt"], entry["compute_capability"], entry["source"]) == ("10.16.1.11", "9.0", "ensemble.fp16.onnx")
+    assert entry["profile"] == {"min_batch": 1, "opt_batch": 32, "max_batch": 64} and entry["tf32"] is False
+    spec = load_model_spec(copy)
+    assert spec.find("ensemble", "fp16", fmt="engine").verified().name == "ensemble.fp16.engine"
+
+
+def test_tensorrt_backend_without_tensorrt_or_gpu_is_one_line(tiny_deploy, tmp_path):
+    if HAVE_TRT:
+        pytest.skip("TensorRT and a GPU are present: the engine tests run instead")
+    spec = load_model_spec(fake_engine(tiny_deploy[0], tmp_path))
+    backend = make_backend(spec, "tensorrt", precision="fp16")
+    with pytest.raises(BackendUnavailable) as err:
+        backend.__enter__()
+    assert "\n" not in str(err.value) and ("not installed" in str(err.value) or "GPU" in str(err.value))
+    assert backend.runner is None and not backend._entered
+
+
+# --- TensorRT and a GPU -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def engines(tiny_deploy, tmp_path_factory):
+    """tiny_deploy with fold0 (two outputs) and ensemble engines in every precision."""
+    if not HAVE_TRT:
+        pytest.skip("needs TensorRT and an NVIDIA GPU")
+    copy = tmp_path_factory.mktemp("engines") / "deploy"
+    shutil.copytree(tiny_deploy[0], copy)
+    cache = str(copy.parent / "timing.cache")
+    builds = [("ensemble.onnx", "ensemble.fp32.engine", "1"), ("ensemble.fp16.onnx", "ensemble.fp16.engine", "1"),
+              ("ensemble.int8-trt.onnx", "ensemble.int8.engine", "1"), ("fold0.onnx", "fold0.fp32.engine", "4")]
+    for src, dst, low in builds:
+        assert export_main(["tensorrt", "--onnx", str(copy / src), "--out", str(copy / dst), "--min-batch", low,
+                            "--opt-batch", "8", "--max-batch", "16", "--timing-cache", cache]) == 0
+    return load_model_spec(copy)
+
+
+@needs_trt
+@pytest.mark.parametrize("precision, bound", [("fp32", 1e-4), ("fp16", 1e-2)])
+def test_engines_match_onnxruntime_on_the_cpu(engines, precision, bound):
+    x = np.random.default_rng(1).standard_normal((37, 4, 48, 48), dtype=np.float32)  # > max batch 16: split
+    with make_backend(engines, "tensorrt", precision=precision) as trt, \
+            make_backend(engines, "onnxruntime", precision="fp32", device="cpu") as cpu:
+        first = trt.infer(x)
+        again = trt.infer(x[:3])  # a second call must not overwrite the first call's results
+        np.testing.assert_allclose(first, cpu.infer(x), atol=bound)
+        np.testing.assert_allclose(again, first[:3], atol=1e-6)
+
+
+@needs_trt
+def test_int8_engine_builds_from_the_qdq_graph_and_stays_close(engines):
+    x = np.random.default_rng(2).standard_normal((16, 4, 48, 48), dtype=np.float32)
+    with make_backend(engines, "tensorrt", precision="int8") as trt, \
+            make_backend(engines, "onnxruntime", precision="fp32", device="cpu") as cpu:
+        assert np.abs(trt.infer(x) - cpu.infer(x)).mean() < 0.05
+
+
+@needs_trt
+def test_fold_engine_with_two_outputs_and_a_profile_minimum_above_one(engines):
+    x = np.random.default_rng(3).standard_normal((2, 4, 48, 48), dtype=np.float32)  # below min batch 4: padded
+    with make_backend(engines, "tensorrt", model="fold0", precision="fp32") as trt, \
+            make_backend(engines, "onnxruntime", model="fold0", precision="fp32", device="cpu") as cpu:
+        assert trt.profile[0] == 4
+        np.testing.assert_allclose(trt.infer(x), cpu.infer(x), atol=1e-4)
+
+
+@needs_trt
+def test_engine_entry_names_the_gpu_it_was_built_on(engines):
+    entry = engines.find("ensemble", "fp32", fmt="engine").info
+    assert entry["compute_capability"] and entry["gpu"] and entry["tf32"] is False
