@@ -80,7 +80,9 @@ def guarded(func, *args, debug=None, user_errors=()):
 def dispatch(parser, commands, argv=None, user_errors=(), level=logging.WARNING):
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = debug_requested(argv)
-    parser.add_argument("--debug", action="store_true",
+    # Listed for --help only: it is taken out of argv above, so it may stand anywhere on the line
+    # and never reaches a command's namespace (train fit turns its namespace into its config).
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help=f"show the traceback of a failure (also {DEBUG_ENV}=1); allowed anywhere on the line")
     args = parser.parse_args([a for a in argv if a != "--debug"])
     logging.basicConfig(level=logging.DEBUG if debug else level, format="%(levelname)s %(message)s")

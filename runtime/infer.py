@@ -25,6 +25,7 @@ import numpy as np
 from runtime.classes import CLASS_NAMES, NUM_CLASSES
 from runtime.errors import DataError, about
 from runtime.journal import Journal, difference
+from runtime.labels import csv_text
 from runtime.pipeline import decoded_batches
 from runtime.tta import check_views
 from runtime.writeutil import atomic_write_json, atomic_write_text
@@ -142,10 +143,7 @@ def _infer(backend, folder, todo, views, batch_size, workers, chunk_batches, jou
 
 
 def _csv_text(name, rows):
-    buf = io.StringIO()
-    buf.write(HEADERS[name])
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    return buf.getvalue()
+    return HEADERS[name] + csv_text(rows)
 
 
 def write_outputs(out, ids, probs, errors, thresholds):

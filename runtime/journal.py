@@ -9,7 +9,6 @@ is refused in one line naming the difference, so results of two settings are nev
 """
 
 import csv
-import io
 import json
 import shutil
 from pathlib import Path
@@ -18,6 +17,7 @@ import numpy as np
 
 from runtime.classes import NUM_CLASSES
 from runtime.errors import DataError
+from runtime.labels import csv_text
 from runtime.writeutil import atomic_write_json, atomic_write_text
 
 FOLDER = ".chunks"
@@ -84,8 +84,6 @@ class Journal:
 
     def append(self, ids, probs, errors):
         """Journal one stretch of results atomically: (Id, probabilities) and (Id, file, reason)."""
-        buf = io.StringIO()
-        writer = csv.writer(buf, lineterminator="\n")
-        writer.writerows([sample_id, "ok", "", "", *(f"{v:.6f}" for v in p)] for sample_id, p in zip(ids, probs))
-        writer.writerows([sample_id, "error", path, reason] for sample_id, path, reason in errors)
-        atomic_write_text(self.folder / f"chunk-{len(self.chunks()):06d}.csv", buf.getvalue())
+        rows = [[sample_id, "ok", "", "", *(f"{v:.6f}" for v in p)] for sample_id, p in zip(ids, probs)]
+        rows += [[sample_id, "error", path, reason] for sample_id, path, reason in errors]
+        atomic_write_text(self.folder / f"chunk-{len(self.chunks()):06d}.csv", csv_text(rows))

@@ -5,6 +5,7 @@ Files with a UTF-8 BOM or CRLF line endings are accepted. Every problem raises
 """
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,18 @@ def read_ids(path):
 def read_manifest(path):
     """{Id: sub-folder} from a split manifest (``Id,dir``)."""
     return {sample_id: check_id((row["dir"] or "").strip(), where) for where, sample_id, row in id_rows(path, ("dir",))}
+
+
+def csv_text(rows):
+    """CSV lines ending in '\n' for ``rows``. A row with a carriage return in a field is written
+    fully quoted: csv's minimal quoting only quotes the line terminator's own characters, so an Id
+    like 'x\r' would otherwise split its row when read back."""
+    buf = io.StringIO()
+    plain = csv.writer(buf, lineterminator="\n")
+    quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    for row in rows:
+        (quoted if any("\r" in str(field) for field in row) else plain).writerow(row)
+    return buf.getvalue()
 
 
 def multi_hot(label_lists):

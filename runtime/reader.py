@@ -123,10 +123,17 @@ def channel_files(folder):
     """(Id, channel, file name) for every channel image directly in ``folder``."""
     for entry in os.scandir(folder):
         stem, ext = os.path.splitext(entry.name)
-        if ext.lower() in EXTENSIONS and "_" in stem and entry.is_file():
+        if ext.lower() in EXTENSIONS and "_" in stem and _is_file(entry):
             sample_id, channel = stem.rsplit("_", 1)
             if channel in CHANNELS:
                 yield sample_id, channel, entry.name
+
+
+def _is_file(entry):
+    try:
+        return entry.is_file()
+    except OSError:  # a symlink loop: listed, so reading it reports the error for its sample
+        return True
 
 
 def _id_problem(sample_id):

@@ -129,6 +129,8 @@ def cmd_folds(args):
     from train.folds import assign_folds, write_folds
 
     table = read_labels(args.labels)
+    if len(table) < args.folds:
+        raise DataError(args.labels, f"{len(table)} labelled Ids cannot make {args.folds} folds")
     folds = assign_folds(multi_hot(list(table.values())), args.folds, args.seed)
     write_folds(args.out, list(table), folds)
     print(f"wrote {args.out}: {len(folds)} Ids in {args.folds} folds")
