@@ -20,6 +20,7 @@ Hostile files:
 import io
 import logging
 import os
+import struct
 from pathlib import Path
 
 import cv2
@@ -39,7 +40,8 @@ DEFAULT_MAX_PIXELS = 8192 * 8192
 # Header parsers by leading bytes. The plugin classes are used directly, not through
 # PIL.Image.open, whose own decompression-bomb check (fixed at 89/179 megapixels, process-wide)
 # would override the configurable limit here.
-_HEADERS = [(b"\x89PNG\r\n\x1a\n", PngImagePlugin.PngImageFile), (b"\xff\xd8\xff", JpegImagePlugin.JpegImageFile),
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_HEADERS = [(PNG_SIGNATURE, PngImagePlugin.PngImageFile), (b"\xff\xd8\xff", JpegImagePlugin.JpegImageFile),
             *((prefix, TiffImagePlugin.TiffImageFile) for prefix in TiffImagePlugin.PREFIXES)]
 
 
@@ -61,6 +63,10 @@ def max_pixels_setting(value=None):
 def header_size(data, path):
     """(width, height) from an encoded image's header, decoding no pixels."""
     head = bytes(data[:8])
+    if head == PNG_SIGNATURE and bytes(data[12:16]) == b"IHDR":
+        # The PNG spec puts IHDR first, width and height at fixed offsets: read directly, as
+        # Pillow would, at 1 us instead of ~36 us a file (a sixth of decoding a 128-px demo PNG).
+        return struct.unpack(">II", bytes(data[16:24]))
     opener = next((cls for magic, cls in _HEADERS if head.startswith(magic)), None)
     if opener is None:
         raise DataError(path, "unreadable image (not a PNG, JPEG or TIFF file)")
@@ -173,11 +179,18 @@ class ImageFolder:
         check_id(sample_id, self.root)
         return find_channel_file(self.folder_of(sample_id), sample_id, channel)
 
+    def check_inside(self, path):
+        """DataError when ``path`` (ROOT/[sub-folder/]file) is a symlink, or in a sub-folder that
+        is one, whose real path leads out of the image folder. Only links are resolved (one lstat
+        for a plain file), since nothing below the root but they can lead out."""
+        if os.path.islink(path) or (path.parent != self.root and os.path.islink(path.parent)):
+            real = os.path.realpath(path)
+            if os.path.commonpath([real, self._real_root]) != self._real_root:
+                raise DataError(path, f"a symlink to {real}, outside the image folder {self.root} (not read)")
+        return path
+
     def _decode(self, path):
-        real = os.path.realpath(path)
-        if os.path.commonpath([real, self._real_root]) != self._real_root:
-            raise DataError(path, f"a symlink to {real}, outside the image folder {self.root} (not read)")
-        return decode_channel(path, self.max_pixels)
+        return decode_channel(self.check_inside(path), self.max_pixels)
 
     def read(self, sample_id):
         """The sample as uint8 (H, W, 4) in CHANNELS order."""

@@ -597,3 +597,14 @@ def test_refused_in_one_line_and_nothing_lost(build, base, tiny_run, tmp_path, c
 
 def test_the_corpus_holds_over_100_bad_inputs():
     assert len(BAD_BYTES) + len(MISSING) + len(UNSAFE) + len(LINKS) + len(REFUSALS) >= 100
+
+
+def test_hostile_ids_never_break_the_kaggle_files(corpus, tiny_data, capsys):
+    # 'x\n', 'x\r', 'cm,x', 'q"uote' are errors.csv rows; the submission stays one row per good Id
+    # and `runtime score` accepts it.
+    for name in OUTPUTS:
+        rows = read_rows(corpus["root"] / "mixed" / name)
+        assert all(len(r) == len(rows[0]) for r in rows)
+    assert runtime_main(["score", "--submission", str(corpus["root"] / "mixed" / "submission.csv"),
+                         "--labels", str(tiny_data / "test_labels.csv")]) == 0
+    assert "macro-F1" in capsys.readouterr().out

@@ -163,6 +163,10 @@ def test_symlinks_are_followed_inside_the_folder_only(tmp_path):
     with pytest.raises(DataError, match=r"out1_red\.png: a symlink to .*outside the image folder"):
         images.read("out1")
     assert ImageFolder(outside).read("o1").shape == (16, 16, 4)
+    (folder / "00000").symlink_to(outside, target_is_directory=True)  # a split sub-folder that leads out
+    (folder / "manifest.csv").write_text("Id,dir\no1,00000\n")
+    with pytest.raises(DataError, match=r"00000/o1_red\.png: a symlink to .*outside the image folder"):
+        ImageFolder(folder).read("o1")
 
 
 def test_unsafe_names_are_listed_as_problems_not_dropped(tmp_path):
