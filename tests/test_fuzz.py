@@ -62,9 +62,9 @@ GOOD = _img(RNG)
 BAD_BYTES = {
     "png-half": ("red", lambda b: b[:len(b) // 2], "truncated image"),
     "png-10-bytes": ("green", lambda b: b[:10], "truncated image header"),
-    "png-30-bytes": ("blue", lambda b: b[:30], "truncated image header"),
+    "png-30-bytes": ("blue", lambda b: b[:30], "truncated image"),
     "png-signature-only": ("yellow", lambda b: b[:8], "truncated image header"),
-    "png-garbage-tail": ("red", lambda b: b[:40] + bytes(100), "truncated image header"),
+    "png-garbage-tail": ("red", lambda b: b[:40] + bytes(100), "truncated image"),
     "empty": ("green", lambda b: b"", "empty file"),
     "text": ("blue", lambda b: b"hello, I am text", "not a PNG, JPEG or TIFF"),
     "random-bytes": ("yellow", lambda b: RNG.bytes(500), "not a PNG, JPEG or TIFF"),
@@ -75,11 +75,11 @@ BAD_BYTES = {
     "bomb-10000": ("green", lambda b: png(10000, 10000), "10000x10000 pixels is over the decoded-size limit"),
     "bomb-9000x8000": ("yellow", lambda b: png(9000, 8000), "over the decoded-size limit"),
     "bomb-jpeg": ("blue", lambda b: jpeg_claiming(60000, 60000, GOOD), "over the decoded-size limit"),
-    "png-zero-width": ("red", lambda b: png(0, 10), "image header"),
-    "png-bad-crc": ("green", lambda b: png(16, 16, crc_ok=False), "image header"),
+    "png-zero-width": ("red", lambda b: png(0, 10), "truncated image"),
+    "png-bad-crc": ("green", lambda b: png(16, 16, crc_ok=False), "truncated image"),
     "png-bad-idat": ("blue", lambda b: png(16, 16, idat=b"not zlib" * 4), "truncated image"),
     "png-short-idat": ("yellow", lambda b: png(64, 64), "truncated image"),
-    "png-depth-3": ("red", lambda b: png(16, 16, depth=3), "image header"),
+    "png-depth-3": ("red", lambda b: png(16, 16, depth=3), "truncated image"),
     "jpeg-half": ("green", lambda b: encoded(".jpg", GOOD)[:300], "truncated image"),
     "jpeg-soi-only": ("blue", lambda b: b"\xff\xd8\xff\xe0", "image header"),
     "jpeg-garbage": ("yellow", lambda b: b"\xff\xd8\xff" + bytes(50), "image header"),
@@ -222,10 +222,13 @@ class Ctx:
 
     def __init__(self, base, tmp, run):
         self.tmp, self.data, self.ids, self.deploy, self.run = tmp, base["data"], base["ids"], base["deploy"], run
-        self.out = tmp / "out"
+        self.out, self.shards = tmp / "out", base["root"]
         shutil.copytree(base["root"] / "clean", self.out)
-        for shard in ("s0", "s1", "s1-tta2"):
-            shutil.copytree(base["root"] / shard, tmp / shard)
+
+    def shard(self, name):
+        if (self.shards / name).is_dir() and not (self.tmp / name).exists():
+            shutil.copytree(self.shards / name, self.tmp / name)
+        return self.tmp / name
 
     def file(self, name, content):
         path = self.tmp / name
@@ -305,9 +308,10 @@ ARG_CASES = [Case(f"arg{' '.join(a)}".replace(" ", "_"), infer_arg(*a)) for a in
 
 def merge(*shards, ids=True, extra=(), names="", prepare=None):
     def build(c):
+        folders = [str(c.shard(s)) for s in shards]
         if prepare:
             prepare(c)
-        return "runtime", ["merge", *(str(c.tmp / s) for s in shards), "--out", str(c.out),
+        return "runtime", ["merge", *folders, "--out", str(c.out),
                            *(["--ids", c.ids] if ids else []), *extra], names
 
     return build

@@ -67,6 +67,18 @@ def test_merge_refuses_shards_of_other_runs_and_empty_files(infer, tiny_data, tm
     assert capsys.readouterr().err == f"error: {tmp_path / 's1' / 'errors.csv'}: empty file\n"
 
 
+def test_run_inference_refuses_a_batch_size_below_1(tiny_data, tiny_deploy, tmp_path):
+    from runtime.backends import make_backend
+    from runtime.infer import run_inference
+    from runtime.model_spec import load_model_spec
+    from runtime.reader import ImageFolder
+
+    with make_backend(load_model_spec(tiny_deploy[0]), "onnxruntime") as backend:
+        with pytest.raises(ValueError, match="batch size must be at least 1, got 0"):
+            run_inference(backend, ImageFolder(tiny_data / "test"), ["a"], tmp_path / "out", batch_size=0)
+    assert not (tmp_path / "out").exists()
+
+
 def test_kill_9_during_inference_then_resume_gives_the_same_files(tiny_data, tiny_deploy, tmp_path):
     # 600 Ids (links to the 12 test samples, inside the folder) at batch size 1: the run is
     # killed after its second chunk, long before its 150th.
