@@ -85,5 +85,5 @@ def dispatch(parser, commands, argv=None, user_errors=(), level=logging.WARNING)
     parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help=f"show the traceback of a failure (also {DEBUG_ENV}=1); allowed anywhere on the line")
     args = parser.parse_args([a for a in argv if a != "--debug"])
-    logging.basicConfig(level=logging.DEBUG if debug else level, format="%(levelname)s %(message)s")
+    logging.basicConfig(level=level, format="%(levelname)s %(message)s")
     return guarded(commands[args.command], args, debug=debug, user_errors=user_errors)

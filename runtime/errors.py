@@ -19,6 +19,9 @@ class DataError(Exception):
         self.reason = reason
         super().__init__(f"{self.path}: {reason}")
 
+    def __reduce__(self):  # survives pickling, so a fold process's error reaches the handler intact
+        return type(self), (self.path, self.reason)
+
 
 def first_line(err, limit=200):
     """``Type: first line of the message`` (libraries often append pages of advice)."""

@@ -91,6 +91,11 @@ def test_debug_flag_anywhere_on_the_line(capsys):
         dispatch(p, commands, ["go", "--debug"])
 
 
+def test_data_error_survives_a_process_boundary():
+    err = pickle.loads(pickle.dumps(DataError("w.pt", "not a readable weights file")))
+    assert (err.path, err.reason, str(err)) == ("w.pt", "not a readable weights file", "w.pt: not a readable weights file")
+
+
 def test_interrupt_is_one_line_exit_130(capsys):
     assert guarded(raises(KeyboardInterrupt()), debug=False) == 130
     assert capsys.readouterr().err.count("\n") == 1
