@@ -1,14 +1,13 @@
 """python -m export {onnx,tensorrt,triton,int8-ceiling}: the export command line."""
 
-import argparse
 import sys
 import time
 
-from runtime.cli import dispatch
+from runtime.cli import ArgumentParser, dispatch
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="python -m export", description="export a training run for deployment")
+    p = ArgumentParser(prog="python -m export", description="export a training run for deployment")
     sub = p.add_subparsers(dest="command", required=True)
     o = sub.add_parser("onnx", help="folds + ensemble to ONNX, verified against PyTorch, and model.json")
     o.add_argument("--run", required=True, help="a finished training run folder")

@@ -6,12 +6,23 @@ import sys
 from pathlib import Path
 
 from runtime.backends.base import available_backends
-from runtime.cli import dispatch
+from runtime.cli import ArgumentParser, dispatch, non_negative_int, positive_float, positive_int
+from runtime.classes import NUM_CLASSES
 from runtime.errors import DataError
 
 
+def _shard(text):
+    from runtime.infer import parse_shard
+
+    try:
+        parse_shard(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err).removeprefix("--shard ")) from None
+    return text
+
+
 def parser():
-    p = argparse.ArgumentParser(prog="python -m runtime", description="fast batch inference for HPA models")
+    p = ArgumentParser(prog="python -m runtime", description="fast batch inference for HPA models")
     sub = p.add_subparsers(dest="command", required=True)
     i = sub.add_parser("infer", help="predict every complete sample in a folder; write Kaggle files")
     i.add_argument("--model", required=True, help="deployment folder with model.json")
@@ -23,14 +34,18 @@ def parser():
                                                       "(default ~/.cache/hpa-toolkit/onnxruntime-tensorrt)")
     i.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8"], help="default: auto picks")
     i.add_argument("--model-file", default="ensemble", help="ensemble or fold<k>")
-    i.add_argument("--batch-size", type=int, default=32)
+    i.add_argument("--batch-size", type=positive_int, default=32)
     i.add_argument("--threshold-mode", default="tuned", choices=["tuned", "0.5"])
     i.add_argument("--tta", type=int, default=None, choices=[1, 2, 4, 8],
                    help="test-time views averaged per image (flips/quarter turns); default: model.json's "
                         "(the count its thresholds were tuned for); 1 is fastest")
-    i.add_argument("--workers", type=int, default=4, help="decode threads (0: decode in the main thread)")
-    i.add_argument("--resume", action="store_true", help="skip Ids already done by an interrupted run")
-    i.add_argument("--shard", default="", help="i/n: process a deterministic 1/n of the Ids")
+    i.add_argument("--workers", type=non_negative_int, default=4, help="decode threads (0: decode in the main thread)")
+    i.add_argument("--resume", action="store_true",
+                   help="skip Ids already done by an interrupted run (refused when its settings differ)")
+    i.add_argument("--shard", type=_shard, default=None, help="i/n: process a deterministic 1/n of the Ids")
+    i.add_argument("--max-pixels", type=positive_int, default=None,
+                   help="decoded-size limit per channel image, checked from its header before decoding "
+                        "(default: HPA_MAX_PIXELS or 8192x8192); a larger image is that sample's error")
 
     b = sub.add_parser("bench", help="throughput and latency per backend and batch size")
     b.add_argument("--model", required=True)
@@ -38,8 +53,8 @@ def parser():
                    help="comma-separated backend[:precision] list")
     b.add_argument("--batch-sizes", default="1,8,32")
     b.add_argument("--images", default="", help="PNG folder for the end-to-end figures")
-    b.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
-    b.add_argument("--workers", type=int, default=4)
+    b.add_argument("--seconds", type=positive_float, default=3.0, help="time per measurement")
+    b.add_argument("--workers", type=non_negative_int, default=4)
     b.add_argument("--json", default="", help="also write the results here")
 
     m = sub.add_parser("merge", help="join the outputs of --shard runs into one submission")
@@ -55,7 +70,7 @@ def parser():
     g = sub.add_parser("gpu-check", help="prove the GPU path here: tiny fit, export, every GPU backend's parity, "
                                          "F1 and speed (seconds on a machine without a GPU: it says what it skipped)")
     g.add_argument("--out", required=True, help="folder for gpu_check.json, gpu_check.md and the steps' files")
-    g.add_argument("--seconds", type=float, default=1.0, help="time per throughput measurement")
+    g.add_argument("--seconds", type=positive_float, default=1.0, help="time per throughput measurement")
     return p
 
 
@@ -75,16 +90,13 @@ def cmd_infer(args):
     from runtime.reader import ImageFolder
 
     spec = load_model_spec(args.model)
-    folder = ImageFolder(args.images)
-    if args.ids:
-        ids = read_ids(args.ids)
-    else:
-        ids = folder.ids()
-        for sample_id, missing in folder.incomplete_ids().items():
-            print(f"warning: {sample_id}: missing {', '.join(missing)}; listed in errors.csv", file=sys.stderr)
-            ids.append(sample_id)  # reported through errors.csv like any other bad sample
-    ids = shard_ids(ids, args.shard)
-    thresholds = None if args.threshold_mode == "tuned" else [0.5] * 28
+    folder = ImageFolder(args.images, args.max_pixels)
+    ids, problems = (read_ids(args.ids), {}) if args.ids else folder.listing()
+    ids = shard_ids(ids + list(problems), args.shard)
+    for sample_id in (i for i in ids if i in problems):  # tried like any other Id: errors.csv says why
+        print(f"warning: {folder.root}: Id {sample_id!r}: {problems[sample_id]}; listed in errors.csv",
+              file=sys.stderr)
+    thresholds = None if args.threshold_mode == "tuned" else [0.5] * NUM_CLASSES
     options = {"engine_cache": args.engine_cache} if args.engine_cache else {}
     backend = make_backend(spec, args.backend, args.model_file, args.precision, **options)
     print(f"backend: {backend.description}: {backend.choice.reason}", file=sys.stderr)
@@ -119,8 +131,8 @@ def cmd_merge(args):
     if args.ids:
         ids = read_ids(args.ids)
     else:
-        folder = ImageFolder(args.images)
-        ids = folder.ids() + list(folder.incomplete_ids())
+        ids, problems = ImageFolder(args.images).listing()
+        ids += problems
     summary = merge_shards(args.shards, args.out, ids)
     print(f"merged {summary['shards']} shards: {summary['done']} done, {summary['failed']} failed; "
           f"wrote {Path(args.out) / 'submission.csv'}")

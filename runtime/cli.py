@@ -1,17 +1,89 @@
 """What every command line of the toolkit shares: run one sub-command and turn the errors a user
-can cause (bad files, bad options, missing hardware) into one line on stderr and exit code 2."""
+can cause (bad files, bad options, missing hardware) into one line on stderr and exit code 2.
 
+- ``ArgumentParser``: argparse whose errors are one line (no usage block).
+- ``dispatch(parser, commands, argv)``: parse, then run ``commands[args.command]`` under ``guarded``.
+- ``guarded(func, *args)``: call ``func``; a user-caused failure prints ``error: <path>: <reason>``
+  (runtime.errors.reason_of decides which failures are the user's) and returns 2; Ctrl-C returns
+  130 with one line. ``--debug`` (any position) or ``HPA_DEBUG=1`` lets the traceback through.
+- Argument types that refuse nonsense numbers in argparse: ``int_at_least(n)``, ``positive_int``,
+  ``non_negative_int``, ``positive_float``, ``non_negative_float``.
+"""
+
+import argparse
 import logging
+import os
 import sys
 
-from runtime.errors import DataError
+from runtime.errors import one_line
+
+DEBUG_ENV = "HPA_DEBUG"
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse with a one-line error (sub-parsers made by add_subparsers inherit it)."""
+
+    def error(self, message):
+        print(f"error: {message} (see {self.prog} --help)", file=sys.stderr)
+        raise SystemExit(2)
+
+
+def _number(convert, low, strict, what):
+    def parse(text):
+        try:
+            value = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
+        if value < low or (strict and value == low) or value != value:
+            raise argparse.ArgumentTypeError(f"must be {'above' if strict else 'at least'} {low}, got {text}")
+        return value
+
+    parse.__name__ = what  # argparse names the type in some messages
+    return parse
+
+
+def int_at_least(low):
+    return _number(int, low, False, "a whole number")
+
+
+positive_int = int_at_least(1)
+non_negative_int = int_at_least(0)
+positive_float = _number(float, 0.0, True, "a number")
+non_negative_float = _number(float, 0.0, False, "a number")
+
+
+def debug_requested(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    return "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")
+
+
+def guarded(func, *args, debug=None, user_errors=()):
+    """``func(*args)`` as a command line runs it: its return value is the exit code; user-caused
+    errors are one line and exit code 2 (``user_errors``: more exception types whose message is
+    already that line, e.g. BackendUnavailable)."""
+    debug = debug_requested() if debug is None else debug
+    try:
+        return func(*args)
+    except KeyboardInterrupt:
+        if debug:
+            raise
+        print("error: interrupted (a command with --resume continues where it stopped)", file=sys.stderr)
+        return 130
+    except Exception as err:
+        line = str(err).replace("\n", "\\n") if isinstance(err, user_errors) else one_line(err)
+        if line is None or debug:
+            raise
+        print(f"error: {line}", file=sys.stderr)
+        return 2
 
 
 def dispatch(parser, commands, argv=None, user_errors=(), level=logging.WARNING):
-    args = parser.parse_args(argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = debug_requested(argv)
+    # Listed for --help only: it is taken out of argv above, so it may stand anywhere on the line
+    # and never reaches a command's namespace (train fit turns its namespace into its config).
+    parser.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help=f"show the traceback of a failure (also {DEBUG_ENV}=1); allowed anywhere on the line")
+    args = parser.parse_args([a for a in argv if a != "--debug"])
     logging.basicConfig(level=level, format="%(levelname)s %(message)s")
-    try:
-        return commands[args.command](args)
-    except (DataError, ValueError, *user_errors) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    return guarded(commands[args.command], args, debug=debug, user_errors=user_errors)

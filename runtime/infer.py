@@ -1,10 +1,12 @@
 """Batch inference to Kaggle-format files, atomically and resumably.
 
-Results are journaled as they come: every few batches a chunk file is written atomically under
-``OUT/.chunks/``; the final ``submission.csv``, ``probabilities.csv`` and ``errors.csv`` are
-assembled from the chunks at the end (each written to a temporary file, then renamed). An
-interrupted run therefore never leaves a half-written CSV, and ``--resume`` skips every Id
-already in a chunk. A fresh run (no ``--resume``) clears the previous run's files first.
+Results are journaled as they come (runtime/journal.py: the run's settings first, then a chunk
+file every few batches, each written atomically); the final ``submission.csv``,
+``probabilities.csv``, ``errors.csv`` and ``summary.json`` are assembled from the journal at the
+end (each written to a temporary file, then renamed). An interrupted run therefore never leaves a
+half-written CSV, and ``--resume`` skips every Id already journaled, after checking that its
+settings are the interrupted run's. A fresh run (no ``--resume``) clears the previous run's files
+first, once the model has loaded and the inputs have been read.
 
 Submission rule: ``Predicted`` lists the classes whose probability is above their threshold; an
 image with none gets its single most probable class (Kaggle's metric gives an empty prediction no
@@ -13,23 +15,28 @@ credit, and every HPA image has at least one label).
 
 import csv
 import io
+import json
 import logging
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 
-from runtime.classes import CLASS_NAMES
+from runtime.classes import CLASS_NAMES, NUM_CLASSES
+from runtime.errors import DataError, about
+from runtime.journal import Journal, difference
+from runtime.labels import csv_text
 from runtime.pipeline import decoded_batches
 from runtime.tta import check_views
 from runtime.writeutil import atomic_write_json, atomic_write_text
 
-
 log = logging.getLogger(__name__)
 
-FINAL = ("submission.csv", "probabilities.csv", "errors.csv", "summary.json")
-CHUNKS = ".chunks"
+OUTPUTS = ("submission.csv", "probabilities.csv", "errors.csv")
+SUMMARY = "summary.json"
+HEADERS = {"submission.csv": "Id,Predicted\n",
+           "probabilities.csv": "Id," + ",".join(f'"{n}"' for n in CLASS_NAMES) + "\n",
+           "errors.csv": "Id,file,reason\n"}
 
 
 def predicted_classes(probs, thresholds):
@@ -38,39 +45,43 @@ def predicted_classes(probs, thresholds):
     return above.tolist() if len(above) else [int(np.argmax(probs))]
 
 
-def shard_ids(ids, shard):
-    """The Ids of shard 'i/n': every n-th Id starting at i, in the given order (deterministic)."""
-    if not shard:
-        return list(ids)
+def parse_shard(shard):
+    """'i/n' -> (i, n) with 0 <= i < n; ValueError (one line) otherwise."""
     try:
         i, n = (int(v) for v in shard.split("/"))
     except ValueError:
         raise ValueError(f"--shard must look like i/n (e.g. 0/4), got {shard!r}") from None
     if not 0 <= i < n:
         raise ValueError(f"--shard {shard}: need 0 <= i < n")
+    return i, n
+
+
+def shard_ids(ids, shard):
+    """The Ids of shard 'i/n': every n-th Id starting at i, in the given order (deterministic)."""
+    if not shard:
+        return list(ids)
+    i, n = parse_shard(shard)
     return list(ids)[i::n]
 
 
-def _read_chunks(folder):
-    probs, errors = {}, {}
-    for path in sorted(folder.glob("chunk-*.csv")):
-        with open(path, newline="") as handle:
-            for row in csv.reader(handle):
-                if row[1] == "ok":
-                    probs[row[0]] = np.array([float(v) for v in row[4:]], np.float32)
-                else:
-                    errors[row[0]] = (row[2], row[3])
-    return probs, errors
+def resolve_thresholds(spec, views, thresholds=None):
+    """(thresholds, how they were chosen): the given ones, else model.json's for ``views`` views."""
+    if thresholds is not None:
+        return np.asarray(thresholds, np.float32), "given"
+    tuned, exact = spec.thresholds_for(views)
+    if not exact:
+        log.warning("model.json has no thresholds tuned for %d test-time view(s); using those for %d", views, spec.tta)
+    mode = f"tuned for {views} view(s)" if exact else f"tuned for {spec.tta} view(s), run with {views}"
+    return np.asarray(tuned, np.float32), mode
 
 
-def _write_chunk(folder, index, ids, probs, errors):
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    for sample_id, p in zip(ids, probs):
-        writer.writerow([sample_id, "ok", "", "", *(f"{v:.6f}" for v in p)])
-    for sample_id, path, reason in errors:
-        writer.writerow([sample_id, "error", path, reason])
-    atomic_write_text(folder / f"chunk-{index:06d}.csv", buf.getvalue())
+def run_settings(backend, views, thresholds, batch_size):
+    """Everything that decides a result: a resumed run and the shards of one merge must agree on it."""
+    f = backend.file
+    return {"model": backend.model, "file": f.path.name if f else "checkpoints",
+            "sha256": f.sha256 if f else ",".join(c.sha256 for c in backend.spec.checkpoints),
+            "backend": f"{backend.name}-{backend.device}", "precision": f.precision if f else "fp32",
+            "views": int(views), "thresholds": [round(float(t), 6) for t in thresholds], "batch_size": int(batch_size)}
 
 
 def run_inference(backend, folder, ids, out, batch_size=32, thresholds=None, resume=False, workers=4,
@@ -79,98 +90,122 @@ def run_inference(backend, folder, ids, out, batch_size=32, thresholds=None, res
 
     ``views``: test-time views averaged per image (runtime.tta); default model.json's ``tta``.
     ``thresholds``: default the ones model.json has tuned for that many views."""
-    spec = backend.spec
-    views = spec.tta if views is None else check_views(views)
-    threshold_mode = "given"
-    if thresholds is None:
-        thresholds, exact = spec.thresholds_for(views)
-        threshold_mode = f"tuned for {views} view(s)" if exact else f"tuned for {spec.tta} view(s), run with {views}"
-        if not exact:
-            log.warning("model.json has no thresholds tuned for %d test-time view(s); using those for %d", views, spec.tta)
+    if batch_size < 1:
+        raise ValueError(f"batch size must be at least 1, got {batch_size}")
+    views = backend.spec.tta if views is None else check_views(views)
+    thresholds, threshold_mode = resolve_thresholds(backend.spec, views, thresholds)
+    settings = run_settings(backend, views, thresholds, batch_size)
     out = Path(out)
-    chunks = out / CHUNKS
-    if not resume:
-        shutil.rmtree(chunks, ignore_errors=True)
-        for name in FINAL:
-            (out / name).unlink(missing_ok=True)
-    chunks.mkdir(parents=True, exist_ok=True)
-    done_probs, done_errors = _read_chunks(chunks)
+    journal = Journal(out)
+    journal.start(settings, resume, [out / name for name in (*OUTPUTS, SUMMARY)])
+    done_probs, done_errors = journal.read()
     todo = [i for i in ids if i not in done_probs and i not in done_errors]
-    index = len(list(chunks.glob("chunk-*.csv")))
     bar = progress(total=len(ids), initial=len(ids) - len(todo), unit="img", desc="infer") if progress else None
-
     t0 = time.perf_counter()
-    pp = backend.spec.preprocess
-    buffered_ids, buffered_probs, buffered_errors, batches = [], [], [], 0
-    processed = 0
-    for batch in decoded_batches(folder, todo, pp, batch_size, workers):
-        probs = backend.predict(batch.images, views) if batch.ids else np.zeros((0, 28), np.float32)
-        buffered_ids += batch.ids
-        buffered_probs.append(probs)
-        buffered_errors += batch.errors
+    processed = _infer(backend, folder, todo, views, batch_size, workers, chunk_batches, journal, bar)
+    seconds = time.perf_counter() - t0
+    probs, errors = journal.read()
+    write_outputs(out, ids, probs, errors, thresholds)
+    summary = {"images": len(ids), "done": sum(i in probs for i in ids), "failed": sum(i in errors for i in ids),
+               "resumed_from": len(ids) - len(todo), "seconds": seconds,
+               "images_per_s": processed / seconds if seconds > 0 else None,
+               "backend": backend.description, "precision": settings["precision"],
+               "batch_size": batch_size, "tta_views": views, "thresholds": threshold_mode, "settings": settings}
+    atomic_write_json(out / SUMMARY, summary)
+    return summary
+
+
+def _infer(backend, folder, todo, views, batch_size, workers, chunk_batches, journal, bar):
+    """Predict ``todo`` batch by batch, journaling every ``chunk_batches`` batches; returns the
+    number of Ids processed. An error of the model (ONNX Runtime, CUDA) names the model file."""
+    model_path = backend.file.path if backend.file else backend.spec.path
+    buffered = ([], [], [])  # Ids, probabilities, errors
+    t0, processed, batches = time.perf_counter(), 0, 0
+    for batch in decoded_batches(folder, todo, backend.spec.preprocess, batch_size, workers):
+        with about(model_path):
+            probs = backend.predict(batch.images, views) if batch.ids else np.zeros((0, NUM_CLASSES), np.float32)
+        buffered[0].extend(batch.ids)
+        buffered[1].extend(probs)
+        buffered[2].extend(batch.errors)
         batches += 1
         processed += len(batch.ids) + len(batch.errors)
         if bar:
             bar.update(len(batch.ids) + len(batch.errors))
-            bar.set_postfix(img_s=f"{processed / (time.perf_counter() - t0):.0f}", failed=len(buffered_errors) + len(done_errors))
+            bar.set_postfix(img_s=f"{processed / (time.perf_counter() - t0):.0f}")
         if batches % chunk_batches == 0:
-            _write_chunk(chunks, index, buffered_ids, np.concatenate(buffered_probs), buffered_errors)
-            index += 1
-            buffered_ids, buffered_probs, buffered_errors = [], [], []
-    if buffered_ids or buffered_errors:
-        _write_chunk(chunks, index, buffered_ids, np.concatenate(buffered_probs), buffered_errors)
-    seconds = time.perf_counter() - t0
+            journal.append(*buffered)
+            buffered = ([], [], [])
+    if buffered[0] or buffered[2]:
+        journal.append(*buffered)
     if bar:
         bar.close()
+    return processed
 
-    probs, errors = _read_chunks(chunks)
-    thresholds = np.asarray(thresholds, np.float32)
+
+def _csv_text(name, rows):
+    return HEADERS[name] + csv_text(rows)
+
+
+def write_outputs(out, ids, probs, errors, thresholds):
+    """submission.csv, probabilities.csv and errors.csv in ``ids`` order, each atomically. The
+    csv module quotes what needs quoting, so no Id can ever break a row."""
     ordered = [i for i in ids if i in probs]
-    atomic_write_text(out / "submission.csv", "Id,Predicted\n" + "".join(
-        f"{i},{' '.join(map(str, predicted_classes(probs[i], thresholds)))}\n" for i in ordered))
-    header = "Id," + ",".join(f'"{n}"' for n in CLASS_NAMES) + "\n"
-    atomic_write_text(out / "probabilities.csv", header + "".join(
-        f"{i}," + ",".join(f"{v:.6f}" for v in probs[i]) + "\n" for i in ordered))
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["Id", "file", "reason"])
-    writer.writerows([i, *errors[i]] for i in ids if i in errors)
-    atomic_write_text(out / "errors.csv", buf.getvalue())
-    summary = {"images": len(ids), "done": len(ordered), "failed": len([i for i in ids if i in errors]),
-               "resumed_from": len(ids) - len(todo), "seconds": seconds,
-               "images_per_s": processed / seconds if seconds > 0 else None,
-               "backend": backend.description, "precision": backend.file.precision if backend.file else "fp32",
-               "batch_size": batch_size, "tta_views": views, "thresholds": threshold_mode}
-    atomic_write_json(out / "summary.json", summary)
-    return summary
+    atomic_write_text(out / "submission.csv", _csv_text("submission.csv", (
+        [i, " ".join(map(str, predicted_classes(probs[i], thresholds)))] for i in ordered)))
+    atomic_write_text(out / "probabilities.csv", _csv_text("probabilities.csv", (
+        [i, *(f"{v:.6f}" for v in probs[i])] for i in ordered)))
+    atomic_write_text(out / "errors.csv", _csv_text("errors.csv", ([i, *errors[i]] for i in ids if i in errors)))
+
+
+def _read_output(path):
+    """The data rows of one output CSV of a finished run (DataError when missing, empty or not ours)."""
+    name = path.name
+    if not path.is_file():
+        raise DataError(path, "missing: is this the output folder of a finished --shard run?")
+    text = path.read_text(encoding="utf-8")
+    if not text.startswith(HEADERS[name]):
+        raise DataError(path, "empty file" if not text else f"not a {name} written by runtime infer (header differs)")
+    try:
+        return list(csv.reader(io.StringIO(text[len(HEADERS[name]):])))
+    except csv.Error as err:
+        raise DataError(path, f"not a valid CSV ({err})") from None
+
+
+def _shard_settings(folder):
+    path = folder / SUMMARY
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))["settings"]
+    except FileNotFoundError:
+        raise DataError(path, "missing: is this the output folder of a finished --shard run?") from None
+    except (ValueError, KeyError, TypeError):
+        raise DataError(path, "not the summary.json of a finished runtime infer run") from None
 
 
 def merge_shards(shard_dirs, out, ids):
     """Join the outputs of ``--shard i/n`` runs into the files one unsharded run writes, in ``ids``
-    order. Every Id must come from exactly one shard."""
-    from runtime.errors import DataError
-
-    rows = {"submission.csv": {}, "probabilities.csv": {}, "errors.csv": {}}
-    headers = {}
-    for folder in map(Path, shard_dirs):
+    order. The shards must come from runs with the same settings, and every Id from exactly one."""
+    folders = [Path(d) for d in shard_dirs]
+    settings = _shard_settings(folders[0])
+    for folder in folders[1:]:
+        diff = difference(settings, _shard_settings(folder))
+        if diff:
+            raise DataError(folder / SUMMARY, f"made with other settings than {folders[0]} ({diff}); "
+                                              "merge only the shards of one run")
+    wanted = set(ids)
+    rows = {name: {} for name in OUTPUTS}
+    for folder in folders:
         for name, table in rows.items():
-            path = folder / name
-            if not path.is_file():
-                raise DataError(path, "missing: is this the output folder of a finished --shard run?")
-            lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
-            if headers.setdefault(name, lines[0]) != lines[0]:
-                raise DataError(path, "header differs from the other shards'")
-            for line in lines[1:]:
-                sample_id = line.split(",", 1)[0]
-                if sample_id in table:
-                    raise DataError(path, f"Id {sample_id} is in more than one shard")
-                table[sample_id] = line
-    done = set(rows["probabilities.csv"]) | set(rows["errors.csv"])
-    missing = [i for i in ids if i not in done]
+            for row in _read_output(folder / name):
+                if not row or row[0] not in wanted:
+                    raise DataError(folder / name, f"Id {row[0] if row else ''!r} is not among the Ids to merge")
+                if row[0] in table:
+                    raise DataError(folder / name, f"Id {row[0]} is in more than one shard")
+                table[row[0]] = row
+    missing = [i for i in ids if i not in rows["probabilities.csv"] and i not in rows["errors.csv"]]
     if missing:
-        raise DataError(shard_dirs[0], f"{len(missing)} Ids are in no shard (first: {missing[0]}); is a shard missing?")
+        raise DataError(folders[0], f"{len(missing)} Ids are in no shard (first: {missing[0]}); is a shard missing?")
     out = Path(out)
     for name, table in rows.items():
-        atomic_write_text(out / name, headers[name] + "".join(table[i] for i in ids if i in table))
+        atomic_write_text(out / name, _csv_text(name, (table[i] for i in ids if i in table)))
     return {"images": len(ids), "done": len(rows["probabilities.csv"]), "failed": len(rows["errors.csv"]),
-            "shards": len(shard_dirs)}
+            "shards": len(folders)}

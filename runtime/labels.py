@@ -5,6 +5,7 @@ Files with a UTF-8 BOM or CRLF line endings are accepted. Every problem raises
 """
 
 import csv
+import io
 from pathlib import Path
 
 import numpy as np
@@ -14,15 +15,18 @@ from runtime.errors import DataError
 from runtime.ids import check_id
 
 
-def _rows(path, required):
+def read_rows(path, required):
+    """(line number, row dict) of a CSV with the ``required`` columns. A missing file, a folder, a
+    file that is not UTF-8 text or not CSV (a field over csv's 131,072-character limit, a stray
+    NUL) raises DataError naming the file (and the line)."""
     path = Path(path)
-    try:
-        handle = open(path, newline="", encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise DataError(path, "missing file") from None
-    with handle:
+    if not path.exists():
+        raise DataError(path, "missing file")
+    if path.is_dir():
+        raise DataError(path, "is a folder, expected a CSV file")
+    with open(path, newline="", encoding="utf-8-sig") as handle:
+        reader = csv.DictReader(handle)
         try:
-            reader = csv.DictReader(handle)
             header = [h.strip() for h in (reader.fieldnames or [])]
             missing = [c for c in required if c not in header]
             if missing:
@@ -32,6 +36,8 @@ def _rows(path, required):
                 yield reader.line_num, row
         except UnicodeDecodeError:
             raise DataError(path, "not a UTF-8 text CSV file") from None
+        except csv.Error as err:
+            raise DataError(f"{path} line {reader.line_num + 1}", f"not a valid CSV row ({err})") from None
 
 
 def parse_target(text, where):
@@ -48,17 +54,23 @@ def parse_target(text, where):
     return sorted(labels)
 
 
-def read_labels(path, column="Target"):
-    """{Id: sorted class list} from a ``Id,Target`` CSV (or a submission's ``Id,Predicted`` with
-    ``column="Predicted"``), in file order. An empty list of classes is allowed; duplicates are
-    refused."""
-    labels = {}
-    for line, row in _rows(path, ("Id", column)):
+def id_rows(path, required):
+    """(where, Id, row) of a CSV keyed by Id: every Id is checked (runtime.ids) and listed once;
+    ``where`` is ``"PATH line N"`` for messages about that row."""
+    seen = set()
+    for line, row in read_rows(path, ("Id", *required)):
         where = f"{path} line {line}"
         sample_id = check_id((row["Id"] or "").strip(), where)
-        if sample_id in labels:
+        if sample_id in seen:
             raise DataError(where, f"duplicate Id {sample_id}")
-        labels[sample_id] = parse_target(row[column], where)
+        seen.add(sample_id)
+        yield where, sample_id, row
+
+
+def read_labels(path, column="Target"):
+    """{Id: sorted class list} from a ``Id,Target`` CSV (or a submission's ``Id,Predicted`` with
+    ``column="Predicted"``), in file order. An empty list of classes is allowed."""
+    labels = {sample_id: parse_target(row[column], where) for where, sample_id, row in id_rows(path, (column,))}
     if not labels:
         raise DataError(path, "no rows")
     return labels
@@ -66,26 +78,27 @@ def read_labels(path, column="Target"):
 
 def read_ids(path):
     """The Id column of a CSV (a ``sample_submission.csv`` or a labels file), in file order."""
-    ids, seen = [], set()
-    for line, row in _rows(path, ("Id",)):
-        where = f"{path} line {line}"
-        sample_id = check_id((row["Id"] or "").strip(), where)
-        if sample_id in seen:
-            raise DataError(where, f"duplicate Id {sample_id}")
-        seen.add(sample_id)
-        ids.append(sample_id)
+    ids = [sample_id for _, sample_id, _ in id_rows(path, ())]
+    if not ids:
+        raise DataError(path, "no rows")
     return ids
 
 
 def read_manifest(path):
     """{Id: sub-folder} from a split manifest (``Id,dir``)."""
-    out = {}
-    for line, row in _rows(path, ("Id", "dir")):
-        where = f"{path} line {line}"
-        sub = (row["dir"] or "").strip()
-        check_id(sub, where)
-        out[check_id((row["Id"] or "").strip(), where)] = sub
-    return out
+    return {sample_id: check_id((row["dir"] or "").strip(), where) for where, sample_id, row in id_rows(path, ("dir",))}
+
+
+def csv_text(rows):
+    """CSV lines ending in '\n' for ``rows``. A row with a carriage return in a field is written
+    fully quoted: csv's minimal quoting only quotes the line terminator's own characters, so an Id
+    like 'x\r' would otherwise split its row when read back."""
+    buf = io.StringIO()
+    plain = csv.writer(buf, lineterminator="\n")
+    quoted = csv.writer(buf, lineterminator="\n", quoting=csv.QUOTE_ALL)
+    for row in rows:
+        (quoted if any("\r" in str(field) for field in row) else plain).writerow(row)
+    return buf.getvalue()
 
 
 def multi_hot(label_lists):

@@ -1,4 +1,6 @@
 import logging
+import struct
+import zlib
 
 import cv2
 import numpy as np
@@ -29,8 +31,7 @@ def test_missing_channel_names_the_file(tmp_path):
     (tmp_path / "a1_blue.png").unlink()
     with pytest.raises(DataError, match=r"a1_blue\.png: missing file"):
         ImageFolder(tmp_path).read("a1")
-    assert ImageFolder(tmp_path).ids() == []
-    assert ImageFolder(tmp_path).incomplete_ids() == {"a1": ["blue"]}
+    assert ImageFolder(tmp_path).listing() == ([], {"a1": "missing blue"})
 
 
 def test_zero_byte_file(tmp_path):
@@ -104,3 +105,74 @@ def test_real_hpa_field_reads(real_dir):
     assert folder.ids() == ["57_F11_1"]
     sample = folder.read("57_F11_1")
     assert sample.shape == (1728, 1728, 4) and sample.std() > 5
+
+
+def png_header(width, height):
+    """A small PNG whose header claims width x height 8-bit gray pixels (one row of data): the shape
+    of a decompression bomb, a few hundred bytes that would decode to width * height bytes."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\0" * (width + 1))) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("width, height", [(60000, 60000), (10000, 10000)])
+def test_decoded_size_is_limited_from_the_header_before_decoding(tmp_path, width, height):
+    (tmp_path / "x.png").write_bytes(png_header(width, height))
+    with pytest.raises(DataError, match=rf"x\.png: {width}x{height} pixels is over the decoded-size limit"):
+        decode_channel(tmp_path / "x.png")
+
+
+def test_decoded_size_limit_is_configurable(tmp_path, monkeypatch):
+    write_sample(tmp_path, "a1", size=16)
+    assert ImageFolder(tmp_path, max_pixels=256).read("a1").shape == (16, 16, 4)
+    with pytest.raises(DataError, match="16x16 pixels is over the decoded-size limit of 255"):
+        ImageFolder(tmp_path, max_pixels=255).read("a1")
+    monkeypatch.setenv("HPA_MAX_PIXELS", "100")
+    with pytest.raises(DataError, match="limit of 100 "):
+        ImageFolder(tmp_path).read("a1")
+    monkeypatch.setenv("HPA_MAX_PIXELS", "lots")
+    with pytest.raises(DataError, match="HPA_MAX_PIXELS: must be a whole number"):
+        ImageFolder(tmp_path)
+
+
+@pytest.mark.parametrize("data, reason", [
+    (b"GIF89a" + bytes(30), "not a PNG, JPEG or TIFF"),
+    (b"\x89PNG\r\n\x1a\n", "truncated image header"),
+    (b"\xff\xd8\xff" + bytes(50), "truncated image header"),
+    (b"II*\x00" + bytes(4), "truncated image header"),
+])
+def test_any_decoder_error_is_a_data_error_naming_the_file(tmp_path, data, reason):
+    (tmp_path / "x.png").write_bytes(data)
+    with pytest.raises(DataError, match=rf"x\.png: .*{reason}"):
+        decode_channel(tmp_path / "x.png")
+
+
+def test_symlinks_are_followed_inside_the_folder_only(tmp_path):
+    outside, folder = tmp_path / "outside", tmp_path / "images"
+    outside.mkdir()
+    folder.mkdir()
+    write_sample(outside, "o1")
+    write_sample(folder, "a1")
+    for ch in CHANNELS:
+        (folder / f"in1_{ch}.png").symlink_to(folder / f"a1_{ch}.png")  # a de-duplicated copy: read
+        (folder / f"out1_{ch}.png").symlink_to(outside / f"o1_{ch}.png")  # leads out: refused
+    images = ImageFolder(folder)
+    assert (images.read("in1") == images.read("a1")).all()
+    with pytest.raises(DataError, match=r"out1_red\.png: a symlink to .*outside the image folder"):
+        images.read("out1")
+    assert ImageFolder(outside).read("o1").shape == (16, 16, 4)
+    (folder / "00000").symlink_to(outside, target_is_directory=True)  # a split sub-folder that leads out
+    (folder / "manifest.csv").write_text("Id,dir\no1,00000\n")
+    with pytest.raises(DataError, match=r"00000/o1_red\.png: a symlink to .*outside the image folder"):
+        ImageFolder(folder).read("o1")
+
+
+def test_unsafe_names_are_listed_as_problems_not_dropped(tmp_path):
+    names = ["é1", "a b", "-lead", ".hidden", "cm,x", "x\n"]
+    for name in ["ok1", *names]:
+        write_sample(tmp_path, name)
+    ids, problems = ImageFolder(tmp_path).listing()
+    assert ids == ["ok1"] and sorted(problems) == sorted(names)
+    assert all("unsafe" in reason for reason in problems.values())

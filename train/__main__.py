@@ -1,12 +1,12 @@
 """python -m train {synth,folds,fit,merge}: the training command line."""
 
-import argparse
 import logging
 import sys
 import time
 from pathlib import Path
 
-from runtime.cli import dispatch
+from runtime.cli import (ArgumentParser, dispatch, int_at_least, non_negative_float, non_negative_int, positive_float,
+                         positive_int)
 from runtime.errors import DataError
 
 
@@ -19,22 +19,22 @@ def _ints(text):
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="python -m train", description="HPA training toolkit")
+    p = ArgumentParser(prog="python -m train", description="HPA training toolkit")
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("synth", help="write a synthetic dataset in the Kaggle layout")
     s.add_argument("--out", required=True)
-    s.add_argument("--images", type=int, default=1000)
-    s.add_argument("--size", type=int, default=512, help="field size in pixels (Kaggle: 512)")
+    s.add_argument("--images", type=positive_int, default=1000)
+    s.add_argument("--size", type=positive_int, default=512, help="field size in pixels (Kaggle: 512)")
     s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--zoom", type=float, default=1.0, help="magnification: >1 gives fewer, larger cells per field")
-    s.add_argument("--min-per-class", type=int, default=25, help="every class gets at least this many images (at most N/20)")
-    s.add_argument("--test-images", type=int, default=0, help="also write a held-out test/ set with sample_submission.csv")
+    s.add_argument("--zoom", type=positive_float, default=1.0, help="magnification: >1 gives fewer, larger cells per field")
+    s.add_argument("--min-per-class", type=non_negative_int, default=25, help="every class gets at least this many images (at most N/20)")
+    s.add_argument("--test-images", type=non_negative_int, default=0, help="also write a held-out test/ set with sample_submission.csv")
 
     g = sub.add_parser("gallery", help="a PNG with one synthetic field per class")
     g.add_argument("--out", required=True)
-    g.add_argument("--size", type=int, default=128)
-    g.add_argument("--zoom", type=float, default=2.4)
+    g.add_argument("--size", type=positive_int, default=128)
+    g.add_argument("--zoom", type=positive_float, default=2.4)
 
     a = sub.add_parser("analyze", help="figures and report.html about a dataset (and a run)")
     a.add_argument("--data", required=True)
@@ -44,7 +44,7 @@ def parser():
 
     f = sub.add_parser("folds", help="write a multilabel-stratified Id,fold split")
     f.add_argument("--labels", required=True)
-    f.add_argument("--folds", type=int, default=3)
+    f.add_argument("--folds", type=int_at_least(2), default=3)
     f.add_argument("--seed", type=int, default=0)
     f.add_argument("--out", required=True)
 
@@ -53,25 +53,25 @@ def parser():
     t.add_argument("--out", required=True, help="run folder")
     t.add_argument("--labels", default="", help="labels CSV (default DATA/train.csv)")
     t.add_argument("--images", default="", help="image folder (default DATA/train)")
-    t.add_argument("--folds", type=int, default=3)
+    t.add_argument("--folds", type=int_at_least(2), default=3)
     t.add_argument("--fold", type=_ints, default=(), help="train only these folds, e.g. 0 or 0,2")
     t.add_argument("--folds-file", default="", help="reuse an Id,fold split")
     t.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
     t.add_argument("--attention", default="cbam", choices=["cbam", "none"])
-    t.add_argument("--width", type=int, default=64, help="stem width (64 = torchvision ResNet)")
+    t.add_argument("--width", type=positive_int, default=64, help="stem width (64 = torchvision ResNet)")
     t.add_argument("--pretrained", default="", help="local torchvision ResNet weights file")
-    t.add_argument("--dropout", type=float, default=0.0)
-    t.add_argument("--size", type=int, default=256)
-    t.add_argument("--epochs", type=int, default=10)
-    t.add_argument("--batch-size", type=int, default=32)
-    t.add_argument("--lr", type=float, default=1e-3)
-    t.add_argument("--weight-decay", type=float, default=0.05,
+    t.add_argument("--dropout", type=non_negative_float, default=0.0)
+    t.add_argument("--size", type=positive_int, default=256)
+    t.add_argument("--epochs", type=positive_int, default=10)
+    t.add_argument("--batch-size", type=positive_int, default=32)
+    t.add_argument("--lr", type=positive_float, default=1e-3)
+    t.add_argument("--weight-decay", type=non_negative_float, default=0.05,
                    help="AdamW's decoupled weight decay (0.05-0.1 beat 1e-4 by +0.02 OOF macro-F1 on the demo)")
     t.add_argument("--loss", default="focal", choices=["focal", "bce"])
-    t.add_argument("--gamma", type=float, default=2.0)
+    t.add_argument("--gamma", type=non_negative_float, default=2.0)
     t.add_argument("--alpha", type=_floats, default=(), help="focal alpha: one value or 28 comma-separated")
     t.add_argument("--sampler", default="balanced", choices=["balanced", "uniform"])
-    t.add_argument("--sampler-power", type=float, default=0.5,
+    t.add_argument("--sampler-power", type=non_negative_float, default=0.5,
                    help="balanced sampler: an image weighs (N / count of its rarest class)^power; 1 = fully balanced")
     t.add_argument("--no-augment", dest="augment", action="store_false")
     t.add_argument("--tta", type=int, default=4, choices=[1, 2, 4, 8],
@@ -80,10 +80,10 @@ def parser():
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--device", default="auto")
     t.add_argument("--no-amp", dest="amp", action="store_false")
-    t.add_argument("--workers", type=int, default=0)
-    t.add_argument("--cache-gb", type=float, default=8.0)
-    t.add_argument("--threads", type=int, default=0, help="torch CPU threads (per process with --jobs)")
-    t.add_argument("--jobs", type=int, default=1,
+    t.add_argument("--workers", type=non_negative_int, default=0)
+    t.add_argument("--cache-gb", type=non_negative_float, default=8.0)
+    t.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (per process with --jobs)")
+    t.add_argument("--jobs", type=positive_int, default=1,
                    help="CPU: train this many folds at once, one process each (faster than threads for small models)")
     t.add_argument("--resume", action="store_true", help="continue the run in --out where it stopped")
 
@@ -129,6 +129,8 @@ def cmd_folds(args):
     from train.folds import assign_folds, write_folds
 
     table = read_labels(args.labels)
+    if len(table) < args.folds:
+        raise DataError(args.labels, f"{len(table)} labelled Ids cannot make {args.folds} folds")
     folds = assign_folds(multi_hot(list(table.values())), args.folds, args.seed)
     write_folds(args.out, list(table), folds)
     print(f"wrote {args.out}: {len(folds)} Ids in {args.folds} folds")
@@ -142,6 +144,7 @@ def cmd_fit(args):
     from train.run import Run
 
     out = Path(args.out)
+    _check_inputs(args)
     if Run(out).has_config() and not args.resume and not args.fold:
         raise DataError(out, "run folder already exists; pass --resume to continue it or choose another --out")
     options = {k: v for k, v in vars(args).items() if k not in ("command", "resume")}
@@ -153,6 +156,18 @@ def cmd_fit(args):
         print(f"trained in {time.perf_counter() - t0:.0f}s; run folder: {out} (metrics.json, thresholds.json, "
               f"oof.csv, curves.png, fold*/best.pt)")
     return 0
+
+
+def _check_inputs(args):
+    """Files named on the command line are checked before the dataset is decoded (minutes on a
+    big one), so a typo costs one line at once; their contents are checked where they are read."""
+    from runtime.labels import read_rows
+
+    for option, path in (("--pretrained", args.pretrained), ("--folds-file", args.folds_file)):
+        if path and not Path(path).is_file():
+            raise DataError(path, f"{option}: {'is a folder' if Path(path).is_dir() else 'file not found'}")
+    if args.folds_file:
+        next(read_rows(args.folds_file, ("Id", "fold")), None)  # a CSV with its columns
 
 
 def cmd_merge(args):

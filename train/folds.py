@@ -4,7 +4,7 @@ import numpy as np
 from iterstrat.ml_stratifiers import MultilabelStratifiedKFold
 
 from runtime.errors import DataError
-from runtime.labels import read_ids
+from runtime.labels import id_rows
 from runtime.writeutil import atomic_write_text
 
 
@@ -27,15 +27,13 @@ def write_folds(path, ids, folds):
 
 def read_folds(path, ids):
     """Fold per Id, in the order of ``ids``, from an ``Id,fold`` file; every Id must be listed."""
-    import csv
-
-    with open(path, newline="", encoding="utf-8-sig") as handle:
-        table = {row["Id"]: row["fold"] for row in csv.DictReader(handle)}
-    read_ids(path)  # validates the Ids (unsafe, duplicates)
+    table = {}
+    for where, sample_id, row in id_rows(path, ("fold",)):
+        try:
+            table[sample_id] = int(row["fold"])
+        except (TypeError, ValueError):
+            raise DataError(where, f"fold {row['fold']!r} is not a whole number") from None
     missing = [i for i in ids if i not in table]
     if missing:
         raise DataError(path, f"{len(missing)} Ids have no fold (first: {missing[0]})")
-    try:
-        return np.array([int(table[i]) for i in ids], dtype=np.int64)
-    except ValueError:
-        raise DataError(path, "fold is not a whole number") from None
+    return np.array([table[i] for i in ids], dtype=np.int64)

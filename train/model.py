@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from runtime.errors import loading
+
 
 class ChannelAttention(nn.Module):
     """CBAM channel attention: average- and max-pooled features through one shared MLP."""
@@ -192,8 +194,9 @@ def load_pretrained(model, path):
     The stem is adapted to 4 channels, the 1000-class head and anything CBAM-specific are left
     as initialised. Returns the list of parameter names that were not loaded.
     """
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if "conv1.weight" not in state:
+    with loading(path, "not a readable weights file"):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict) or "conv1.weight" not in state:
         raise ValueError(f"{path}: not a torchvision ResNet state dict (no conv1.weight)")
     state = dict(state)
     if state["conv1.weight"].shape[1] == 3:
