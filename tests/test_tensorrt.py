@@ -191,6 +191,68 @@ def test_tensorrt_backend_without_tensorrt_or_gpu_is_one_line(tiny_deploy, tmp_p
     assert backend.runner is None and not backend._entered
 
 
+NULLPTR = TypeError("pybind11::init(): factory function returned nullptr")
+
+
+@pytest.fixture
+def fake_tensorrt(monkeypatch):
+    """A GPU host as far as the checks before TensorRT go, with an importable stand-in for the
+    tensorrt module: enough to reach TensorRT's first call, which each test makes fail."""
+    if HAVE_TRT:
+        pytest.skip("TensorRT and a GPU are present: the real engine tests run instead")
+    pytest.importorskip("polygraphy")
+    import importlib.machinery
+    import sys
+    import types
+
+    trt = types.ModuleType("tensorrt")
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
+    trt.__version__ = "10.16.1.11"
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=0)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr("runtime.onnx_session.gpu_present", lambda: True)
+    return trt
+
+
+def test_cuda_that_does_not_start_is_one_line_not_a_typeerror(tiny_deploy, tmp_path, monkeypatch, capsys,
+                                                              fake_tensorrt):
+    """On a driver older than the CUDA TensorRT is built for, trt.Runtime/trt.Builder raise
+    pybind11's TypeError (NVIDIA/TensorRT#2913): the backend and the builder say so in one line."""
+    def refuse(*args, **kwargs):
+        raise NULLPTR
+
+    monkeypatch.setattr("polygraphy.backend.trt.EngineFromBytes", lambda data: refuse)
+    backend = make_backend(load_model_spec(fake_engine(tiny_deploy[0], tmp_path)), "tensorrt", precision="fp16")
+    with pytest.raises(BackendUnavailable, match=r"^ensemble\.fp16\.engine: TensorRT could not initialise CUDA") as err:
+        backend.__enter__()
+    assert "\n" not in str(err.value) and "docs/gpu.md" in str(err.value) and backend.runner is None
+
+    monkeypatch.setattr("polygraphy.backend.trt.EngineBytesFromNetwork", lambda network, config: refuse)
+    out = tmp_path / "e.engine"
+    code = export_main(["tensorrt", "--onnx", str(tiny_deploy[0] / "ensemble.onnx"), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not out.exists() and "\n" not in err
+    assert err.startswith("error: TensorRT could not initialise CUDA")
+
+
+def test_tensorrt_libraries_that_do_not_load_are_named_not_blamed_on_the_plan(tiny_deploy, tmp_path, monkeypatch,
+                                                                              fake_tensorrt):
+    """``import tensorrt`` failing (libnvinfer or a CUDA library it needs) is TensorRT not starting,
+    not "TensorRT cannot run this engine"; Polygraphy's lazy import would report it as the latter."""
+    import sys
+
+    package = tmp_path / "site" / "tensorrt"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('raise ImportError("libnvinfer.so.10: cannot open shared object file")\n')
+    monkeypatch.delitem(sys.modules, "tensorrt")
+    monkeypatch.syspath_prepend(str(package.parent))
+    backend = make_backend(load_model_spec(fake_engine(tiny_deploy[0], tmp_path)), "tensorrt", precision="fp16")
+    with pytest.raises(BackendUnavailable, match=r"^TensorRT cannot start here: ") as err:
+        backend.__enter__()
+    assert "libnvinfer.so.10" in str(err.value) and "cannot run this engine" not in str(err.value)
+    assert "\n" not in str(err.value)
+
+
 # --- TensorRT and a GPU -----------------------------------------------------------------------
 
 

@@ -8,7 +8,9 @@ stream; host pointers cross into CUDA through ctypes as plain integers. Each bat
 ``execute_async_v3`` at its own size, so the optimised batch is the batch a caller sends.
 
 What is left here: the engine's input/outputs checked against model.json, batches below the
-profile's minimum padded up to it (``pad_to``), and CUDA/TensorRT failures turned into one line.
+profile's minimum padded up to it (``pad_to``), and CUDA/TensorRT failures turned into one line,
+each naming its own cause: TensorRT's libraries not loading, CUDA not starting, or a plan from
+another TensorRT release or GPU.
 ``tensorrt`` and ``polygraphy`` are imported only when the backend is entered.
 """
 
@@ -55,6 +57,20 @@ def _first_line(err):
     return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
 
 
+# What trt.Runtime(logger) and trt.Builder(logger) raise when TensorRT cannot start CUDA: their
+# factories return nullptr and pybind11 turns that into this TypeError, right after TensorRT logs
+# "CUDA initialization failure with error: N" (NVIDIA/TensorRT#2913; pyCore.cpp binds both
+# constructors as py::init factories). Error 35 is cudaErrorInsufficientDriver.
+CUDA_INIT_FAILED = ("TensorRT could not initialise CUDA (the TensorRT log above gives the CUDA error; 35 means "
+                    "the NVIDIA driver is older than the CUDA this TensorRT is built for: install the matched set "
+                    "for your driver, docs/gpu.md)")
+
+
+def cuda_init_failed(err):
+    """Whether ``err`` is TensorRT's Python bindings failing to create a Runtime or Builder."""
+    return isinstance(err, TypeError) and "factory function returned nullptr" in str(err)
+
+
 class TensorRTBackend(Backend):
     name = "tensorrt"
 
@@ -79,25 +95,36 @@ class TensorRTBackend(Backend):
 
         if not gpu_present():
             raise BackendUnavailable("no NVIDIA GPU found: TensorRT engines run on one only")
+        try:  # here, not through Polygraphy, which would report a library that fails to load as a PolygraphyException
+            import tensorrt  # noqa: F401
+        except (ImportError, OSError) as err:  # libnvinfer or a CUDA library it needs
+            raise BackendUnavailable(f"TensorRT cannot start here: {_first_line(err)} ({INSTALL})") from None
         expose_pip_cuda_runtime()
         from polygraphy.backend.trt import EngineFromBytes, TrtRunner
         from polygraphy.exception import PolygraphyException
         from polygraphy.logger import G_LOGGER
 
         built = self.file.info
-        try:
-            with G_LOGGER.verbosity(G_LOGGER.WARNING):
+        with G_LOGGER.verbosity(G_LOGGER.WARNING):
+            try:
                 engine = EngineFromBytes(self.file.verified().read_bytes())()
-                self.profile = self._check(engine)
-                self.runner = TrtRunner(engine)
+            except PolygraphyException as err:  # deserialize_cuda_engine returned None: not a plan for this TensorRT/GPU
+                raise BackendUnavailable(
+                    f"{self.file.path}: TensorRT cannot run this engine ({_first_line(err)}); it was built with "
+                    f"TensorRT {built.get('tensorrt', '?')} for compute capability "
+                    f"{built.get('compute_capability', '?')}, and a plan runs only with that TensorRT release on "
+                    "that kind of GPU") from None
+            except TypeError as err:
+                if not cuda_init_failed(err):
+                    raise
+                raise BackendUnavailable(f"{self.file.path.name}: {CUDA_INIT_FAILED}") from None
+            self.profile = self._check(engine)
+            self.runner = TrtRunner(engine)
+            try:
                 self.runner.activate()
-        except (ImportError, OSError) as err:  # TensorRT's or the CUDA runtime's libraries
-            raise BackendUnavailable(f"TensorRT cannot start here: {_first_line(err)} ({INSTALL})") from None
-        except PolygraphyException as err:
-            raise BackendUnavailable(
-                f"{self.file.path}: TensorRT cannot run this engine ({_first_line(err)}); it was built with "
-                f"TensorRT {built.get('tensorrt', '?')} for compute capability {built.get('compute_capability', '?')}, "
-                "and a plan runs only with that TensorRT release on that kind of GPU") from None
+            except (PolygraphyException, OSError) as err:  # context, stream, CUDA runtime (libcudart through ctypes)
+                raise BackendUnavailable(f"{self.file.path.name}: TensorRT could not start the engine on this GPU "
+                                         f"({_first_line(err)}); see docs/gpu.md") from None
 
     def _check(self, engine):
         import tensorrt as trt
