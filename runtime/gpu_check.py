@@ -98,7 +98,8 @@ def environment():
     for name, cuda in wanted.items():
         if cuda and int(cuda.split(".")[0]) > driver_cuda:
             env["notes"].append(f"{name} is built for CUDA {cuda} but the driver ({env['gpu']['driver']}) runs CUDA "
-                                f"{env['gpu']['driver_cuda']} at most: install the CUDA 12 set (requirements-tensorrt.txt)")
+                                f"{env['gpu']['driver_cuda']} at most: install the CUDA 12 set "
+                                "(requirements-tensorrt-cu12.txt)")
     return env
 
 
