@@ -3,6 +3,7 @@
 What a CPU can check runs everywhere; building and running engines needs TensorRT and a GPU and
 skips cleanly without them."""
 
+import importlib.metadata
 import importlib.util
 import json
 import logging
@@ -115,6 +116,37 @@ def test_polygraphy_finds_the_cuda_runtime_of_the_pip_wheels(tmp_path, monkeypat
     assert expose_pip_cuda_runtime([tmp_path]) == []  # once is enough
     found = util.find_in_dirs("libcudart.so*", polygraphy_cuda._find_cuda_lib_dirs())
     assert found[0] == str(lib / "libcudart.so.13")
+
+
+def test_polygraphy_gets_the_cuda_runtime_of_tensorrts_own_cuda_major(tmp_path, monkeypatch):
+    """The CUDA 12 set installs beside torch's CUDA 13 wheels: both libcudart folders exist, and
+    Polygraphy takes the first it finds; on the r525-r575 drivers that set is for, libcudart.so.13
+    cannot start (cudaErrorInsufficientDriver), so only TensorRT's own CUDA major is named."""
+    polygraphy_cuda = pytest.importorskip("polygraphy.cuda.cuda")
+    from polygraphy import util
+
+    from runtime.backends.tensorrt_backend import tensorrt_cuda_major
+
+    for folder, name in ((("cu13",), "libcudart.so.13"), (("cuda_runtime",), "libcudart.so.12")):
+        lib = tmp_path.joinpath("nvidia", *folder, "lib")
+        lib.mkdir(parents=True)
+        (lib / name).write_bytes(b"")
+    monkeypatch.setenv("LD_LIBRARY_PATH", "")
+    cu12 = tmp_path / "nvidia" / "cuda_runtime" / "lib"
+    assert expose_pip_cuda_runtime([tmp_path], cuda_major=12) == [str(cu12)]
+    assert util.find_in_dirs("libcudart.so*", polygraphy_cuda._find_cuda_lib_dirs())[0] == str(cu12 / "libcudart.so.12")
+
+    def installed(*names):
+        def version(dist):
+            if dist not in names:
+                raise importlib.metadata.PackageNotFoundError(dist)
+            return "10.16.1.11"
+        return version
+
+    assert tensorrt_cuda_major(installed("tensorrt-cu12-libs")) == 12
+    assert tensorrt_cuda_major(installed("tensorrt-cu13-libs")) == 13
+    assert tensorrt_cuda_major(installed()) is None  # a tarball or container TensorRT: both folders, as before
+    assert tensorrt_cuda_major(installed("tensorrt-cu12-libs", "tensorrt-cu13-libs")) is None
 
 
 def test_engine_build_refuses_bad_profiles_and_missing_tensorrt_in_one_line(tiny_deploy, tmp_path, capsys):

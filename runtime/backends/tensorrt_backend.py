@@ -14,6 +14,7 @@ another TensorRT release or GPU.
 ``tensorrt`` and ``polygraphy`` are imported only when the backend is entered.
 """
 
+import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -27,15 +28,39 @@ from runtime.model_spec import INPUT_NAME, PROBS
 INSTALL = "on a GPU host: pip install -r requirements-tensorrt.txt (docs/gpu.md)"
 
 
-def expose_pip_cuda_runtime(paths=None):
-    """Name the pip wheels' CUDA runtime folders on LD_LIBRARY_PATH, where Polygraphy looks for
+# Where each CUDA major's pip wheel (nvidia-cuda-runtime) puts libcudart, under site-packages.
+CUDA_RUNTIME_FOLDERS = {13: ("nvidia", "cu13", "lib"), 12: ("nvidia", "cuda_runtime", "lib")}
+
+
+def tensorrt_cuda_major(version=importlib.metadata.version):
+    """12 or 13: the CUDA major version the installed TensorRT wheels are built for (the
+    tensorrt-cu12-libs or tensorrt-cu13-libs distribution); None when that cannot be told (TensorRT
+    from a tarball or a container, or both wheels installed)."""
+    found = []
+    for major in CUDA_RUNTIME_FOLDERS:
+        try:
+            version(f"tensorrt-cu{major}-libs")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        found.append(major)
+    return found[0] if len(found) == 1 else None
+
+
+def expose_pip_cuda_runtime(paths=None, cuda_major=None):
+    """Name the pip wheels' CUDA runtime folder on LD_LIBRARY_PATH, where Polygraphy looks for
     libcudart. Its search covers LD_LIBRARY_PATH, /usr/local/cuda and the CUDA 12 wheel's
     nvidia/cuda_runtime/lib, but not nvidia/cu13/lib, where the CUDA 13 wheels put it; on a host
-    with no CUDA toolkit its CUDA calls would then fail. (Polygraphy reads the variable itself; the
-    process's dynamic loader is not affected.) Returns the folders added."""
+    with no CUDA toolkit its CUDA calls would then fail. Only the folder of TensorRT's own CUDA
+    major (``cuda_major``, else ``tensorrt_cuda_major()``) is named when that is known: the CUDA 12
+    set installs beside torch's CUDA 13 wheels, and Polygraphy takes the first libcudart it finds,
+    which on a CUDA 12 driver cannot start (cudaErrorInsufficientDriver). (Polygraphy reads the
+    variable itself; the process's dynamic loader is not affected.) Returns the folders added."""
+    cuda_major = cuda_major or tensorrt_cuda_major()
+    layouts = [CUDA_RUNTIME_FOLDERS[cuda_major]] if cuda_major in CUDA_RUNTIME_FOLDERS \
+        else list(CUDA_RUNTIME_FOLDERS.values())
     found = []
     for base in map(Path, paths if paths is not None else sys.path):
-        for folder in (base / "nvidia" / "cu13" / "lib", base / "nvidia" / "cuda_runtime" / "lib"):
+        for folder in (base.joinpath(*layout) for layout in layouts):
             if folder.is_dir() and any(folder.glob("libcudart.so*")) and str(folder) not in found:
                 found.append(str(folder))
     current = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
@@ -108,7 +133,7 @@ class TensorRTBackend(Backend):
         with G_LOGGER.verbosity(G_LOGGER.WARNING):
             try:
                 engine = EngineFromBytes(self.file.verified().read_bytes())()
-            except PolygraphyException as err:  # deserialize_cuda_engine returned None: not a plan for this TensorRT/GPU
+            except PolygraphyException as err:  # deserialize_cuda_engine gave None: a plan for another TensorRT/GPU
                 raise BackendUnavailable(
                     f"{self.file.path}: TensorRT cannot run this engine ({_first_line(err)}); it was built with "
                     f"TensorRT {built.get('tensorrt', '?')} for compute capability "
