@@ -116,6 +116,20 @@ def test_a_driver_that_cannot_start_cuda_says_why_by_the_driver_apis_codes(monke
         gpu_info()
 
 
+def test_two_cudnn_wheels_sharing_one_folder_are_named(monkeypatch):
+    installed = {"nvidia-cudnn-cu12": "9.28.0.42", "nvidia-cudnn-cu13": "9.24.0.43"}
+
+    def version(*dists):
+        return next((f"{d} {installed[d]}" for d in dists if d in installed), None)
+
+    monkeypatch.setattr(gc, "_version", version)
+    monkeypatch.setattr("runtime.onnx_session.gpu_present", lambda: False)
+    notes = gc.environment()["notes"]
+    assert any("share nvidia/cudnn/lib" in n and "requirements-tensorrt-cu12.txt" in n for n in notes)
+    del installed["nvidia-cudnn-cu13"]
+    assert gc.environment()["notes"] == []
+
+
 def test_driver_facts():
     assert driver_version("NVRM version: NVIDIA UNIX x86_64 Kernel Module  535.129.03  Thu Oct 19 2023") == "535.129.03"
     assert driver_version("NVRM version: NVIDIA UNIX Open Kernel Module for x86_64  580.65.06  Release Build") == "580.65.06"
