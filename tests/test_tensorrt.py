@@ -7,6 +7,7 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
+import os
 import shutil
 
 import numpy as np
@@ -243,6 +244,7 @@ def fake_tensorrt(monkeypatch):
     trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=0)
     monkeypatch.setitem(sys.modules, "tensorrt", trt)
     monkeypatch.setattr("runtime.onnx_session.gpu_present", lambda: True)
+    monkeypatch.setenv("LD_LIBRARY_PATH", os.environ.get("LD_LIBRARY_PATH", ""))  # expose_pip_cuda_runtime edits it
     return trt
 
 
