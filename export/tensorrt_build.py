@@ -20,7 +20,7 @@ from pathlib import Path
 
 import onnx
 
-from runtime.backends.tensorrt_backend import expose_pip_cuda_runtime
+from runtime.backends.tensorrt_backend import CUDA_INIT_FAILED, cuda_init_failed, expose_pip_cuda_runtime
 from runtime.errors import DataError
 from runtime.gpu_info import NoGpu, gpu_info
 from runtime.model_spec import INPUT_NAME
@@ -115,6 +115,10 @@ def build_engine(onnx_path, engine_path, min_batch=1, opt_batch=32, max_batch=64
     except PolygraphyException as err:
         line = (str(err).strip().splitlines() or ["see the TensorRT log above"])[0][:200]
         raise DataError(onnx_path, f"TensorRT could not build an engine from it ({line})") from None
+    except TypeError as err:  # trt.Builder(logger) returned nullptr: CUDA did not start
+        if not cuda_init_failed(err):
+            raise
+        raise TensorRTUnavailable(CUDA_INIT_FAILED) from None
     atomic_write_bytes(engine_path, bytes(serialized))
     cache.save()
     try:

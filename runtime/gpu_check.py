@@ -85,6 +85,10 @@ def environment():
            "onnxruntime": f"{_version('onnxruntime-gpu', 'onnxruntime')} (CUDA {built_for_cuda() or 'none'})",
            "providers": available_providers(), "tensorrt": _version("tensorrt-cu13", "tensorrt-cu12", "tensorrt"),
            "polygraphy": _version("polygraphy"), "torch": _version("torch"), "gpu": None, "notes": []}
+    if _version("nvidia-cudnn-cu12") and _version("nvidia-cudnn-cu13"):
+        env["notes"].append("nvidia-cudnn-cu12 and nvidia-cudnn-cu13 are both installed and share nvidia/cudnn/lib, "
+                            "so one overwrote the other's cuDNN: install the CUDA 12 set with PyTorch's CUDA 12 "
+                            "wheels, as requirements-tensorrt-cu12.txt says")
     if not gpu_present():
         env["no_gpu"] = "no NVIDIA GPU (no /dev/nvidia* device)"
         return env
@@ -98,7 +102,8 @@ def environment():
     for name, cuda in wanted.items():
         if cuda and int(cuda.split(".")[0]) > driver_cuda:
             env["notes"].append(f"{name} is built for CUDA {cuda} but the driver ({env['gpu']['driver']}) runs CUDA "
-                                f"{env['gpu']['driver_cuda']} at most: install the CUDA 12 set (requirements-tensorrt.txt)")
+                                f"{env['gpu']['driver_cuda']} at most: install the CUDA 12 set "
+                                "(requirements-tensorrt-cu12.txt)")
     return env
 
 

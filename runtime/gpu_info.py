@@ -13,8 +13,11 @@ from pathlib import Path
 
 # cuda.h: CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR
 _CC_MAJOR, _CC_MINOR = 75, 76
-_ERRORS = {100: "no CUDA device is visible (check CUDA_VISIBLE_DEVICES)",
-           35: "the NVIDIA driver is older than its own CUDA library (insufficient driver)",
+# cuda.h's CUresult (the driver API's codes, not the runtime API's cudaError_t: 35 is only the latter's)
+_ERRORS = {34: "libcuda.so.1 is the CUDA toolkit's stub, not the NVIDIA driver's library (CUDA_ERROR_STUB_LIBRARY)",
+           100: "no CUDA device is visible (check CUDA_VISIBLE_DEVICES)",
+           803: "the NVIDIA driver's libcuda.so.1 and its kernel module are different versions (reboot after a driver "
+                "update, or reinstall the driver; CUDA_ERROR_SYSTEM_DRIVER_MISMATCH)",
            999: "the NVIDIA driver reports an unknown error (is the kernel module loaded?)"}
 
 

@@ -89,7 +89,45 @@ def test_a_driver_too_old_for_the_installed_cuda_builds_is_named(monkeypatch):
     monkeypatch.setattr("runtime.onnx_session.built_for_cuda", lambda: "13.0")
     env = gc.environment()
     assert env["gpu"]["compute_capability"] == "8.6" and "no_gpu" not in env
-    assert any("built for CUDA 13.0" in n and "CUDA 12 set" in n for n in env["notes"])
+    note = next(n for n in env["notes"] if "onnxruntime-gpu" in n)
+    assert "built for CUDA 13.0" in note and "CUDA 12 set (requirements-tensorrt-cu12.txt)" in note
+
+
+class FakeLibcuda:
+    """libcuda.so.1's entry points as ctypes calls them: out-parameters through byref, CUresult back."""
+
+    def __init__(self, init_status):
+        self.init_status = init_status
+
+    def cuDriverGetVersion(self, version):
+        version._obj.value = 12080
+        return 0
+
+    def cuInit(self, flags):
+        return self.init_status
+
+
+@pytest.mark.parametrize("status, says", [(803, "libcuda.so.1 and its kernel module are different versions"),
+                                          (34, "stub"), (100, "no CUDA device is visible"),
+                                          (46, "CUDA driver error 46")])
+def test_a_driver_that_cannot_start_cuda_says_why_by_the_driver_apis_codes(monkeypatch, status, says):
+    monkeypatch.setattr("runtime.gpu_info.ctypes.CDLL", lambda name: FakeLibcuda(status))
+    with pytest.raises(NoGpu, match=says):
+        gpu_info()
+
+
+def test_two_cudnn_wheels_sharing_one_folder_are_named(monkeypatch):
+    installed = {"nvidia-cudnn-cu12": "9.28.0.42", "nvidia-cudnn-cu13": "9.24.0.43"}
+
+    def version(*dists):
+        return next((f"{d} {installed[d]}" for d in dists if d in installed), None)
+
+    monkeypatch.setattr(gc, "_version", version)
+    monkeypatch.setattr("runtime.onnx_session.gpu_present", lambda: False)
+    notes = gc.environment()["notes"]
+    assert any("share nvidia/cudnn/lib" in n and "requirements-tensorrt-cu12.txt" in n for n in notes)
+    del installed["nvidia-cudnn-cu13"]
+    assert gc.environment()["notes"] == []
 
 
 def test_driver_facts():

@@ -3,9 +3,11 @@
 What a CPU can check runs everywhere; building and running engines needs TensorRT and a GPU and
 skips cleanly without them."""
 
+import importlib.metadata
 import importlib.util
 import json
 import logging
+import os
 import shutil
 
 import numpy as np
@@ -117,6 +119,37 @@ def test_polygraphy_finds_the_cuda_runtime_of_the_pip_wheels(tmp_path, monkeypat
     assert found[0] == str(lib / "libcudart.so.13")
 
 
+def test_polygraphy_gets_the_cuda_runtime_of_tensorrts_own_cuda_major(tmp_path, monkeypatch):
+    """The CUDA 12 set installs beside torch's CUDA 13 wheels: both libcudart folders exist, and
+    Polygraphy takes the first it finds; on the r525-r575 drivers that set is for, libcudart.so.13
+    cannot start (cudaErrorInsufficientDriver), so only TensorRT's own CUDA major is named."""
+    polygraphy_cuda = pytest.importorskip("polygraphy.cuda.cuda")
+    from polygraphy import util
+
+    from runtime.backends.tensorrt_backend import tensorrt_cuda_major
+
+    for folder, name in ((("cu13",), "libcudart.so.13"), (("cuda_runtime",), "libcudart.so.12")):
+        lib = tmp_path.joinpath("nvidia", *folder, "lib")
+        lib.mkdir(parents=True)
+        (lib / name).write_bytes(b"")
+    monkeypatch.setenv("LD_LIBRARY_PATH", "")
+    cu12 = tmp_path / "nvidia" / "cuda_runtime" / "lib"
+    assert expose_pip_cuda_runtime([tmp_path], cuda_major=12) == [str(cu12)]
+    assert util.find_in_dirs("libcudart.so*", polygraphy_cuda._find_cuda_lib_dirs())[0] == str(cu12 / "libcudart.so.12")
+
+    def installed(*names):
+        def version(dist):
+            if dist not in names:
+                raise importlib.metadata.PackageNotFoundError(dist)
+            return "10.16.1.11"
+        return version
+
+    assert tensorrt_cuda_major(installed("tensorrt-cu12-libs")) == 12
+    assert tensorrt_cuda_major(installed("tensorrt-cu13-libs")) == 13
+    assert tensorrt_cuda_major(installed()) is None  # a tarball or container TensorRT: both folders, as before
+    assert tensorrt_cuda_major(installed("tensorrt-cu12-libs", "tensorrt-cu13-libs")) is None
+
+
 def test_engine_build_refuses_bad_profiles_and_missing_tensorrt_in_one_line(tiny_deploy, tmp_path, capsys):
     onnx_path = str(tiny_deploy[0] / "ensemble.fp16.onnx")
     assert export_main(["tensorrt", "--onnx", onnx_path, "--out", str(tmp_path / "e.engine"), "--min-batch", "8",
@@ -189,6 +222,69 @@ def test_tensorrt_backend_without_tensorrt_or_gpu_is_one_line(tiny_deploy, tmp_p
         backend.__enter__()
     assert "\n" not in str(err.value) and ("not installed" in str(err.value) or "GPU" in str(err.value))
     assert backend.runner is None and not backend._entered
+
+
+NULLPTR = TypeError("pybind11::init(): factory function returned nullptr")
+
+
+@pytest.fixture
+def fake_tensorrt(monkeypatch):
+    """A GPU host as far as the checks before TensorRT go, with an importable stand-in for the
+    tensorrt module: enough to reach TensorRT's first call, which each test makes fail."""
+    if HAVE_TRT:
+        pytest.skip("TensorRT and a GPU are present: the real engine tests run instead")
+    pytest.importorskip("polygraphy")
+    import importlib.machinery
+    import sys
+    import types
+
+    trt = types.ModuleType("tensorrt")
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
+    trt.__version__ = "10.16.1.11"
+    trt.MemoryPoolType = types.SimpleNamespace(WORKSPACE=0)
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    monkeypatch.setattr("runtime.onnx_session.gpu_present", lambda: True)
+    monkeypatch.setenv("LD_LIBRARY_PATH", os.environ.get("LD_LIBRARY_PATH", ""))  # expose_pip_cuda_runtime edits it
+    return trt
+
+
+def test_cuda_that_does_not_start_is_one_line_not_a_typeerror(tiny_deploy, tmp_path, monkeypatch, capsys,
+                                                              fake_tensorrt):
+    """On a driver older than the CUDA TensorRT is built for, trt.Runtime/trt.Builder raise
+    pybind11's TypeError (NVIDIA/TensorRT#2913): the backend and the builder say so in one line."""
+    def refuse(*args, **kwargs):
+        raise NULLPTR
+
+    monkeypatch.setattr("polygraphy.backend.trt.EngineFromBytes", lambda data: refuse)
+    backend = make_backend(load_model_spec(fake_engine(tiny_deploy[0], tmp_path)), "tensorrt", precision="fp16")
+    with pytest.raises(BackendUnavailable, match=r"^ensemble\.fp16\.engine: TensorRT could not initialise CUDA") as err:
+        backend.__enter__()
+    assert "\n" not in str(err.value) and "docs/gpu.md" in str(err.value) and backend.runner is None
+
+    monkeypatch.setattr("polygraphy.backend.trt.EngineBytesFromNetwork", lambda network, config: refuse)
+    out = tmp_path / "e.engine"
+    code = export_main(["tensorrt", "--onnx", str(tiny_deploy[0] / "ensemble.onnx"), "--out", str(out)])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and not out.exists() and "\n" not in err
+    assert err.startswith("error: TensorRT could not initialise CUDA")
+
+
+def test_tensorrt_libraries_that_do_not_load_are_named_not_blamed_on_the_plan(tiny_deploy, tmp_path, monkeypatch,
+                                                                              fake_tensorrt):
+    """``import tensorrt`` failing (libnvinfer or a CUDA library it needs) is TensorRT not starting,
+    not "TensorRT cannot run this engine"; Polygraphy's lazy import would report it as the latter."""
+    import sys
+
+    package = tmp_path / "site" / "tensorrt"
+    package.mkdir(parents=True)
+    (package / "__init__.py").write_text('raise ImportError("libnvinfer.so.10: cannot open shared object file")\n')
+    monkeypatch.delitem(sys.modules, "tensorrt")
+    monkeypatch.syspath_prepend(str(package.parent))
+    backend = make_backend(load_model_spec(fake_engine(tiny_deploy[0], tmp_path)), "tensorrt", precision="fp16")
+    with pytest.raises(BackendUnavailable, match=r"^TensorRT cannot start here: ") as err:
+        backend.__enter__()
+    assert "libnvinfer.so.10" in str(err.value) and "cannot run this engine" not in str(err.value)
+    assert "\n" not in str(err.value)
 
 
 # --- TensorRT and a GPU -----------------------------------------------------------------------

@@ -8,10 +8,13 @@ stream; host pointers cross into CUDA through ctypes as plain integers. Each bat
 ``execute_async_v3`` at its own size, so the optimised batch is the batch a caller sends.
 
 What is left here: the engine's input/outputs checked against model.json, batches below the
-profile's minimum padded up to it (``pad_to``), and CUDA/TensorRT failures turned into one line.
+profile's minimum padded up to it (``pad_to``), and CUDA/TensorRT failures turned into one line,
+each naming its own cause: TensorRT's libraries not loading, CUDA not starting, or a plan from
+another TensorRT release or GPU.
 ``tensorrt`` and ``polygraphy`` are imported only when the backend is entered.
 """
 
+import importlib.metadata
 import importlib.util
 import os
 import sys
@@ -25,15 +28,39 @@ from runtime.model_spec import INPUT_NAME, PROBS
 INSTALL = "on a GPU host: pip install -r requirements-tensorrt.txt (docs/gpu.md)"
 
 
-def expose_pip_cuda_runtime(paths=None):
-    """Name the pip wheels' CUDA runtime folders on LD_LIBRARY_PATH, where Polygraphy looks for
+# Where each CUDA major's pip wheel (nvidia-cuda-runtime) puts libcudart, under site-packages.
+CUDA_RUNTIME_FOLDERS = {13: ("nvidia", "cu13", "lib"), 12: ("nvidia", "cuda_runtime", "lib")}
+
+
+def tensorrt_cuda_major(version=importlib.metadata.version):
+    """12 or 13: the CUDA major version the installed TensorRT wheels are built for (the
+    tensorrt-cu12-libs or tensorrt-cu13-libs distribution); None when that cannot be told (TensorRT
+    from a tarball or a container, or both wheels installed)."""
+    found = []
+    for major in CUDA_RUNTIME_FOLDERS:
+        try:
+            version(f"tensorrt-cu{major}-libs")
+        except importlib.metadata.PackageNotFoundError:
+            continue
+        found.append(major)
+    return found[0] if len(found) == 1 else None
+
+
+def expose_pip_cuda_runtime(paths=None, cuda_major=None):
+    """Name the pip wheels' CUDA runtime folder on LD_LIBRARY_PATH, where Polygraphy looks for
     libcudart. Its search covers LD_LIBRARY_PATH, /usr/local/cuda and the CUDA 12 wheel's
     nvidia/cuda_runtime/lib, but not nvidia/cu13/lib, where the CUDA 13 wheels put it; on a host
-    with no CUDA toolkit its CUDA calls would then fail. (Polygraphy reads the variable itself; the
-    process's dynamic loader is not affected.) Returns the folders added."""
+    with no CUDA toolkit its CUDA calls would then fail. Only the folder of TensorRT's own CUDA
+    major (``cuda_major``, else ``tensorrt_cuda_major()``) is named when that is known: the CUDA 12
+    set installs beside torch's CUDA 13 wheels, and Polygraphy takes the first libcudart it finds,
+    which on a CUDA 12 driver cannot start (cudaErrorInsufficientDriver). (Polygraphy reads the
+    variable itself; the process's dynamic loader is not affected.) Returns the folders added."""
+    cuda_major = cuda_major or tensorrt_cuda_major()
+    layouts = [CUDA_RUNTIME_FOLDERS[cuda_major]] if cuda_major in CUDA_RUNTIME_FOLDERS \
+        else list(CUDA_RUNTIME_FOLDERS.values())
     found = []
     for base in map(Path, paths if paths is not None else sys.path):
-        for folder in (base / "nvidia" / "cu13" / "lib", base / "nvidia" / "cuda_runtime" / "lib"):
+        for folder in (base.joinpath(*layout) for layout in layouts):
             if folder.is_dir() and any(folder.glob("libcudart.so*")) and str(folder) not in found:
                 found.append(str(folder))
     current = [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(os.pathsep) if p]
@@ -53,6 +80,20 @@ def pad_to(batch, minimum):
 
 def _first_line(err):
     return (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+
+
+# What trt.Runtime(logger) and trt.Builder(logger) raise when TensorRT cannot start CUDA: their
+# factories return nullptr and pybind11 turns that into this TypeError, right after TensorRT logs
+# "CUDA initialization failure with error: N" (NVIDIA/TensorRT#2913; pyCore.cpp binds both
+# constructors as py::init factories). Error 35 is cudaErrorInsufficientDriver.
+CUDA_INIT_FAILED = ("TensorRT could not initialise CUDA (the TensorRT log above gives the CUDA error; 35 means "
+                    "the NVIDIA driver is older than the CUDA this TensorRT is built for: install the matched set "
+                    "for your driver, docs/gpu.md)")
+
+
+def cuda_init_failed(err):
+    """Whether ``err`` is TensorRT's Python bindings failing to create a Runtime or Builder."""
+    return isinstance(err, TypeError) and "factory function returned nullptr" in str(err)
 
 
 class TensorRTBackend(Backend):
@@ -79,25 +120,36 @@ class TensorRTBackend(Backend):
 
         if not gpu_present():
             raise BackendUnavailable("no NVIDIA GPU found: TensorRT engines run on one only")
+        try:  # here, not through Polygraphy, which would report a library that fails to load as a PolygraphyException
+            import tensorrt  # noqa: F401
+        except (ImportError, OSError) as err:  # libnvinfer or a CUDA library it needs
+            raise BackendUnavailable(f"TensorRT cannot start here: {_first_line(err)} ({INSTALL})") from None
         expose_pip_cuda_runtime()
         from polygraphy.backend.trt import EngineFromBytes, TrtRunner
         from polygraphy.exception import PolygraphyException
         from polygraphy.logger import G_LOGGER
 
         built = self.file.info
-        try:
-            with G_LOGGER.verbosity(G_LOGGER.WARNING):
+        with G_LOGGER.verbosity(G_LOGGER.WARNING):
+            try:
                 engine = EngineFromBytes(self.file.verified().read_bytes())()
-                self.profile = self._check(engine)
-                self.runner = TrtRunner(engine)
+            except PolygraphyException as err:  # deserialize_cuda_engine gave None: a plan for another TensorRT/GPU
+                raise BackendUnavailable(
+                    f"{self.file.path}: TensorRT cannot run this engine ({_first_line(err)}); it was built with "
+                    f"TensorRT {built.get('tensorrt', '?')} for compute capability "
+                    f"{built.get('compute_capability', '?')}, and a plan runs only with that TensorRT release on "
+                    "that kind of GPU") from None
+            except TypeError as err:
+                if not cuda_init_failed(err):
+                    raise
+                raise BackendUnavailable(f"{self.file.path.name}: {CUDA_INIT_FAILED}") from None
+            self.profile = self._check(engine)
+            self.runner = TrtRunner(engine)
+            try:
                 self.runner.activate()
-        except (ImportError, OSError) as err:  # TensorRT's or the CUDA runtime's libraries
-            raise BackendUnavailable(f"TensorRT cannot start here: {_first_line(err)} ({INSTALL})") from None
-        except PolygraphyException as err:
-            raise BackendUnavailable(
-                f"{self.file.path}: TensorRT cannot run this engine ({_first_line(err)}); it was built with "
-                f"TensorRT {built.get('tensorrt', '?')} for compute capability {built.get('compute_capability', '?')}, "
-                "and a plan runs only with that TensorRT release on that kind of GPU") from None
+            except (PolygraphyException, OSError) as err:  # context, stream, CUDA runtime (libcudart through ctypes)
+                raise BackendUnavailable(f"{self.file.path.name}: TensorRT could not start the engine on this GPU "
+                                         f"({_first_line(err)}); see docs/gpu.md") from None
 
     def _check(self, engine):
         import tensorrt as trt
