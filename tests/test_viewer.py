@@ -32,12 +32,22 @@ def window(qtbot, tiny_data, tiny_deploy, tiny_run):
     return win
 
 
-def _window(qtbot, session, **kw):
-    configure()
-    win = MainWindow(session, sync=True, **kw)
-    qtbot.addWidget(win)
-    win.show()
-    return win
+@pytest.fixture
+def make_window(qtbot):
+    """Windows built in a test stay referenced until pytest-qt has closed them: it keeps only
+    weak references, and a visible window that the cyclic garbage collector frees in the middle
+    of a paint event takes the process down."""
+    made = []
+
+    def make(session, sync=True):
+        configure()
+        win = MainWindow(session, sync=sync)
+        qtbot.addWidget(win)
+        win.show()
+        made.append(win)
+        return win
+
+    yield make
 
 
 def _broken_copy(tiny_data, tmp_path, index=1):
@@ -133,17 +143,17 @@ def test_filters(window):
     assert wrong and window.visible_ids() == wrong
 
 
-def test_prediction_filters_say_they_are_waiting(qtbot, tiny_data, tiny_deploy, monkeypatch):
+def test_prediction_filters_say_they_are_waiting(make_window, tiny_data, tiny_deploy, monkeypatch):
     monkeypatch.setattr(MainWindow, "_predict_next_chunk", lambda self: None)  # predictions never arrive
-    win = _window(qtbot, Session(tiny_data / "test", tiny_deploy[0]))
+    win = make_window(Session(tiny_data / "test", tiny_deploy[0]))
     assert not win.id_panel.note.isVisibleTo(win)
     win.id_panel.pred_filter.setCurrentIndex(1)
     assert win.id_panel.note.isVisibleTo(win) and "waiting for predictions" in win.id_panel.note.text()
 
 
-def test_a_broken_image_is_one_entry(qtbot, tiny_data, tiny_deploy, tmp_path):
+def test_a_broken_image_is_one_entry(make_window, tiny_data, tiny_deploy, tmp_path):
     folder, ids = _broken_copy(tiny_data, tmp_path)
-    win = _window(qtbot, Session(folder, tiny_deploy[0]))
+    win = make_window(Session(folder, tiny_deploy[0]))
     assert len(win.predictions) == 11 and set(win.unreadable) == {ids[1]}   # the others are predicted
     item = win.id_panel.list.item(1)
     assert not item.icon().isNull() and "truncated" in item.toolTip()
@@ -154,9 +164,9 @@ def test_a_broken_image_is_one_entry(qtbot, tiny_data, tiny_deploy, tmp_path):
     assert win.visible_ids()
 
 
-def test_failed_load_clears_the_previous_image(qtbot, tiny_data, tiny_deploy, tmp_path):
+def test_failed_load_clears_the_previous_image(make_window, tiny_data, tiny_deploy, tmp_path):
     folder, ids = _broken_copy(tiny_data, tmp_path)
-    win = _window(qtbot, Session(folder, tiny_deploy[0]))
+    win = make_window(Session(folder, tiny_deploy[0]))
     assert win.image_panel.image_item.image is not None
     win.go(1)
     assert win.state.sample_id == ids[1] and win.current.sample is None
@@ -169,12 +179,12 @@ def test_failed_load_clears_the_previous_image(qtbot, tiny_data, tiny_deploy, tm
     assert win.state.sample_id == ids[2] and win.current.sample is not None and win.current.probs is not None
 
 
-def test_ids_missing_a_channel_are_listed_with_the_reason(qtbot, tiny_data, tmp_path):
+def test_ids_missing_a_channel_are_listed_with_the_reason(make_window, tiny_data, tmp_path):
     folder = tmp_path / "test"
     shutil.copytree(tiny_data / "test", folder)
     ids = sorted({p.name.rsplit("_", 1)[0] for p in folder.glob("*.png")})
     (folder / f"{ids[2]}_yellow.png").unlink()
-    win = _window(qtbot, Session(folder))
+    win = make_window(Session(folder))
     assert ids[2] in win.session.listed_ids() and ids[2] not in win.session.ids
     win.id_panel.select(ids[2])
     assert "missing channel file(s): yellow" in win.statusBar().currentMessage()
@@ -344,16 +354,13 @@ def test_export_errors_go_to_a_dialog(window, tmp_path, monkeypatch, capsys):
 
 
 # ---------------------------------------------------------------------- threads, sample, CLI
-def test_workers_run_off_the_gui_thread_and_drop_stale_results(qtbot, tiny_data):
-    configure()
-    win = MainWindow(Session(tiny_data / "test"), sync=False)
-    qtbot.addWidget(win)
+def test_workers_run_off_the_gui_thread_and_drop_stale_results(qtbot, make_window, tiny_data):
+    win = make_window(Session(tiny_data / "test"), sync=False)
     ids = win.session.ids
     win.state.update(sample_id=ids[3])
     win.state.update(sample_id=ids[4])  # supersedes the request for ids[3]
     qtbot.waitUntil(lambda: win.current.sample is not None and win.state.sample_id == ids[4], timeout=10000)
     np.testing.assert_array_equal(win.current.sample, win.session.sample(ids[4]))
-    win.close()
 
 
 def test_superseded_requests_are_skipped(qtbot):

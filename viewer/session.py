@@ -73,8 +73,9 @@ class Models:
 
         self.spec = load_model_spec(model) if model else None
         self.run = Run(run) if run else None
-        if self.run is None and self.spec is not None and Path(self.spec.data.get("run") or "").is_dir():
-            self.run = Run(self.spec.data["run"])  # model.json names its run: per-fold thresholds
+        named = self.spec.data.get("run") if self.spec is not None else None
+        if self.run is None and named and Path(named, "config.json").is_file():
+            self.run = Run(named)  # model.json names the run it came from: its per-fold thresholds
         if self.spec is not None:
             self.preprocess, self.views, self.folds = self.spec.preprocess, self.spec.tta, self.spec.folds
         elif self.run is not None:

@@ -196,6 +196,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _request_cam(self):
         cur = self.current
         if cur.sample is None or not self.state.show_cam:
+            self._render_overlay()
             return
         if not self.models.can_explain:
             self.image_panel.set_caption("CAM: needs the PyTorch checkpoints (open with --run, or a model.json "
@@ -347,10 +348,13 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _render_overlay(self):
         cur = self.current
-        if cur.cam is None or not self.state.show_cam or cur.sample is None:
+        if not self.state.show_cam:
             self.image_panel.hide_overlay()
-            if cur.cam is not None:
-                self.image_panel.set_caption("CAM hidden (Ctrl+H shows it)")
+            if cur.sample is not None:
+                self.image_panel.set_caption("CAM overlay hidden (Ctrl+H shows it)")
+            return
+        if cur.cam is None or cur.sample is None:
+            self.image_panel.hide_overlay()
             return
         if cur.overlay is None:
             cur.overlay = overlay_rgba(cur.cam, self.state.cam_style, display_scale(cur.cam.shape))
