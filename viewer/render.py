@@ -84,10 +84,12 @@ def _draw_contours(out, values, scale):
         contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE, offset=(-pad, -pad))
         if not contours:
             continue
-        # about 1, 1.5 and 2 screen pixels (the overlay is drawn ``scale`` times larger than the
-        # image, and shown at roughly that size), with a dark rim that keeps them visible on white
-        width = max(1, round(max(1, scale // 4) * (1 + 0.5 * i)))
-        cv2.drawContours(out, contours, -1, (0, 0, 0, 160), width + 2 * max(1, scale // 4), cv2.LINE_AA)
+        # thicker for higher levels, 1-3 screen pixels whatever the image size (the overlay is
+        # drawn ``scale`` times larger than the image and shown at about that size), with a dark
+        # rim that keeps them visible where the composite is bright
+        base = max(1.0, scale / 4)
+        width = max(1, int(base * (1 + 0.5 * i)))
+        cv2.drawContours(out, contours, -1, (0, 0, 0, 160), width + max(1, round(base)), cv2.LINE_AA)
         cv2.drawContours(out, contours, -1, (255, 255, 255, 255), width, cv2.LINE_AA)
 
 
