@@ -3,11 +3,11 @@
 Attention is passed in as a factory (timm's way), so CBAM-ResNet and plain ResNet are the same
 code with one argument changed. Parameter names follow torchvision's ResNet, so a local
 torchvision weights file loads into it (the RGB stem adapted to 4 channels by
-:func:`adapt_stem_weights`). ``forward = forward_features + forward_head``: Grad-CAM hooks
-``layer4`` (or ``attention_map``), export gets a clean graph.
+:func:`adapt_stem_weights`). ``forward = forward_features + forward_head``: Grad-CAM hooks a
+residual stage, export gets a clean graph. The modules keep no state between forwards: whoever
+wants an intermediate map (the viewer's CAM and CBAM attention) registers a forward hook and
+removes it when done.
 """
-
-from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -40,13 +40,11 @@ class SpatialAttention(nn.Module):
     def __init__(self, kernel_size=7):
         super().__init__()
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
-        self.last_map = None  # (N, 1, H, W) of the latest forward, for the viewer's overlay
 
     def forward(self, x):
+        # The attention map is sigmoid(conv(stats)); a forward hook on ``conv`` sees its logits.
         stats = torch.cat([x.mean(dim=1, keepdim=True), x.max(dim=1, keepdim=True).values], dim=1)
-        attn = torch.sigmoid(self.conv(stats))
-        self.last_map = attn.detach()
-        return x * attn
+        return x * torch.sigmoid(self.conv(stats))
 
 
 class CBAM(nn.Module):
@@ -165,11 +163,6 @@ class ResNet(nn.Module):
     def forward(self, x):
         return self.forward_head(self.forward_features(x))
 
-    def attention_map(self):
-        """The last block's CBAM spatial attention from the latest forward, (N, 1, h, w), or None."""
-        last = self.layer4[-1].attention
-        return last.spatial.last_map if isinstance(last, CBAM) else None
-
 
 def build_model(arch="resnet18", attention="cbam", width=64, num_classes=28, in_channels=4, dropout=0.0):
     if arch not in ARCHS:
@@ -177,8 +170,7 @@ def build_model(arch="resnet18", attention="cbam", width=64, num_classes=28, in_
     if attention not in ATTENTIONS:
         raise ValueError(f"unknown attention {attention!r}; valid: {sorted(ATTENTIONS)}")
     block, layers = ARCHS[arch]
-    factory = ATTENTIONS[attention]
-    return ResNet(block, layers, num_classes, in_channels, width, partial(factory) if factory else None, dropout)
+    return ResNet(block, layers, num_classes, in_channels, width, ATTENTIONS[attention], dropout)
 
 
 def adapt_stem_weights(rgb_weight):

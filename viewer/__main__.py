@@ -1,6 +1,6 @@
-"""python -m viewer [--data DIR] [--model DEPLOY] [--run RUN] [--sample] | score-cam ...
+"""python -m viewer [--data DIR | --sample] [--model DEPLOY] [--run RUN] | score-cam ...
 
-This file only builds the app and the window (or runs the score)."""
+This file only parses the command line, builds the app and the window (or runs the score)."""
 
 import argparse
 import sys
@@ -11,20 +11,22 @@ SAMPLE = Path(__file__).resolve().parent / "sample"
 
 def parser():
     p = argparse.ArgumentParser(prog="python -m viewer", description="HPA image and prediction viewer")
-    p.add_argument("--data", default="", help="dataset folder (Kaggle layout, with or without train.csv)")
+    p.add_argument("--data", default="", help="image folder (Kaggle layout, with or without train.csv)")
     p.add_argument("--model", default="", help="deployment folder with model.json (predictions)")
-    p.add_argument("--run", default="", help="training run folder (Grad-CAM; predictions when no --model)")
-    p.add_argument("--sample", action="store_true", help="open the bundled real HPA field")
+    p.add_argument("--run", default="", help="training run folder (per-fold thresholds; predictions and CAMs "
+                                             "when there is no --model)")
+    p.add_argument("--sample", action="store_true", help="open the bundled real HPA field instead of --data")
     p.add_argument("--screenshot", default="", help="save PREFIX-composite.png and PREFIX-cam.png, then exit")
     return p
 
 
 def score_parser():
-    p = argparse.ArgumentParser(prog="python -m viewer score-cam", description="pointing-game localization score")
+    p = argparse.ArgumentParser(prog="python -m viewer score-cam", description="pointing-game localisation score")
     p.add_argument("--run", required=True)
     p.add_argument("--data", required=True, help="a synthetic dataset (with masks/)")
     p.add_argument("--split", default="test", choices=["test", "train"])
-    p.add_argument("--methods", default="gradcam,gradcam++,layercam")
+    p.add_argument("--methods", default="layercam,gradcam,gradcam++",
+                   help="comma-separated: layercam, gradcam, gradcam++, cbam-attention")
     p.add_argument("--limit", type=int, default=None, help="score only the first N fields")
     return p
 
@@ -36,20 +38,33 @@ def main(argv=None):
 
         return dispatch(_with_command(score_parser()), {"score-cam": _score}, ["score-cam", *argv[1:]])
     args = parser().parse_args(argv)
+    from runtime.errors import DataError
+
+    try:
+        return _view(args)
+    except (DataError, ValueError) as err:  # a bad --data/--model/--run: one line, as runtime.cli does
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+
+
+def build(args, sync=False):
+    """(app, window) for parsed arguments: what ``python -m viewer`` shows."""
     from viewer.app import application
 
     app = application()
     from viewer.session import Session
     from viewer.window import MainWindow
 
-    data = str(SAMPLE) if args.sample else args.data
-    model, run = args.model, args.run
-    if args.sample and not (model or run) and Path("demo/deploy/model.json").is_file():
-        model, run = "demo/deploy", "demo/run"  # the demo's model, when make demo has run
-    session = Session(data or None, model or None, run or None)
-    window = MainWindow(session, sync=bool(args.screenshot))
+    # *Decision*: no default model. --sample used to open demo/deploy when it existed relative to
+    # the current directory, which silently depended on where the viewer was started.
+    session = Session(str(SAMPLE) if args.sample else (args.data or None), args.model or None, args.run or None)
+    return app, MainWindow(session, sync=sync)
+
+
+def _view(args):
+    app, window = build(args)
     if args.screenshot:
-        return _screenshots(window, args.screenshot)
+        return _screenshots(app, window, args.screenshot)
     window.show()
     return app.exec_()
 
@@ -68,23 +83,45 @@ def _score(args):
     return 0
 
 
-def _screenshots(window, prefix):
-    """Offscreen screenshots for the README: the composite alone, then with a CAM overlay."""
-    from PyQt5 import QtWidgets
+def _screenshots(app, window, prefix, timeout=180):
+    """PREFIX-composite.png and PREFIX-cam.png: the window at 1400x860 on the first labelled Id
+    with auto contrast, without and with its CAM overlay. In a real window (xvfb-run or a
+    desktop) they are grabbed from the screen; offscreen (make demo) the window renders itself."""
+    import time
+
+    from viewer.app import headless
+
+    def settle(condition, what):
+        end = time.monotonic() + timeout
+        while not condition():
+            if time.monotonic() > end:
+                raise TimeoutError(f"--screenshot: gave up waiting {timeout} s for {what}")
+            app.processEvents()
+            time.sleep(0.01)
+        for _ in range(10):
+            app.processEvents()
+
+    def grab(path):
+        screen = app.primaryScreen()
+        pixmap = window.grab() if headless() else screen.grabWindow(window.winId())
+        if not pixmap.save(str(path), "PNG"):
+            raise OSError(f"{path}: could not write the PNG")
+        return path
 
     window.resize(1400, 860)
     window.show()
     labelled = [i for i in window.session.ids if window.session.labels.get(i)]
     if labelled:
-        window.id_list.setCurrentRow(window.session.ids.index(labelled[0]))
-    QtWidgets.QApplication.processEvents()
+        window.id_panel.select(labelled[0])
+    settle(lambda: window.current.sample is not None, "the image")
     window.auto_contrast()
     window.state.update(show_cam=False)
-    QtWidgets.QApplication.processEvents()
-    first = window.export_view(f"{prefix}-composite.png")
+    settle(lambda: window.current.probs is not None or not window.models.can_predict, "the predictions")
+    first = grab(f"{prefix}-composite.png")
     window.state.update(show_cam=True)
-    QtWidgets.QApplication.processEvents()
-    second = window.export_view(f"{prefix}-cam.png")
+    settle(lambda: window.current.cam is not None or not window.models.can_explain
+           or "failed" in window.image_panel.caption.text(), "the CAM")
+    second = grab(f"{prefix}-cam.png")
     print(f"wrote {first} and {second}")
     window.close()
     return 0

@@ -1,20 +1,32 @@
-"""What the viewer looks at, without Qt: a dataset folder, its labels, a model and the CAMs.
+"""What the viewer looks at, without Qt and without torch: a dataset folder with its labels, and
+the models that predict and explain it.
 
-Predictions come from ``runtime`` (ONNX Runtime or TensorRT through model.json) or, when only a
-run is given, from the run's PyTorch checkpoints. CAMs always come from the checkpoints (those of
-the run, or those model.json lists).
+:class:`Dataset` is one image folder. :class:`Models` is a model.json and/or a training run; it is
+cheap to build (JSON only) and opens the heavy parts - ONNX Runtime sessions, the PyTorch
+checkpoints - lazily, on whichever worker thread first needs them, into one ExitStack that
+:meth:`Models.close` unwinds. File > Open swaps the Dataset and keeps the Models.
+
+Predictions come from ``runtime`` (ONNX Runtime or TensorRT through model.json), averaged over
+the test-time views the thresholds were tuned for, or, with only a run, from the run's
+checkpoints over the same views. CAMs always come from the checkpoints (model.json's, each
+checked against its sha256, or the run's).
 """
 
+import os
+import threading
+from contextlib import ExitStack
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from runtime.classes import NUM_CLASSES
 from runtime.errors import DataError
+from runtime.infer import predicted_classes
 from runtime.labels import read_labels
 from runtime.preprocess import preprocess
 from runtime.reader import ImageFolder
+from viewer.cam_request import CAM_METHODS, check_cam_request, check_fold
+
 
 
 def _image_dir(data):
@@ -22,92 +34,210 @@ def _image_dir(data):
     return data / "train" if (data / "train").is_dir() and not ImageFolder(data).ids() else data
 
 
-class Session:
-    def __init__(self, data=None, model=None, run=None):
-        self.data = Path(data) if data else None
+def _labels_for(data):
+    # labels beside the images, or Kaggle-style one level up (DATA/train.csv for DATA/train,
+    # the synthetic DATA/test_labels.csv for DATA/test)
+    candidates = [data / n for n in ("train.csv", "labels.csv", "test_labels.csv")]
+    candidates.append(data.parent / f"{data.name}_labels.csv")
+    if data.name == "train":
+        candidates.append(data.parent / "train.csv")
+    for path in candidates:
+        if path.is_file():
+            return read_labels(path)
+    return {}
+
+
+class Dataset:
+    """One image folder: its complete Ids, the Ids missing a channel (with the reason), labels."""
+
+    def __init__(self, data=None):
+        self.path = Path(data) if data else None
         self.folder = ImageFolder(_image_dir(data)) if data else None
-        self.labels = {}
-        if data:
-            # labels beside the images, or Kaggle-style one level up (DATA/train.csv for DATA/train,
-            # the synthetic DATA/test_labels.csv for DATA/test)
-            candidates = [self.data / n for n in ("train.csv", "labels.csv", "test_labels.csv")]
-            candidates.append(self.data.parent / f"{self.data.name}_labels.csv")
-            if self.data.name == "train":
-                candidates.append(self.data.parent / "train.csv")
-            for path in candidates:
-                if path.is_file():
-                    self.labels = read_labels(path)
-                    break
+        self.labels = _labels_for(self.path) if data else {}
         self.ids = self.folder.ids() if self.folder else []
-        self.spec = None
-        self.backend = None
-        self.thresholds = np.full(NUM_CLASSES, 0.5, np.float32)
-        self.checkpoints = []
-        if model:
-            from runtime.backends import make_backend
-            from runtime.model_spec import load_model_spec
+        self.incomplete = {i: f"missing channel file(s): {', '.join(missing)}"
+                           for i, missing in (self.folder.incomplete_ids().items() if self.folder else ())}
 
-            self.spec = load_model_spec(model)
-            self.thresholds = np.asarray(self.spec.thresholds, np.float32)
-            self.backend = make_backend(self.spec, "auto").__enter__()
-            self.checkpoints = [c["path"] for c in self.spec.data["checkpoints"] if Path(c["path"]).is_file()]
-        if run:
-            from train.run import Run
-
-            run = Run(run)
-            self.checkpoints = [str(p) for p in run.checkpoints()]
-            if self.spec is None and run.file("thresholds.json").is_file():
-                # Without model.json the probabilities come from the checkpoints, one view each.
-                self.thresholds = run.thresholds().for_views(1)
-        self._cam_models = None
-        self.predictions = {}
-
-    @property
-    def folds(self):
-        return len(self.checkpoints)
-
-    @property
-    def preprocess(self):
-        if self.spec is not None:
-            return self.spec.preprocess
-        return self.cam_models().preprocess if self.checkpoints else None
-
-    def cam_models(self):
-        if self._cam_models is None:
-            if not self.checkpoints:
-                raise DataError("model", "Grad-CAM needs the PyTorch checkpoints: open a run (--run) or a model.json whose checkpoints exist")
-            from viewer.cam import CamModels
-
-            self._cam_models = CamModels(self.checkpoints)
-        return self._cam_models
-
-    def sample(self, sample_id):
+    def read(self, sample_id):
+        if sample_id in self.incomplete:
+            raise DataError(self.folder.root / sample_id, self.incomplete[sample_id])
         return self.folder.read(sample_id)
 
-    def predict(self, sample_id, fold="mean"):
-        """28 probabilities for one sample (cached for the ensemble)."""
-        key = (sample_id, fold)
-        if key not in self.predictions:
-            x = preprocess(self.sample(sample_id), self.preprocess)[None]
-            if self.backend is not None and fold == "mean":
-                probs = self.backend.predict(x, self.spec.tta)[0]  # the views its thresholds were tuned on
-            else:
-                probs = self.cam_models().probabilities(x, fold)[0]
-            self.predictions[key] = probs
-        return self.predictions[key]
 
-    def predicted(self, probs):
-        above = np.flatnonzero(probs > self.thresholds)
-        return above.tolist() if len(above) else [int(np.argmax(probs))]
+class Models:
+    """A model.json (``model``) and/or a training run (``run``); either may be None."""
 
-    def cam(self, sample_id, cls, method="gradcam", fold="mean"):
-        """A CAM in 0..1 at the sample's own resolution."""
-        sample = self.sample(sample_id)
+    def __init__(self, model=None, run=None, threads=None):
+        from runtime.model_spec import load_model_spec
+        from train.run import Run
+
+        self.spec = load_model_spec(model) if model else None
+        self.run = Run(run) if run else None
+        named = self.spec.data.get("run") if self.spec is not None else None
+        if self.run is None and named and Path(named, "config.json").is_file():
+            self.run = Run(named)  # model.json names the run it came from: its per-fold thresholds
+        if self.spec is not None:
+            self.preprocess, self.views, self.folds = self.spec.preprocess, self.spec.tta, self.spec.folds
+        elif self.run is not None:
+            self.preprocess, self.views, self.folds = self.run.preprocess, self.run.config.tta, self.run.config.folds
+        else:
+            self.preprocess, self.views, self.folds = None, 1, 0
+        # *Decision*: each of the two workers (ONNX Runtime, torch) gets half the cores, so
+        # neither starves the other nor the GUI thread.
+        self.threads = threads or max(1, (os.cpu_count() or 2) // 2)
+        self._stack = ExitStack()
+        self._open_lock = threading.Lock()    # opening (ONNX sessions, checkpoints) happens once
+        self._torch_lock = threading.Lock()   # torch models serve one thread at a time
+        self._backends = {}
+        self._cam = None
+
+    # ------------------------------------------------------------------ what there is
+    @property
+    def model_path(self):
+        return str(self.spec.path) if self.spec else None
+
+    @property
+    def run_path(self):
+        return str(self.run.path) if self.run else None
+
+    @property
+    def can_predict(self):
+        return self.preprocess is not None
+
+    def checkpoints(self):
+        """[(path, sha256 or None)] in fold order: model.json's (with their sha256; a file that
+        moved is looked up in the run), else the run's own."""
+        if self.spec is not None:
+            refs = []
+            for c in self.spec.data.get("checkpoints", []):
+                path = Path(c["path"])
+                if not path.is_file() and self.run is not None:
+                    path = self.run.checkpoint(int(c["fold"]))
+                refs.append((path, c.get("sha256")))
+            return refs
+        return [(p, None) for p in self.run.checkpoints()] if self.run else []
+
+    @property
+    def can_explain(self):
+        return bool(self.checkpoints())
+
+    @property
+    def cam_ready(self):
+        return self._cam is not None
+
+    def thresholds(self, fold="mean"):
+        """(28 thresholds or None, one line saying which): those tuned for this model (the
+        ensemble or one fold) on predictions averaged over ``self.views`` views."""
+        check_fold(fold, self.folds)
+        if fold == "mean" and self.spec is not None:
+            thresholds, exact = self.spec.thresholds_for(self.views)
+            return np.asarray(thresholds, np.float32), f"ensemble, tuned for {self.views} view(s)" + (
+                "" if exact else " (stand-in)")
+        tuned = self._run_thresholds()
+        if tuned is None:
+            return None, "no thresholds.json in the run"
+        if fold == "mean":
+            return tuned.for_views(self.views), f"ensemble, tuned for {self.views} view(s)"
+        k = int(fold[4:])
+        if k >= len(tuned.folds):
+            return None, f"the run has no thresholds tuned for fold {k}"
+        return tuned.for_views(self.views, fold=k), f"fold {k}, tuned on its validation Ids for {self.views} view(s)"
+
+    def _run_thresholds(self):
+        if self.run is None or not self.run.file("thresholds.json").is_file():
+            return None
+        tuned = self.run.thresholds()
+        return tuned if self.views in (1, tuned.tta) else None
+
+    def predicted(self, probs, fold="mean"):
+        thresholds, _ = self.thresholds(fold)
+        return None if thresholds is None else predicted_classes(probs, thresholds)
+
+    # ------------------------------------------------------------------ heavy parts, opened lazily
+    def _backend(self, fold):
+        """The ONNX (or TensorRT) backend for the ensemble or one fold, or None when model.json
+        lists no file for it."""
+        with self._open_lock:
+            if fold not in self._backends:
+                from runtime.backends import make_backend
+
+                try:
+                    backend = make_backend(self.spec, "auto", model="ensemble" if fold == "mean" else fold)
+                except ValueError:
+                    backend = None
+                if backend is not None and hasattr(backend, "threads"):
+                    backend.threads = self.threads  # ONNX Runtime's intra-op threads (0: all cores)
+                self._backends[fold] = self._stack.enter_context(backend) if backend is not None else None
+            return self._backends[fold]
+
+    def cam_models(self):
+        """The run's PyTorch models (imports torch the first time: seconds)."""
+        with self._open_lock:
+            if self._cam is None:
+                refs = self.checkpoints()
+                if not refs:
+                    raise DataError("model", "CAMs need the PyTorch checkpoints: open a run (--run) "
+                                             "or a model.json whose checkpoints exist")
+                from viewer.cam import CamModels
+
+                self._cam = self._stack.enter_context(
+                    CamModels(refs, self.preprocess if self.spec else None, threads=self.threads))
+            return self._cam
+
+    def predict(self, samples, fold="mean"):
+        """(N, 28) probabilities of uint8 (H, W, 4) samples, averaged over ``self.views`` views."""
+        if not self.can_predict:
+            raise DataError("model", "no model: open with --model or --run for predictions")
+        check_fold(fold, self.folds)
+        x = np.stack([preprocess(s, self.preprocess) for s in samples])
+        backend = self._backend(fold) if self.spec is not None else None
+        if backend is not None:
+            return backend.predict(x, self.views)
+        cams = self.cam_models()
+        with self._torch_lock:
+            return cams.probabilities(x, fold, self.views)
+
+    def cam(self, sample, cls, method="gradcam", fold="mean"):
+        """A map in 0..1 at the sample's own resolution."""
+        (cls,) = check_cam_request([cls], method, fold, max(self.folds, 1), CAM_METHODS)
         x = preprocess(sample, self.preprocess)[None]
-        cam = self.cam_models().cam(x, [cls], method, fold)[0]
+        cams = self.cam_models()
+        with self._torch_lock:
+            cam = cams.cam(x, [cls], method, fold, views=self.views)[0]
         return cv2.resize(cam, (sample.shape[1], sample.shape[0]), interpolation=cv2.INTER_LINEAR)
 
     def close(self):
-        if self.backend is not None:
-            self.backend.__exit__(None, None, None)
-            self.backend = None
+        with self._open_lock:
+            self._backends, self._cam = {}, None
+            self._stack.close()
+
+
+class Session:
+    """A dataset and the models, as the window sees them."""
+
+    def __init__(self, data=None, model=None, run=None, models=None):
+        self.dataset = Dataset(data)
+        self.models = models if models is not None else Models(model, run)
+
+    @property
+    def ids(self):
+        return self.dataset.ids
+
+    @property
+    def labels(self):
+        return self.dataset.labels
+
+    def listed_ids(self):
+        """Every Id the list shows: the readable ones and those missing a channel, sorted."""
+        return sorted([*self.dataset.ids, *self.dataset.incomplete])
+
+    def sample(self, sample_id):
+        return self.dataset.read(sample_id)
+
+    def with_folder(self, data):
+        """The same models on another folder (File > Open)."""
+        return Session(data, models=self.models)
+
+    def close(self):
+        self.models.close()
+

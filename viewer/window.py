@@ -1,19 +1,43 @@
-"""The main window: Id list with filters, RGBY composite with a CAM overlay, channel strip,
-contrast controls, the 28 probabilities against their thresholds."""
+"""The main window: it lays out the panels, owns the two workers and moves data between them.
 
-from pathlib import Path
+Left: the Id list with its filters, and the channel controls. Centre: the composite with the CAM
+overlay and the channel strip. Right: the CAM controls, the 28 probabilities, the predicted and
+true classes. What is drawn lives in render.py (numpy), what is shown is decided by the
+ViewerState, and everything slow runs on a worker (worker.py).
+"""
+
+from dataclasses import dataclass
 
 import numpy as np
-import pyqtgraph as pg
-from PyQt5 import QtCore, QtGui, QtWidgets
+from PyQt5 import QtCore, QtWidgets
 
-from runtime.classes import CHANNELS, CLASS_NAMES, NUM_CLASSES
-from runtime.composite import auto_levels, composite
+from runtime.classes import CHANNELS, CLASS_NAMES
+from runtime.composite import auto_levels
+from viewer.cam_request import METHOD_LABELS
+from viewer.chart import ProbabilityChart
+from viewer.controls import CamControls, ChannelControls
+from viewer.id_list import IdPanel
+from viewer.image_panel import ImagePanel
+from viewer.render import channel_planes, composite_gamma, display_scale, export_image, overlay_rgba
 from viewer.session import Session
-from viewer.state import CAM_METHODS, ViewerState
-from viewer.worker import Worker
+from viewer.shortcuts import SHORTCUTS, shortcuts_html
+from viewer.state import ViewerState
+from viewer.worker import Worker, one_line
 
-CHANNEL_COLOURS = ("#ff4040", "#40ff40", "#4080ff", "#ffff40")
+PREDICT_CHUNK = 16   # Ids per background prediction request: an image load waits for one chunk at most
+DIMMED = 0.35        # overlay opacity factor for the map of a class the model does not predict
+
+
+@dataclass
+class Current:
+    """The Id on screen and what has arrived for it so far."""
+    sample_id: str = ""
+    sample: object = None     # uint8 (H, W, 4)
+    probs: object = None      # (28,) for the chosen model (ensemble or one fold)
+    cam: object = None        # 0..1 at the sample's resolution
+    cam_key: tuple = ()       # (Id, class, method, model) the map answers
+    overlay: object = None    # RGBA drawn from cam at display scale
+    error: str = ""
 
 
 class MainWindow(QtWidgets.QMainWindow):
@@ -23,326 +47,450 @@ class MainWindow(QtWidgets.QMainWindow):
         self.resize(1400, 860)
         self.session = session or Session()
         self.state = state or ViewerState()
-        self.worker = Worker(sync=sync)
-        self.worker.result.connect(self._on_result)
-        self.worker.error.connect(self._on_error)
-        self._latest = {}
-        self.sample = None        # uint8 (H, W, 4) of the current Id
-        self.probs = None
-        self.cam = None
-        self.rendered = None      # the composite as shown, uint8 (H, W, 3)
-        self.all_predictions = {}
-        self._build()
-        self._unsubscribe = self.state.subscribe(self._on_state)
+        self.images = Worker("images", sync=sync)   # decode + predictions (no torch)
+        self.cams = Worker("cams", sync=sync)       # CAMs (PyTorch)
+        for worker in (self.images, self.cams):
+            worker.result.connect(self._on_result)
+            worker.error.connect(self._on_error)
+        self.current = Current()
+        self.rendered = None         # the composite as shown, uint8 (H, W, 3)
+        self.predictions = {}        # Id -> ensemble probabilities, filled in behind the first image
+        self.unreadable = {}         # Id -> reason
+        self._build_panels()
+        self._build_menus()
+        self._unbind = [self.state.subscribe(self._on_state), self.channel_controls.unbind, self.cam_controls.unbind]
         self._populate()
 
     # ------------------------------------------------------------------ layout
-    def _build(self):
+    def _build_panels(self):
+        self.cam_controls = CamControls(self.state, self.session.models.folds)
+        toolbar = self.addToolBar("Class activation map")
+        toolbar.setMovable(False)
+        toolbar.addWidget(self.cam_controls)
         splitter = QtWidgets.QSplitter()
+        splitter.setChildrenCollapsible(False)
         self.setCentralWidget(splitter)
+        splitter.addWidget(self._left_column())
+        self.image_panel = ImagePanel()
+        self.image_panel.hovered.connect(self._show_pixel)
+        splitter.addWidget(self.image_panel)
+        splitter.addWidget(self._right_column())
+        # The image takes what the window gains or loses; the side columns keep a readable width.
+        for index, stretch in enumerate((0, 1, 0)):
+            splitter.setStretchFactor(index, stretch)
+        splitter.setSizes([240, 800, 360])
+        self.pixel_label = QtWidgets.QLabel("")
+        self.statusBar().addPermanentWidget(self.pixel_label)
 
+    def _left_column(self):
         left = QtWidgets.QWidget()
-        lv = QtWidgets.QVBoxLayout(left)
-        self.search = QtWidgets.QLineEdit(placeholderText="search Ids")
-        self.gt_filter = QtWidgets.QComboBox()
-        self.pred_filter = QtWidgets.QComboBox()
-        for combo, label in ((self.gt_filter, "ground truth"), (self.pred_filter, "predicted")):
-            combo.addItem(f"any {label}", -1)
-            for c, name in enumerate(CLASS_NAMES):
-                combo.addItem(f"{c} {name}", c)
-        self.errors_only = QtWidgets.QCheckBox("errors only (prediction differs from ground truth)")
-        self.id_list = QtWidgets.QListWidget()
-        for w in (self.search, self.gt_filter, self.pred_filter, self.errors_only, self.id_list):
-            lv.addWidget(w)
-        self.search.textChanged.connect(self._apply_filters)
-        self.gt_filter.currentIndexChanged.connect(self._apply_filters)
-        self.pred_filter.currentIndexChanged.connect(self._apply_filters)
-        self.errors_only.toggled.connect(self._apply_filters)
-        self.id_list.currentTextChanged.connect(lambda text: text and self.state.update(sample_id=text))
-        splitter.addWidget(left)
+        layout = QtWidgets.QVBoxLayout(left)
+        layout.setContentsMargins(4, 4, 0, 4)
+        self.id_panel = IdPanel()
+        self.id_panel.current_changed.connect(lambda sample_id: self.state.update(sample_id=sample_id))
+        self.id_panel.filters_changed.connect(self._apply_filters)
+        self.channel_controls = ChannelControls(self.state)
+        self.channel_controls.auto.clicked.connect(self.auto_contrast)
+        layout.addWidget(self.id_panel, 1)
+        layout.addWidget(self.channel_controls)
+        left.setMinimumWidth(200)
+        return left
 
-        self.graphics = pg.GraphicsLayoutWidget()
-        self.view = self.graphics.addViewBox(row=0, col=0, colspan=4, lockAspect=True, invertY=True)
-        self.image_item = pg.ImageItem()
-        self.cam_item = pg.ImageItem()
-        self.cam_item.setZValue(10)
-        self.view.addItem(self.image_item)
-        self.view.addItem(self.cam_item)
-        cmap = pg.colormap.get("inferno")
-        self.cam_item.setLookupTable(cmap.getLookupTable(nPts=256))
-        self.colorbar = pg.ColorBarItem(values=(0, 1), colorMap=cmap, interactive=False, label="CAM")
-        self.colorbar.setImageItem(self.cam_item)
-        self.graphics.addItem(self.colorbar, row=0, col=4)
-        self.channel_items = []
-        for i, name in enumerate(CHANNELS):
-            vb = self.graphics.addViewBox(row=1, col=i, lockAspect=True, invertY=True)
-            item = pg.ImageItem()
-            vb.addItem(item)
-            vb.setMouseEnabled(False, False)
-            self.channel_items.append(item)
-            label = pg.TextItem(name, color=CHANNEL_COLOURS[i])
-            vb.addItem(label)
-        self.graphics.ci.layout.setRowStretchFactor(0, 4)
-        splitter.addWidget(self.graphics)
-
+    def _right_column(self):
         right = QtWidgets.QWidget()
-        rv = QtWidgets.QVBoxLayout(right)
-        channels_box = QtWidgets.QGroupBox("Channels (Ctrl+1..4)")
-        grid = QtWidgets.QGridLayout(channels_box)
-        self.channel_checks, self.level_low, self.level_high = [], [], []
-        for i, name in enumerate(CHANNELS):
-            check = QtWidgets.QCheckBox(name)
-            check.setChecked(True)
-            check.setStyleSheet(f"color: {CHANNEL_COLOURS[i]}")
-            check.toggled.connect(lambda on, i=i: self.state.channels[i] != on and self.state.toggle_channel(i))
-            low, high = QtWidgets.QSpinBox(), QtWidgets.QSpinBox()
-            for box, value in ((low, 0), (high, 255)):
-                box.setRange(0, 255)
-                box.setValue(value)
-                box.valueChanged.connect(lambda _v, i=i: self.state.set_level(
-                    i, self.level_low[i].value(), max(self.level_high[i].value(), self.level_low[i].value() + 1)))
-            grid.addWidget(check, i, 0)
-            grid.addWidget(low, i, 1)
-            grid.addWidget(high, i, 2)
-            self.channel_checks.append(check)
-            self.level_low.append(low)
-            self.level_high.append(high)
-        auto = QtWidgets.QPushButton("Auto contrast")
-        auto.clicked.connect(self.auto_contrast)
-        grid.addWidget(auto, 4, 0, 1, 3)
-        rv.addWidget(channels_box)
-
-        cam_box = QtWidgets.QGroupBox("Class activation map")
-        form = QtWidgets.QFormLayout(cam_box)
-        self.cam_class = QtWidgets.QComboBox()
-        self.cam_class.addItem("top predicted class", -1)
-        for c, name in enumerate(CLASS_NAMES):
-            self.cam_class.addItem(f"{c} {name}", c)
-        self.cam_method = QtWidgets.QComboBox()
-        self.cam_method.addItems(CAM_METHODS)
-        self.cam_fold = QtWidgets.QComboBox()
-        self.cam_fold.addItem("mean over folds", "mean")
-        for k in range(self.session.folds):
-            self.cam_fold.addItem(f"fold {k}", f"fold{k}")
-        self.opacity = QtWidgets.QSlider(QtCore.Qt.Horizontal)
-        self.opacity.setRange(0, 100)
-        self.opacity.setValue(int(self.state.cam_opacity * 100))
-        self.show_cam = QtWidgets.QCheckBox("show")
-        self.show_cam.setChecked(self.state.show_cam)
-        self.cam_class.currentIndexChanged.connect(lambda _i: self.state.update(cam_class=self.cam_class.currentData()))
-        self.cam_method.currentTextChanged.connect(lambda m: self.state.update(cam_method=m))
-        self.cam_fold.currentIndexChanged.connect(lambda _i: self.state.update(cam_fold=self.cam_fold.currentData()))
-        self.opacity.valueChanged.connect(lambda v: self.state.update(cam_opacity=v / 100))
-        self.show_cam.toggled.connect(lambda on: self.state.update(show_cam=on))
-        for label, w in (("class", self.cam_class), ("method", self.cam_method), ("model (bars + CAM)", self.cam_fold),
-                         ("opacity", self.opacity), ("overlay", self.show_cam)):
-            form.addRow(label, w)
-        rv.addWidget(cam_box)
-
-        self.plot = pg.PlotWidget(title="probability per class (bars), threshold (line), ground truth (star)")
-        self.plot.setYRange(0, 1)
-        self.plot.getAxis("bottom").setTicks([[(c, str(c)) for c in range(NUM_CLASSES)]])
-        self.bars = pg.BarGraphItem(x=np.arange(NUM_CLASSES), height=np.zeros(NUM_CLASSES), width=0.7, brush="#5b9bd5")
-        self.threshold_marks = pg.ScatterPlotItem(symbol="_", size=14, pen=pg.mkPen("#ff6060", width=2))
-        self.truth_marks = pg.ScatterPlotItem(symbol="star", size=12, brush="#ffd700")
-        for item in (self.bars, self.threshold_marks, self.truth_marks):
-            self.plot.addItem(item)
-        rv.addWidget(self.plot, 1)
+        layout = QtWidgets.QVBoxLayout(right)
+        layout.setContentsMargins(0, 4, 4, 4)
+        self.chart = ProbabilityChart()
         self.pred_label = QtWidgets.QLabel("")
         self.pred_label.setWordWrap(True)
-        rv.addWidget(self.pred_label)
-        splitter.addWidget(right)
-        splitter.setSizes([260, 760, 380])
+        self.pred_label.setTextFormat(QtCore.Qt.RichText)
+        layout.addWidget(self.chart, 1)
+        layout.addWidget(self.pred_label)
+        right.setMinimumWidth(300)
+        return right
 
-        menu = self.menuBar().addMenu("&File")
-        menu.addAction("&Open folder...", self._open_dialog, QtGui.QKeySequence.Open)
-        menu.addAction("&Export view...", self._export_dialog, "Ctrl+E")
-        menu.addAction("&Quit", self.close, QtGui.QKeySequence.Quit)
-        for i in range(4):
-            QtWidgets.QShortcut(QtGui.QKeySequence(f"Ctrl+{i + 1}"), self, activated=lambda i=i: self.state.toggle_channel(i))
-        for key, step in ((QtCore.Qt.Key_PageDown, 10), (QtCore.Qt.Key_PageUp, -10)):
-            QtWidgets.QShortcut(QtGui.QKeySequence(key), self, activated=lambda s=step: self.move(s))
-        self.statusBar().showMessage("ready")
+    def _build_menus(self):
+        menus = {}
+        for entry in SHORTCUTS:
+            menu = menus.get(entry.menu) or menus.setdefault(entry.menu, self.menuBar().addMenu(entry.menu))
+            action = menu.addAction(entry.text)
+            action.setShortcuts(list(entry.keys))
+            # Application-wide: next/previous and the rest work whichever widget has the focus.
+            action.setShortcutContext(QtCore.Qt.ApplicationShortcut)
+            action.triggered.connect(getattr(self, entry.handler) if not entry.args else
+                                     (lambda _checked=False, e=entry: getattr(self, e.handler)(*e.args)))
 
     # ------------------------------------------------------------------ data
-    def _populate(self):
-        self.id_list.clear()
-        self.id_list.addItems(self.session.ids)
-        if self.session.backend is not None or self.session.checkpoints:
-            ids = list(self.session.ids)
-            self._request("predict_all", lambda: {i: self.session.predict(i) for i in ids})
-        if self.session.ids:
-            self.id_list.setCurrentRow(0)
-        self.statusBar().showMessage(f"{len(self.session.ids)} samples" + (
-            "" if self.session.preprocess else "; no model: open with --model or --run for predictions"))
+    @property
+    def models(self):
+        return self.session.models
 
-    def open_folder(self, data, model=None, run=None):
-        self.session.close()
-        self.session = Session(data, model, run)
-        self.all_predictions = {}
+    def _populate(self):
+        self.predictions, self.unreadable = {}, {}
+        self.id_panel.set_ids(self.session.listed_ids())
+        for sample_id, reason in self.session.dataset.incomplete.items():
+            self._mark_unreadable(sample_id, reason)
+        self.id_panel.set_predictions_enabled(self.models.can_predict, "needs a model: open with --model or --run")
+        self._apply_filters()
+        listed = self.session.listed_ids()
+        self.statusBar().showMessage(f"{len(self.session.ids)} images" + (
+            "" if self.models.can_predict else "; no model: open with --model or --run for predictions"))
+        if listed:
+            self.id_panel.select(listed[0])
+        self._predict_next_chunk()
+
+    def open_folder(self, data):
+        """File > Open: another folder with the same models (nothing is reloaded)."""
+        session = self.session.with_folder(data)
+        self.session = session
+        self.current = Current()
+        self.state.update(sample_id="")
         self._populate()
 
-    def visible_ids(self):
-        return [self.id_list.item(i).text() for i in range(self.id_list.count()) if not self.id_list.item(i).isHidden()]
+    def _mark_unreadable(self, sample_id, reason):
+        self.unreadable[sample_id] = reason
+        self.id_panel.mark_unreadable(sample_id, reason)
 
     def _apply_filters(self):
-        text = self.search.text().strip().lower()
-        gt, pred, errors = self.gt_filter.currentData(), self.pred_filter.currentData(), self.errors_only.isChecked()
-        for i in range(self.id_list.count()):
-            item = self.id_list.item(i)
-            sample_id = item.text()
-            truth = self.session.labels.get(sample_id)
-            probs = self.all_predictions.get(sample_id)
-            predicted = self.session.predicted(probs) if probs is not None else None
-            hide = bool(text) and text not in sample_id.lower()
-            hide |= gt >= 0 and (truth is None or gt not in truth)
-            hide |= pred >= 0 and (predicted is None or pred not in predicted)
-            hide |= errors and (truth is None or predicted is None or sorted(truth) == sorted(predicted))
-            item.setHidden(hide)
+        predicted = {i: self.models.predicted(p) for i, p in self.predictions.items()}
+        pending = len(self.session.ids) - len(self.predictions) - len(set(self.unreadable) - set(self.session.dataset.incomplete))
+        self.id_panel.apply(self.session.labels, predicted, self.unreadable, max(pending, 0) if self.models.can_predict else 0)
 
-    def move(self, step):
-        rows = [i for i in range(self.id_list.count()) if not self.id_list.item(i).isHidden()]
-        if not rows:
+    def visible_ids(self):
+        return self.id_panel.visible_ids()
+
+    def go(self, step):
+        """Next (1), previous (-1) or further among the listed Ids. (Not ``move``: that is QWidget's.)"""
+        self.id_panel.move(step)
+
+    # ------------------------------------------------------------------ requests
+    def _load(self, sample_id):
+        self.current = Current(sample_id)
+        self.image_panel.hide_overlay()
+        if sample_id in self.session.dataset.incomplete:
+            self._show_failure(sample_id, self.session.dataset.incomplete[sample_id])
             return
-        current = self.id_list.currentRow()
-        pos = rows.index(current) if current in rows else 0
-        self.id_list.setCurrentRow(rows[max(0, min(len(rows) - 1, pos + step))])
+        session = self.session
+        self.statusBar().showMessage(f"loading {sample_id}...")
+        self.images.request("load", lambda: (session, sample_id, session.sample(sample_id)))
 
-    def keyPressEvent(self, event):
-        if event.key() in (QtCore.Qt.Key_Down, QtCore.Qt.Key_Up):
-            self.move(1 if event.key() == QtCore.Qt.Key_Down else -1)
-        else:
-            super().keyPressEvent(event)
-
-    # ------------------------------------------------------------------ worker traffic
-    def _request(self, kind, fn):
-        self.worker.request(kind, fn, on_id=lambda rid: self._latest.__setitem__(kind, rid))
-
-    def _on_result(self, rid, kind, value):
-        if self._latest.get(kind) != rid:
-            return  # a newer request of this kind is on its way
-        if kind == "load":
-            sample_id, self.sample, self.probs = value
-            self.cam = None
-            self._render()
-            self._show_predictions(sample_id)
-            self._request_cam()
-        elif kind == "cam":
-            self.cam = value
-            self._render_cam()
-        elif kind == "predict_all":
-            self.all_predictions = value
-            self._apply_filters()
-
-    def _on_error(self, rid, kind, message):
-        if self._latest.get(kind) != rid:
+    def _request_probs(self):
+        cur, fold = self.current, self.state.cam_fold
+        if cur.sample is None or not self.models.can_predict:
+            self._show_chart()
             return
-        if kind == "load":
-            self.sample, self.probs, self.cam = None, None, None
-            self.image_item.clear()
-            self.cam_item.clear()
-        self.statusBar().showMessage(f"{kind}: {message}")
-
-    def _on_state(self, changed):
-        if "sample_id" in changed and self.state.sample_id:
-            sample_id, session = self.state.sample_id, self.session
-            has_model = session.backend is not None or bool(session.checkpoints)
-            self.statusBar().showMessage(f"loading {sample_id}...")
-            fold = self.state.cam_fold
-            self._request("load", lambda: (sample_id, session.sample(sample_id),
-                                           session.predict(sample_id, fold) if has_model else None))
-        if changed & {"channels", "levels"}:
-            for i, check in enumerate(self.channel_checks):
-                check.blockSignals(True)
-                check.setChecked(self.state.channels[i])
-                check.blockSignals(False)
-            self._render()
-        if "cam_fold" in changed and self.state.sample_id:
-            # the model choice drives the bars too: the ensemble, or one fold's checkpoint
-            sample_id, fold, session = self.state.sample_id, self.state.cam_fold, self.session
-            self._request("load", lambda: (sample_id, session.sample(sample_id), session.predict(sample_id, fold)))
-        elif changed & {"cam_class", "cam_method"}:
+        if fold == "mean" and cur.sample_id in self.predictions:
+            cur.probs = self.predictions[cur.sample_id]
+            self._show_chart()
             self._request_cam()
-        if changed & {"cam_opacity", "show_cam"}:
-            self._render_cam()
+            return
+        self._show_chart()
+        models, sample, sample_id = self.models, cur.sample, cur.sample_id
+        self.images.request("probs", lambda: (sample_id, fold, models.predict([sample], fold)[0]))
+
+    def _cam_class(self):
+        if self.state.cam_class >= 0:
+            return self.state.cam_class
+        return int(np.argmax(self.current.probs)) if self.current.probs is not None else None
 
     def _request_cam(self):
-        if self.sample is None or not self.session.checkpoints or self.probs is None:
+        cur = self.current
+        if cur.sample is None or not self.state.show_cam:
+            self._render_overlay()
             return
-        cls = self.state.cam_class if self.state.cam_class >= 0 else int(np.argmax(self.probs))
-        sample_id, method, fold, session = self.state.sample_id, self.state.cam_method, self.state.cam_fold, self.session
-        self._request("cam", lambda: session.cam(sample_id, cls, method, fold))
+        if not self.models.can_explain:
+            self.image_panel.set_caption("CAM: needs the PyTorch checkpoints (open with --run, or a model.json "
+                                         "whose checkpoints exist)")
+            return
+        cls = self._cam_class()
+        if cls is None:
+            return  # the top class is known once the probabilities arrive
+        key = (cur.sample_id, cls, self.state.cam_method, self.state.cam_fold)
+        if key == cur.cam_key:
+            self._render_overlay()  # this map is on screen already, or on its way
+            return
+        cur.cam, cur.cam_key, cur.overlay = None, key, None
+        self.image_panel.hide_overlay()
+        waiting = "computing the map..." if self.models.cam_ready else (
+            f"loading the CAM models (PyTorch and {len(self.models.checkpoints())} checkpoint(s); "
+            "a few seconds, once)...")
+        self.image_panel.set_caption(f"{METHOD_LABELS[key[2]]} of {cls} {_escape(CLASS_NAMES[cls])}: {waiting}")
+        if not self.models.cam_ready:
+            self.statusBar().showMessage(waiting)
+        models, sample = self.models, cur.sample
+        self.cams.request("cam", lambda: (key, models.cam(sample, cls, key[2], key[3])))
+
+    def _predict_next_chunk(self):
+        if not self.models.can_predict:
+            return
+        done = set(self.predictions) | set(self.unreadable)
+        todo = [i for i in self.session.ids if i not in done][:PREDICT_CHUNK]
+        if not todo:
+            if self.session.ids:
+                self.statusBar().showMessage(f"predictions: {len(self.predictions)} of {len(self.session.ids)} "
+                                             f"images ({len(self.unreadable)} unreadable)", 8000)
+            return
+        session = self.session
+        self.images.request("predict", lambda: (session, *_predict_chunk(session, todo)))
+
+    # ------------------------------------------------------------------ results
+    def _on_result(self, rid, kind, value):
+        worker = self.cams if kind == "cam" else self.images
+        if not worker.is_latest(rid, kind):
+            return  # a newer request of this kind is on its way
+        getattr(self, f"_got_{kind}")(value)
+
+    def _got_load(self, value):
+        session, sample_id, sample = value
+        if session is not self.session or sample_id != self.state.sample_id:
+            return
+        self.current.sample = sample
+        self._render()
+        self.statusBar().showMessage(f"{sample_id}: {sample.shape[1]}x{sample.shape[0]}", 4000)
+        self._request_probs()
+        if self.state.cam_class >= 0:
+            self._request_cam()
+
+    def _got_probs(self, value):
+        sample_id, fold, probs = value
+        if sample_id != self.current.sample_id or fold != self.state.cam_fold:
+            return
+        self.current.probs = probs
+        if fold == "mean" and sample_id not in self.predictions:
+            self.predictions[sample_id] = probs
+        self._show_chart()
+        self._request_cam()
+
+    def _got_cam(self, value):
+        key, cam = value
+        if key != self.current.cam_key:
+            return
+        self.current.cam = cam
+        self._render_overlay()
+        if self.statusBar().currentMessage().startswith("loading the CAM models"):
+            self.statusBar().showMessage("CAM models loaded", 4000)
+
+    def _got_predict(self, value):
+        session, probs, errors = value
+        if session is not self.session:
+            return
+        self.predictions.update(probs)
+        for sample_id, reason in errors.items():
+            self._mark_unreadable(sample_id, reason)
+        total = len(self.session.ids)
+        if not self.statusBar().currentMessage().startswith("loading"):
+            self.statusBar().showMessage(f"predicting all images: {len(self.predictions)} of {total}...")
+        if self.id_panel.needs_predictions() or errors:
+            self._apply_filters()
+        self._predict_next_chunk()
+
+    def _on_error(self, rid, kind, message):
+        worker = self.cams if kind == "cam" else self.images
+        if not worker.is_latest(rid, kind):
+            return
+        if kind == "load":
+            self._show_failure(self.state.sample_id, message)
+        elif kind == "cam":
+            self.current.cam_key = ()  # asking again retries
+            self.image_panel.set_caption(f"<span style='color:#d04040'>CAM failed: {_escape(message)}</span>")
+            self.statusBar().showMessage(f"CAM: {message}")
+        elif kind == "predict":
+            self.statusBar().showMessage(f"predictions stopped: {message}")
+            self.id_panel.note.setText(f"predictions stopped: {message}")
+            self.id_panel.note.setVisible(True)
+        else:
+            self.statusBar().showMessage(f"{kind}: {message}")
+
+    def _show_failure(self, sample_id, message):
+        """A failed load: nothing of the previous image stays on screen."""
+        self.current = Current(sample_id, error=message)
+        self.rendered = None
+        self.image_panel.clear()
+        self.image_panel.set_caption(f"<span style='color:#d04040'>{_escape(sample_id)}: cannot be shown</span>")
+        self.chart.show_waiting(self.session.labels.get(sample_id))
+        self.pred_label.setText(f"<b>{_escape(sample_id)}</b><br><span style='color:#d04040'>{_escape(message)}</span>")
+        self._mark_unreadable(sample_id, message)
+        self.statusBar().showMessage(f"{sample_id}: {message}")
+
+    # ------------------------------------------------------------------ state
+    def _on_state(self, changed):
+        if "sample_id" in changed and self.state.sample_id:
+            self._load(self.state.sample_id)
+            return
+        if changed & {"channels", "levels", "gammas"}:
+            self._render()
+        if "cam_fold" in changed:
+            self.current.probs = None
+            self._request_probs()  # the model choice drives the bars and the map
+        elif changed & {"cam_class", "cam_method"} or ("show_cam" in changed and self.state.show_cam):
+            self._request_cam()
+        if "cam_style" in changed:
+            self.current.overlay = None
+            self._render_overlay()
+        if changed & {"cam_opacity", "show_cam"}:
+            self._render_overlay()
 
     # ------------------------------------------------------------------ drawing
     def _render(self):
-        if self.sample is None:
+        sample = self.current.sample
+        if sample is None:
             return
-        self.rendered = composite(self.sample, self.state.channels, self.state.levels)
-        self.image_item.setImage(self.rendered, autoLevels=False, levels=(0, 255))
-        for i, item in enumerate(self.channel_items):
-            low, high = self.state.levels[i]
-            item.setImage(self.sample[..., i], autoLevels=False, levels=(low, high))
-        self.view.autoRange(padding=0)
+        s = self.state
+        self.rendered = composite_gamma(sample, s.channels, s.levels, s.gammas)
+        self.image_panel.show_image(self.rendered, channel_planes(sample, s.levels, s.gammas), s.channels)
 
-    def _render_cam(self):
-        if self.cam is None or not self.state.show_cam:
-            self.cam_item.setVisible(False)
-            return
-        self.cam_item.setImage(self.cam, autoLevels=False, levels=(0, 1))
-        self.cam_item.setOpacity(self.state.cam_opacity)
-        self.cam_item.setVisible(True)
+    def overlay_opacity(self):
+        """The slider's opacity, dimmed for a class the chosen model does not predict."""
+        cls = self.current.cam_key[1] if self.current.cam_key else None
+        predicted = self.models.predicted(self.current.probs, self.state.cam_fold) if self.current.probs is not None else None
+        dim = DIMMED if predicted is not None and cls not in predicted else 1.0
+        return self.state.cam_opacity * dim
 
-    def _show_predictions(self, sample_id):
-        truth = self.session.labels.get(sample_id, [])
-        if self.probs is None:
-            self.bars.setOpts(height=np.zeros(NUM_CLASSES))
-            self.pred_label.setText(f"{sample_id}: no model loaded")
+    def _render_overlay(self):
+        cur = self.current
+        if not self.state.show_cam:
+            self.image_panel.hide_overlay()
+            if cur.sample is not None:
+                self.image_panel.set_caption("CAM overlay hidden (Ctrl+H shows it)")
             return
-        predicted = self.session.predicted(self.probs)
-        brushes = ["#70ad47" if c in predicted else "#5b9bd5" for c in range(NUM_CLASSES)]
-        self.bars.setOpts(height=self.probs, brushes=brushes)
-        self.threshold_marks.setData(x=np.arange(NUM_CLASSES), y=self.session.thresholds)
-        self.truth_marks.setData(x=np.array(truth, float), y=np.full(len(truth), 0.97))
-        names = ", ".join(f"{c} {CLASS_NAMES[c]} ({self.probs[c]:.2f})" for c in predicted)
-        truth_text = ", ".join(f"{c} {CLASS_NAMES[c]}" for c in truth) if truth else "unknown"
-        self.pred_label.setText(f"<b>{sample_id}</b><br>predicted: {names}<br>ground truth: {truth_text}")
-        self.statusBar().showMessage(f"{sample_id}: {len(predicted)} predicted classes")
+        if cur.cam is None or cur.sample is None:
+            self.image_panel.hide_overlay()
+            return
+        if cur.overlay is None:
+            cur.overlay = overlay_rgba(cur.cam, self.state.cam_style, display_scale(cur.cam.shape))
+        self.image_panel.show_overlay(cur.overlay, self.overlay_opacity())
+        self.image_panel.set_caption(self._cam_caption())
+
+    def _cam_caption(self):
+        sample_id, cls, method, fold = self.current.cam_key
+        views = self.models.views
+        source = (f"mean of {self.models.folds} folds" if fold == "mean" else fold.replace("fold", "fold ")) + (
+            f", {views} views" if views > 1 else "")
+        head = f"<b>{METHOD_LABELS[method]}</b> of <b>{cls} {_escape(CLASS_NAMES[cls])}</b> ({source})"
+        if self.current.cam.max() <= 0:
+            return head + ": <span style='color:#c08000'>no positive evidence for this class anywhere</span>"
+        probs = self.current.probs
+        if probs is None:
+            return head
+        thresholds, _ = self.models.thresholds(fold)
+        if thresholds is None:
+            return head + f": p {probs[cls]:.2f} (no threshold for this model)"
+        if probs[cls] > thresholds[cls]:
+            return head + f": p {probs[cls]:.2f} &gt; threshold {thresholds[cls]:.2f}, predicted"
+        return head + (f": <span style='color:#c08000'>not predicted (p {probs[cls]:.2f} &le; threshold "
+                       f"{thresholds[cls]:.2f}); overlay dimmed</span>")
+
+    def _show_chart(self):
+        cur = self.current
+        truth = self.session.labels.get(cur.sample_id, [])
+        truth_text = ", ".join(f"{c} {_escape(CLASS_NAMES[c])}" for c in truth) if truth else "unknown"
+        if cur.probs is None:
+            self.chart.show_waiting(truth)
+            waiting = "predicting..." if self.models.can_predict and cur.sample is not None else "no model loaded"
+            self.pred_label.setText(f"<b>{_escape(cur.sample_id)}</b><br>{waiting}<br>ground truth: {truth_text}")
+            return
+        thresholds, which = self.models.thresholds(self.state.cam_fold)
+        predicted = self.models.predicted(cur.probs, self.state.cam_fold)
+        self.chart.show(cur.probs, thresholds, truth, predicted)
+        names = (", ".join(f"{c} {_escape(CLASS_NAMES[c])} ({cur.probs[c]:.2f})" for c in predicted)
+                 if predicted is not None else "— (no thresholds for this model)")
+        self.pred_label.setText(f"<b>{_escape(cur.sample_id)}</b><br>predicted: {names}<br>ground truth: {truth_text}"
+                                f"<br><span style='color:gray'>thresholds: {which}</span>")
+
+    def _show_pixel(self, x, y):
+        sample = self.current.sample
+        if sample is None or x < 0:
+            self.pixel_label.setText("")
+            return
+        values = "  ".join(f"{name[0].upper()} {sample[y, x, c]}" for c, name in enumerate(CHANNELS))
+        cam = self.current.cam
+        extra = f"  CAM {cam[y, x]:.2f}" if cam is not None and self.state.show_cam else ""
+        self.pixel_label.setText(f"x {x}, y {y}:  {values}{extra}")
+
+    # ------------------------------------------------------------------ actions (see shortcuts.py)
+    def toggle_channel(self, index):
+        self.state.toggle_channel(index)
+
+    def toggle_overlay(self):
+        self.state.update(show_cam=not self.state.show_cam)
+
+    def reset_view(self):
+        self.image_panel.reset_view()
 
     def auto_contrast(self):
-        if self.sample is None:
+        if self.current.sample is None:
             return
-        levels = auto_levels(self.sample)
-        for i, (low, high) in enumerate(levels):
-            for box, v in ((self.level_low[i], low), (self.level_high[i], high)):
-                box.blockSignals(True)
-                box.setValue(int(round(v)))
-                box.blockSignals(False)
+        levels = auto_levels(self.current.sample)
         self.state.update(levels=tuple((float(lo), float(max(hi, lo + 1))) for lo, hi in levels))
 
-    # ------------------------------------------------------------------ files
     def export_view(self, path):
-        """Save what is on screen (composite, overlay, chart) as a PNG."""
-        path = Path(path)
+        """Save the window's panels as they are on screen (PNG)."""
         if not self.centralWidget().grab().save(str(path), "PNG"):
-            raise OSError(f"{path}: could not write PNG")
+            raise OSError(f"{path}: could not write the PNG (is the folder writable?)")
         return path
 
-    def _open_dialog(self):
-        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Open dataset folder")
-        if folder:
-            try:
-                spec = self.session.spec.path.parent if self.session.spec else None
-                self.open_folder(folder, spec)
-            except Exception as err:
-                self.statusBar().showMessage(f"open: {err}")
+    def export_image(self, path):
+        """The composite at the image's own resolution with the overlay as shown, and the map alone."""
+        if self.rendered is None:
+            raise ValueError("no image on screen to export")
+        cur = self.current
+        shown = cur.cam is not None and self.state.show_cam
+        return export_image(path, self.rendered, cur.cam if shown else None, self.state.cam_style, self.overlay_opacity())
 
-    def _export_dialog(self):
+    def _open_dialog(self):
+        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Open image folder")
+        if folder:
+            self._guarded("Open folder", lambda: self.open_folder(folder))
+
+    def _export_view_dialog(self):
         path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export view", "view.png", "PNG (*.png)")
         if path:
-            self.statusBar().showMessage(f"saved {self.export_view(path)}")
+            self._guarded("Export view", lambda: self.statusBar().showMessage(f"saved {self.export_view(path)}"))
+
+    def _export_image_dialog(self):
+        name = f"{self.current.sample_id or 'image'}.png"
+        path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export image", name, "PNG (*.png)")
+        if path:
+            self._guarded("Export image", lambda: self.statusBar().showMessage(
+                "saved " + ", ".join(map(str, self.export_image(path)))))
+
+    def _guarded(self, title, fn):
+        """Run a user action; a failure is a dialog with one line, never a terminal traceback."""
+        try:
+            fn()
+        except Exception as err:  # noqa: BLE001 - whatever failed, the user gets told, the viewer stays up
+            self.show_error(title, one_line(err))
+
+    def show_error(self, title, message):
+        QtWidgets.QMessageBox.critical(self, title, message)
+
+    def _shortcuts_dialog(self):
+        QtWidgets.QMessageBox.information(self, "Shortcuts", shortcuts_html())
 
     def closeEvent(self, event):
-        self._unsubscribe()
-        self.worker.stop()
+        for unbind in self._unbind:
+            unbind()
+        self.images.stop()
+        self.cams.stop()
         self.session.close()
         super().closeEvent(event)
+
+
+def _predict_chunk(session, ids):
+    """({Id: probabilities}, {Id: reason}) for a few Ids: one unreadable Id is one error entry,
+    the others are still predicted."""
+    samples, errors = {}, {}
+    for sample_id in ids:
+        try:
+            samples[sample_id] = session.sample(sample_id)
+        except Exception as err:  # noqa: BLE001 - a decode failure belongs to that one Id
+            errors[sample_id] = one_line(err)
+    probs = {}
+    if samples:
+        out = session.models.predict(list(samples.values()))
+        probs = dict(zip(samples, out))
+    return probs, errors
+
+
+def _escape(text):
+    return str(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

@@ -1,13 +1,30 @@
-"""Nothing slow on the GUI thread: decoding, inference and CAMs run on one worker thread.
+"""Nothing slow on the GUI thread: decoding, inference and CAMs run on worker threads.
 
-Each request carries an id; the window keeps only the latest id per kind and drops stale
-results. Results and errors come back as Qt signals. ``sync=True`` runs requests in the calling
-thread (deterministic tests)."""
+Each request carries an id and a kind. A worker remembers the latest id per kind: a queued
+request that a newer one of its kind has superseded is skipped before it runs (holding Down
+through a list does not decode every image on the way), and :meth:`Worker.is_latest` lets the
+window drop a stale result. Results and errors come back as Qt signals, always on the GUI thread.
+``sync=True`` runs requests in the calling thread (deterministic tests).
+
+*Decision*: the window runs two workers, one for images and predictions (ONNX Runtime, no torch)
+and one for CAMs (PyTorch). Loading torch and the checkpoints takes seconds the first time; on
+one shared thread that would freeze browsing behind the first CAM.
+"""
 
 import itertools
-import traceback
+import logging
+import threading
 
 from PyQt5 import QtCore
+
+log = logging.getLogger(__name__)
+
+
+def one_line(err):
+    """The user-facing line for an exception: DataError's own message (it names the file),
+    anything else prefixed with its type."""
+    text = str(err).splitlines()[0] if str(err) else ""
+    return text if hasattr(err, "path") else f"{type(err).__name__}: {text}".rstrip(": ")
 
 
 class Worker(QtCore.QObject):
@@ -15,44 +32,53 @@ class Worker(QtCore.QObject):
     error = QtCore.pyqtSignal(int, str, str)       # request id, kind, one-line message
     _submit = QtCore.pyqtSignal(int, str, object)
 
-    def __init__(self, sync=False):
+    def __init__(self, name="worker", sync=False):
         super().__init__()
         self._ids = itertools.count(1)
+        self._latest = {}
+        self._lock = threading.Lock()
         self.sync = sync
         self._thread = None
         if not sync:
             self._thread = QtCore.QThread()
+            self._thread.setObjectName(name)
             self.moveToThread(self._thread)
             self._submit.connect(self._run)
             self._thread.start()
 
-    def request(self, kind, fn, on_id=None):
-        """Queue fn() to run off the GUI thread; returns the request id. ``on_id(rid)`` is called
-        before the work is queued, so a caller can record the id even in synchronous mode."""
-        rid = next(self._ids)
-        if on_id is not None:
-            on_id(rid)
+    def request(self, kind, fn, supersede=True):
+        """Queue fn() to run off the GUI thread; returns the request id. With ``supersede`` a
+        newer request of the same kind makes this one stale (skipped if still queued)."""
+        with self._lock:
+            rid = next(self._ids)
+            if supersede:
+                self._latest[kind] = rid
         if self.sync:
             self._run(rid, kind, fn)
         else:
             self._submit.emit(rid, kind, fn)
         return rid
 
+    def is_latest(self, rid, kind):
+        """False when a newer superseding request of this kind was made after ``rid``."""
+        with self._lock:
+            return self._latest.get(kind, rid) <= rid
+
     @QtCore.pyqtSlot(int, str, object)
     def _run(self, rid, kind, fn):
+        if not self.is_latest(rid, kind):
+            return  # superseded while queued: nobody wants this result
         try:
             value = fn()
-        except Exception as err:  # every failure becomes a status-bar message, never a crash
-            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+        except Exception as err:  # every failure becomes a message for the user, never a crash
             if not hasattr(err, "path"):
-                message = f"{type(err).__name__}: {message}"
-                traceback.print_exc()
-            self.error.emit(rid, kind, message)
+                log.exception("%s request failed", kind)
+            self.error.emit(rid, kind, one_line(err))
             return
         self.result.emit(rid, kind, value)
 
     def stop(self):
         if self._thread is not None:
             self._thread.quit()
-            self._thread.wait(5000)
+            self._thread.wait(10000)
             self._thread = None

@@ -1,0 +1,96 @@
+"""The 28 probabilities as horizontal bars, one labelled row per class.
+
+*Decision* (issue 12, point 3): horizontal bars, so every class name is written out in full on
+the left axis and all 28 rows fit the panel's height at 1000x650 and up; the old vertical chart
+showed numbers, and its long title pushed classes 23-27 off screen. The legend is a line of
+text under the chart, not a plot title, so it never widens the chart."""
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt5 import QtCore, QtGui, QtWidgets
+
+from runtime.classes import CLASS_NAMES, NUM_CLASSES
+
+BAR, PREDICTED, NO_DATA = "#5b9bd5", "#70ad47", "#808080"
+ROW_PX = 14          # the least height a row needs for its 8-point label
+TRUTH_X = 1.06       # where the ground-truth stars sit, right of the bars
+
+
+class ProbabilityChart(QtWidgets.QWidget):
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        self.plot = pg.PlotWidget()
+        layout.addWidget(self.plot, 1)
+        self.legend = QtWidgets.QLabel(
+            f"bar: probability (<span style='color:{PREDICTED}'>green</span>: predicted) · "
+            "<span style='color:#ff6060'>|</span> threshold · <span style='color:#ffd700'>★</span> ground truth")
+        self.legend.setWordWrap(True)
+        layout.addWidget(self.legend)
+        self._setup_axes()
+        self.bars = pg.BarGraphItem(x0=np.zeros(NUM_CLASSES), y=np.arange(NUM_CLASSES), height=0.7,
+                                    width=np.zeros(NUM_CLASSES), brush=BAR, pen=None)
+        self.threshold_marks = pg.ScatterPlotItem(symbol="|", size=ROW_PX, pen=pg.mkPen("#ff6060", width=2), brush=None)
+        self.truth_marks = pg.ScatterPlotItem(symbol="star", size=11, brush="#ffd700", pen=None)
+        for item in (self.bars, self.threshold_marks, self.truth_marks):
+            self.plot.addItem(item)
+        self.setMinimumHeight(NUM_CLASSES * ROW_PX + 70)
+
+    def _setup_axes(self):
+        item = self.plot.getPlotItem()
+        item.setMenuEnabled(False)
+        item.hideButtons()
+        view = item.getViewBox()
+        view.invertY(True)
+        view.setMouseEnabled(False, False)
+        item.setXRange(0, TRUTH_X + 0.04, padding=0)
+        item.setYRange(-0.6, NUM_CLASSES - 0.4, padding=0)
+        font = QtGui.QFont()
+        font.setPointSize(8)
+        left = item.getAxis("left")
+        left.setTicks([[(c, f"{c} {name}") for c, name in enumerate(CLASS_NAMES)], []])
+        left.setStyle(tickFont=font, tickTextOffset=4)
+        # A fixed width from the longest name: every label fits from the first paint on.
+        metrics = QtGui.QFontMetrics(font)
+        left.setWidth(max(metrics.horizontalAdvance(f"{c} {n}") for c, n in enumerate(CLASS_NAMES)) + 16)
+        bottom = item.getAxis("bottom")
+        bottom.setTicks([[(v, f"{v:g}") for v in (0, 0.25, 0.5, 0.75, 1)], []])
+        bottom.setStyle(tickFont=font)
+        item.showGrid(x=True, y=False, alpha=0.2)
+
+    def show(self, probs, thresholds, truth, predicted):
+        """Bars for ``probs``; thresholds (or None: not marked), true and predicted classes."""
+        predicted = set(predicted or ())
+        brushes = [PREDICTED if c in predicted else BAR for c in range(NUM_CLASSES)]
+        self.bars.setOpts(width=np.asarray(probs, float), brushes=brushes)
+        if thresholds is None:
+            self.threshold_marks.setData(x=[], y=[])
+        else:
+            self.threshold_marks.setData(x=np.asarray(thresholds, float), y=np.arange(NUM_CLASSES))
+        self._truth(truth)
+
+    def show_waiting(self, truth, text=""):
+        """No probabilities (yet, or at all): empty grey bars, the ground truth still starred."""
+        self.bars.setOpts(width=np.zeros(NUM_CLASSES), brushes=[NO_DATA] * NUM_CLASSES)
+        self.threshold_marks.setData(x=[], y=[])
+        self._truth(truth)
+
+    def _truth(self, truth):
+        truth = list(truth or ())
+        self.truth_marks.setData(x=np.full(len(truth), TRUTH_X), y=np.asarray(truth, float))
+
+    def tick_labels(self):
+        """The class labels the left axis draws, with their rectangles (for tests and the
+        real-window check): [(text, QRectF)]."""
+        axis = self.plot.getPlotItem().getAxis("left")
+        painter = QtGui.QPainter()
+        image = QtGui.QImage(max(1, int(axis.width())), max(1, int(axis.height())), QtGui.QImage.Format_ARGB32)
+        painter.begin(image)
+        painter.setFont(axis.style["tickFont"])
+        try:
+            specs = axis.generateDrawSpecs(painter)
+        finally:
+            painter.end()
+        texts = specs[2] if specs else []
+        return [(text, QtCore.QRectF(rect)) for rect, _flags, text in texts]

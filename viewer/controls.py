@@ -1,0 +1,152 @@
+"""Controls bound both ways to the ViewerState: a widget change updates the state, a state change
+(from a shortcut, a test, another widget) updates the widget. Each panel subscribes once and
+``unbind()`` (called when the window closes) unsubscribes."""
+
+from PyQt5 import QtCore, QtWidgets
+
+from runtime.classes import CHANNELS, CLASS_NAMES
+from viewer.cam_request import CAM_METHODS, METHOD_LABELS
+from viewer.image_panel import CONTROL_COLOURS
+from viewer.render import OVERLAY_STYLES
+from viewer.state import GAMMA_RANGE
+
+
+def _quietly(widget, setter, value):
+    """Set a widget's value without it echoing the change back into the state."""
+    widget.blockSignals(True)
+    try:
+        setter(value)
+    finally:
+        widget.blockSignals(False)
+
+
+class ChannelControls(QtWidgets.QGroupBox):
+    """Per channel: shown (Ctrl+1..4), contrast low/high (0..255), gamma; auto contrast."""
+
+    def __init__(self, state, parent=None):
+        super().__init__("Channels", parent)
+        self.state = state
+        grid = QtWidgets.QGridLayout(self)
+        grid.setContentsMargins(6, 4, 6, 4)
+        grid.setVerticalSpacing(2)
+        for col, text in enumerate(("", "low", "high", "gamma")):
+            grid.addWidget(QtWidgets.QLabel(text), 0, col)
+        self.checks, self.lows, self.highs, self.gammas = [], [], [], []
+        for i, name in enumerate(CHANNELS):
+            self._add_row(grid, i, name)
+        self.auto = QtWidgets.QPushButton("Auto contrast")
+        grid.addWidget(self.auto, len(CHANNELS) + 1, 0, 1, 4)
+        self.unbind = state.subscribe(self._on_state)
+
+    def _add_row(self, grid, i, name):
+        check = QtWidgets.QCheckBox(name)
+        check.setChecked(self.state.channels[i])
+        check.setStyleSheet(f"color: {CONTROL_COLOURS[i]}; font-weight: bold")
+        check.setToolTip(f"show {name} (Ctrl+{i + 1})")
+        check.toggled.connect(lambda on, i=i: self.state.channels[i] != on and self.state.toggle_channel(i))
+        low, high = QtWidgets.QSpinBox(), QtWidgets.QSpinBox()
+        for box, value in ((low, self.state.levels[i][0]), (high, self.state.levels[i][1])):
+            box.setRange(0, 255)
+            box.setValue(int(value))
+            box.valueChanged.connect(lambda _v, i=i: self._levels_from_boxes(i))
+        gamma = QtWidgets.QDoubleSpinBox()
+        gamma.setRange(*GAMMA_RANGE)
+        gamma.setSingleStep(0.1)
+        gamma.setDecimals(2)
+        gamma.setValue(self.state.gammas[i])
+        gamma.valueChanged.connect(lambda v, i=i: self.state.set_gamma(i, v))
+        # No arrow buttons: the column fits a 240-px panel; the wheel, the arrow keys and typing still work.
+        for box in (low, high, gamma):
+            box.setButtonSymbols(QtWidgets.QAbstractSpinBox.NoButtons)
+            box.setToolTip("type a value, or use the mouse wheel / Up and Down")
+        for col, widget in enumerate((check, low, high, gamma)):
+            grid.addWidget(widget, i + 1, col)
+        self.checks.append(check)
+        self.lows.append(low)
+        self.highs.append(high)
+        self.gammas.append(gamma)
+
+    def _levels_from_boxes(self, i):
+        low = self.lows[i].value()
+        high = max(self.highs[i].value(), low + 1)
+        self.state.set_level(i, low, high)
+
+    def _on_state(self, changed):
+        for i in range(len(CHANNELS)):
+            if "channels" in changed:
+                _quietly(self.checks[i], self.checks[i].setChecked, self.state.channels[i])
+            if "levels" in changed:
+                low, high = self.state.levels[i]
+                _quietly(self.lows[i], self.lows[i].setValue, int(round(low)))
+                _quietly(self.highs[i], self.highs[i].setValue, int(round(high)))
+            if "gammas" in changed:
+                _quietly(self.gammas[i], self.gammas[i].setValue, self.state.gammas[i])
+
+
+class CamControls(QtWidgets.QWidget):
+    """Which map (class, method, model) and how it is drawn (style, opacity, shown): one row,
+    in the window's toolbar, so the right column keeps its height for the 28 bars."""
+
+    def __init__(self, state, folds, methods=CAM_METHODS, parent=None):
+        super().__init__(parent)
+        self.state = state
+        self.cls = QtWidgets.QComboBox()
+        self.cls.addItem("top predicted class", -1)
+        for c, name in enumerate(CLASS_NAMES):
+            self.cls.addItem(f"{c} {name}", c)
+        self.cls.setMinimumContentsLength(16)
+        self.cls.setSizeAdjustPolicy(QtWidgets.QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.method = QtWidgets.QComboBox()
+        for m in methods:
+            self.method.addItem(METHOD_LABELS[m], m)
+        self.fold = QtWidgets.QComboBox()
+        self.fold.setToolTip("the model behind both the bars and the map: the fold ensemble or one fold")
+        self.set_folds(folds)
+        self.style = QtWidgets.QComboBox()
+        self.style.addItems(OVERLAY_STYLES)
+        self.opacity = QtWidgets.QSlider(QtCore.Qt.Horizontal)
+        self.opacity.setRange(0, 100)
+        self.opacity.setFixedWidth(90)
+        self.show_cam = QtWidgets.QCheckBox("show")
+        self.show_cam.setToolTip("show the CAM overlay (Ctrl+H)")
+        self._layout()
+        self._on_state({"cam_class", "cam_method", "cam_fold", "cam_style", "cam_opacity", "show_cam"})
+        self.cls.currentIndexChanged.connect(lambda _i: self.state.update(cam_class=self.cls.currentData()))
+        self.method.currentIndexChanged.connect(lambda _i: self.state.update(cam_method=self.method.currentData()))
+        self.fold.currentIndexChanged.connect(lambda _i: self.state.update(cam_fold=self.fold.currentData()))
+        self.style.currentTextChanged.connect(lambda s: self.state.update(cam_style=s))
+        self.opacity.valueChanged.connect(lambda v: self.state.update(cam_opacity=v / 100))
+        self.show_cam.toggled.connect(lambda on: self.state.update(show_cam=on))
+        self.unbind = state.subscribe(self._on_state)
+
+    def _layout(self):
+        row = QtWidgets.QHBoxLayout(self)
+        row.setContentsMargins(4, 0, 4, 0)
+        for label, widget in (("CAM", self.cls), ("", self.method), ("model", self.fold),
+                              ("overlay", self.style), ("opacity", self.opacity)):
+            if label:
+                row.addWidget(QtWidgets.QLabel(label))
+            row.addWidget(widget)
+        row.addWidget(self.show_cam)
+        row.addStretch(1)
+
+    def set_folds(self, folds):
+        self.fold.blockSignals(True)
+        self.fold.clear()
+        self.fold.addItem("mean over folds", "mean")
+        for k in range(folds):
+            self.fold.addItem(f"fold {k}", f"fold{k}")
+        self.fold.blockSignals(False)
+
+    def _on_state(self, changed):
+        for key, combo in (("cam_class", self.cls), ("cam_method", self.method), ("cam_fold", self.fold)):
+            if key in changed:
+                index = combo.findData(getattr(self.state, key))
+                if index >= 0:
+                    _quietly(combo, combo.setCurrentIndex, index)
+        if "cam_style" in changed:
+            _quietly(self.style, self.style.setCurrentText, self.state.cam_style)
+        if "cam_opacity" in changed:
+            _quietly(self.opacity, self.opacity.setValue, int(round(self.state.cam_opacity * 100)))
+        if "show_cam" in changed:
+            _quietly(self.show_cam, self.show_cam.setChecked, self.state.show_cam)

@@ -1,0 +1,113 @@
+"""The image panel: the composite with the CAM overlay (zoom and pan), a caption saying what the
+overlay is, and a strip of the four channels alone."""
+
+import numpy as np
+import pyqtgraph as pg
+from PyQt5 import QtCore, QtWidgets
+
+from runtime.classes import CHANNELS
+
+CHANNEL_COLOURS = ("#ff4040", "#40ff40", "#4080ff", "#ffff40")   # labels on the black image
+CONTROL_COLOURS = ("#c01818", "#108010", "#1848c0", "#8a7400")   # the same hues, readable on a light panel
+
+
+class ImagePanel(QtWidgets.QWidget):
+    hovered = QtCore.pyqtSignal(int, int)   # image pixel (x, y) under the cursor; (-1, -1) outside
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(2)
+        self.caption = QtWidgets.QLabel("")
+        self.caption.setWordWrap(True)
+        self.caption.setTextFormat(QtCore.Qt.RichText)
+        layout.addWidget(self.caption)
+        self.graphics = pg.GraphicsLayoutWidget()
+        layout.addWidget(self.graphics, 1)
+        self._build_main_view()
+        self._build_strip()
+        self._shape = None
+
+    def _build_main_view(self):
+        self.view = self.graphics.addViewBox(row=0, col=0, colspan=4, lockAspect=True, invertY=True)
+        self.image_item = pg.ImageItem()
+        self.overlay_item = pg.ImageItem()
+        self.overlay_item.setZValue(10)
+        self.view.addItem(self.image_item)
+        self.view.addItem(self.overlay_item)
+        self.view.scene().sigMouseMoved.connect(self._mouse_moved)
+
+    def _build_strip(self):
+        self.channel_items, self.channel_labels, self.strip_views = [], [], []
+        for i, name in enumerate(CHANNELS):
+            vb = self.graphics.addViewBox(row=1, col=i, lockAspect=True, invertY=True)
+            vb.setMouseEnabled(False, False)
+            item = pg.ImageItem()
+            vb.addItem(item)
+            label = pg.TextItem(name, color=CHANNEL_COLOURS[i], anchor=(0, 0))
+            label.setZValue(5)
+            vb.addItem(label)
+            self.channel_items.append(item)
+            self.channel_labels.append(label)
+            self.strip_views.append(vb)
+        # The strip is a reminder of the channels, the composite is what is inspected: it keeps
+        # about five sixths of the panel's height at every window size.
+        self.graphics.ci.layout.setRowStretchFactor(0, 5)
+        self.graphics.ci.layout.setRowStretchFactor(1, 1)
+
+    # ------------------------------------------------------------------ drawing
+    def show_image(self, rgb, planes, channels_on):
+        """The composite (uint8 RGB) and the four display planes (uint8 each). The view keeps its
+        zoom and pan unless the image size changed."""
+        self.image_item.setImage(rgb, autoLevels=False, levels=(0, 255))
+        for i, item in enumerate(self.channel_items):
+            item.setImage(planes[i], autoLevels=False, levels=(0, 255))
+            self.channel_labels[i].setText(CHANNELS[i] if channels_on[i] else f"{CHANNELS[i]} (off)")
+            self.channel_labels[i].setPos(0, 0)
+        if rgb.shape[:2] != self._shape:
+            self._shape = rgb.shape[:2]
+            self.reset_view()
+            for vb in self.strip_views:
+                vb.autoRange(padding=0)
+
+    def clear(self):
+        """No image (a failed load): nothing of the previous image stays on screen."""
+        self.image_item.clear()
+        self.overlay_item.clear()
+        self.overlay_item.setVisible(False)
+        for item in self.channel_items:
+            item.clear()
+        self._shape = None
+
+    def show_overlay(self, rgba, opacity):
+        """An RGBA overlay drawn at any integer multiple of the image size."""
+        self.overlay_item.setImage(rgba, autoLevels=False, levels=(0, 255))
+        if self._shape is not None:
+            self.overlay_item.setRect(QtCore.QRectF(0, 0, self._shape[1], self._shape[0]))
+        self.overlay_item.setOpacity(opacity)
+        self.overlay_item.setVisible(True)
+
+    def set_overlay_opacity(self, opacity):
+        self.overlay_item.setOpacity(opacity)
+
+    def hide_overlay(self):
+        self.overlay_item.setVisible(False)
+
+    def reset_view(self):
+        """Fit the whole image (View > Reset view); afterwards nothing rescales it on its own."""
+        self.view.autoRange(padding=0)
+        self.view.disableAutoRange()
+
+    def set_caption(self, html):
+        self.caption.setText(html)
+
+    # ------------------------------------------------------------------ cursor
+    def _mouse_moved(self, scene_pos):
+        if self._shape is None or not self.view.sceneBoundingRect().contains(scene_pos):
+            self.hovered.emit(-1, -1)
+            return
+        p = self.image_item.mapFromScene(scene_pos)
+        x, y = int(np.floor(p.x())), int(np.floor(p.y()))
+        inside = 0 <= x < self._shape[1] and 0 <= y < self._shape[0]
+        self.hovered.emit(x if inside else -1, y if inside else -1)
