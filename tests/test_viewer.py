@@ -187,7 +187,7 @@ def test_ids_missing_a_channel_are_listed_with_the_reason(make_window, tiny_data
     win = make_window(Session(folder))
     assert ids[2] in win.session.listed_ids() and ids[2] not in win.session.ids
     win.id_panel.select(ids[2])
-    assert "missing channel file(s): yellow" in win.statusBar().currentMessage()
+    assert "missing yellow" in win.statusBar().currentMessage()
     assert "yellow" in win.id_panel.list.item(2).toolTip()
 
 

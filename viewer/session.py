@@ -48,19 +48,18 @@ def _labels_for(data):
 
 
 class Dataset:
-    """One image folder: its complete Ids, the Ids missing a channel (with the reason), labels."""
+    """One image folder: its complete Ids, the Ids that cannot be read (with the reason), labels."""
 
     def __init__(self, data=None):
         self.path = Path(data) if data else None
         self.folder = ImageFolder(_image_dir(data)) if data else None
         self.labels = _labels_for(self.path) if data else {}
-        self.ids = self.folder.ids() if self.folder else []
-        self.incomplete = {i: f"missing channel file(s): {', '.join(missing)}"
-                           for i, missing in (self.folder.incomplete_ids().items() if self.folder else ())}
+        # problems: Ids the scan finds that cannot be read (a missing channel, an unsafe name), with the reason
+        self.ids, self.problems = self.folder.listing() if self.folder else ([], {})
 
     def read(self, sample_id):
-        if sample_id in self.incomplete:
-            raise DataError(self.folder.root / sample_id, self.incomplete[sample_id])
+        if sample_id in self.problems:
+            raise DataError(self.folder.root / sample_id, self.problems[sample_id])
         return self.folder.read(sample_id)
 
 
@@ -163,7 +162,7 @@ class Models:
 
                 try:
                     backend = make_backend(self.spec, "auto", model="ensemble" if fold == "mean" else fold)
-                except ValueError:
+                except (DataError, ValueError):  # model.json lists no file for this fold
                     backend = None
                 if backend is not None and hasattr(backend, "threads"):
                     backend.threads = self.threads  # ONNX Runtime's intra-op threads (0: all cores)
@@ -229,7 +228,7 @@ class Session:
 
     def listed_ids(self):
         """Every Id the list shows: the readable ones and those missing a channel, sorted."""
-        return sorted([*self.dataset.ids, *self.dataset.incomplete])
+        return sorted([*self.dataset.ids, *self.dataset.problems])
 
     def sample(self, sample_id):
         return self.dataset.read(sample_id)

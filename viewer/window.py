@@ -128,7 +128,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _populate(self):
         self.predictions, self.unreadable = {}, {}
         self.id_panel.set_ids(self.session.listed_ids())
-        for sample_id, reason in self.session.dataset.incomplete.items():
+        for sample_id, reason in self.session.dataset.problems.items():
             self._mark_unreadable(sample_id, reason)
         self.id_panel.set_predictions_enabled(self.models.can_predict, "needs a model: open with --model or --run")
         self._apply_filters()
@@ -153,7 +153,7 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _apply_filters(self):
         predicted = {i: self.models.predicted(p) for i, p in self.predictions.items()}
-        pending = len(self.session.ids) - len(self.predictions) - len(set(self.unreadable) - set(self.session.dataset.incomplete))
+        pending = len(self.session.ids) - len(self.predictions) - len(set(self.unreadable) - set(self.session.dataset.problems))
         self.id_panel.apply(self.session.labels, predicted, self.unreadable, max(pending, 0) if self.models.can_predict else 0)
 
     def visible_ids(self):
@@ -167,8 +167,8 @@ class MainWindow(QtWidgets.QMainWindow):
     def _load(self, sample_id):
         self.current = Current(sample_id)
         self.image_panel.hide_overlay()
-        if sample_id in self.session.dataset.incomplete:
-            self._show_failure(sample_id, self.session.dataset.incomplete[sample_id])
+        if sample_id in self.session.dataset.problems:
+            self._show_failure(sample_id, self.session.dataset.problems[sample_id])
             return
         session = self.session
         self.statusBar().showMessage(f"loading {sample_id}...")
