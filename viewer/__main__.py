@@ -2,15 +2,16 @@
 
 This file only parses the command line, builds the app and the window (or runs the score)."""
 
-import argparse
 import sys
 from pathlib import Path
+
+from runtime.cli import ArgumentParser
 
 SAMPLE = Path(__file__).resolve().parent / "sample"
 
 
 def parser():
-    p = argparse.ArgumentParser(prog="python -m viewer", description="HPA image and prediction viewer")
+    p = ArgumentParser(prog="python -m viewer", description="HPA image and prediction viewer")
     p.add_argument("--data", default="", help="image folder (Kaggle layout, with or without train.csv)")
     p.add_argument("--model", default="", help="deployment folder with model.json (predictions)")
     p.add_argument("--run", default="", help="training run folder (per-fold thresholds; predictions and CAMs "
@@ -21,7 +22,7 @@ def parser():
 
 
 def score_parser():
-    p = argparse.ArgumentParser(prog="python -m viewer score-cam", description="pointing-game localisation score")
+    p = ArgumentParser(prog="python -m viewer score-cam", description="pointing-game localisation score")
     p.add_argument("--run", required=True)
     p.add_argument("--data", required=True, help="a synthetic dataset (with masks/)")
     p.add_argument("--split", default="test", choices=["test", "train"])
@@ -37,28 +38,37 @@ def main(argv=None):
         from runtime.cli import dispatch
 
         return dispatch(_with_command(score_parser()), {"score-cam": _score}, ["score-cam", *argv[1:]])
-    args = parser().parse_args(argv)
-    from runtime.errors import DataError
+    from runtime.cli import guarded
 
-    try:
-        return _view(args)
-    except (DataError, ValueError) as err:  # a bad --data/--model/--run: one line, as runtime.cli does
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    args = parser().parse_args([a for a in argv if a != "--debug"])
+    return guarded(_view, args, debug="--debug" in argv or None)  # a bad --data/--model/--run: one line
 
 
 def build(args, sync=False):
     """(app, window) for parsed arguments: what ``python -m viewer`` shows."""
-    from viewer.app import application
-
-    app = application()
     from viewer.session import Session
-    from viewer.window import MainWindow
 
     # *Decision*: no default model. --sample used to open demo/deploy when it existed relative to
     # the current directory, which silently depended on where the viewer was started.
+    # The session (files, model.json, run) is checked before Qt starts, so a bad path is one line
+    # even where no display is available.
     session = Session(str(SAMPLE) if args.sample else (args.data or None), args.model or None, args.run or None)
+    _check_display()
+    from viewer.app import application
+
+    app = application()
+    from viewer.window import MainWindow
+
     return app, MainWindow(session, sync=sync)
+
+
+def _check_display():
+    import os
+
+    platform = os.environ.get("QT_QPA_PLATFORM", "")
+    if not platform and not (os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")):
+        raise ValueError("no display: run it on a desktop, under xvfb-run, or with QT_QPA_PLATFORM=offscreen "
+                         "(with --screenshot)")
 
 
 def _view(args):
@@ -70,7 +80,7 @@ def _view(args):
 
 
 def _with_command(p):
-    wrapper = argparse.ArgumentParser(prog=p.prog)
+    wrapper = ArgumentParser(prog=p.prog)
     sub = wrapper.add_subparsers(dest="command", required=True)
     sub.add_parser("score-cam", parents=[p], add_help=False)
     return wrapper
