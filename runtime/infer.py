@@ -83,7 +83,7 @@ def run_inference(backend, folder, ids, out, batch_size=32, thresholds=None, res
     views = spec.tta if views is None else check_views(views)
     threshold_mode = "given"
     if thresholds is None:
-        thresholds, exact = spec.thresholds_for(views)
+        thresholds, exact = spec.thresholds_for(views, backend.file)
         threshold_mode = f"tuned for {views} view(s)" if exact else f"tuned for {spec.tta} view(s), run with {views}"
         if not exact:
             log.warning("model.json has no thresholds tuned for %d test-time view(s); using those for %d", views, spec.tta)

@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# auto's INT8 probe caches its timings (runtime.probe); keep the tests' out of the user's cache
+os.environ.setdefault("HPA_TOOLKIT_CACHE", tempfile.mkdtemp(prefix="hpa-toolkit-cache-"))
 REAL = ROOT.parent / "shared" / "hpa-real"
 
 

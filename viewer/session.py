@@ -48,9 +48,9 @@ class Session:
             from runtime.model_spec import load_model_spec
 
             self.spec = load_model_spec(model)
-            self.thresholds = np.asarray(self.spec.thresholds, np.float32)
             self.backend = make_backend(self.spec, "auto").__enter__()
-            self.checkpoints = [c["path"] for c in self.spec.data["checkpoints"] if Path(c["path"]).is_file()]
+            self.thresholds = np.asarray(self.spec.thresholds_for(self.spec.tta, self.backend.file)[0], np.float32)
+            self.checkpoints = [str(c.path) for c in self.spec.checkpoints if c.path.is_file()]
         if run:
             from train.run import Run
 
