@@ -1,6 +1,7 @@
 """python -m runtime {infer,bench,score}: batch inference, benchmark and scoring (no torch needed)."""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def parser():
     b.add_argument("--backend", default="onnxruntime:fp32,onnxruntime:int8,torch",
                    help="comma-separated backend[:precision] list")
     b.add_argument("--batch-sizes", default="1,8,32")
-    b.add_argument("--images", default="", help="PNG folder for the end-to-end figures")
+    b.add_argument("--images", default="", help="PNG folder for the decode-only and end-to-end figures")
     b.add_argument("--seconds", type=float, default=3.0, help="time per measurement")
     b.add_argument("--workers", type=int, default=4)
     b.add_argument("--json", default="", help="also write the results here")
@@ -92,7 +93,10 @@ def cmd_infer(args):
 
 def cmd_bench(args):
     from runtime.bench import bench, format_table
+    from runtime.probe import cpu_info
 
+    name, flags = cpu_info()
+    print(f"CPU: {name} ({' '.join(flags)}); {os.cpu_count()} cores")
     rows = bench(args.model, args.backend, [int(b) for b in args.batch_sizes.split(",")], args.images or None,
                  args.seconds, args.workers, args.json or None)
     print(format_table(rows))
