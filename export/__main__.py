@@ -16,8 +16,8 @@ def parser():
     o.add_argument("--precision", default="fp32", help="comma-separated: fp32, fp16, int8 (fp32 is always written)")
     o.add_argument("--calib-images", type=int, default=64, help="training images used to calibrate INT8")
     o.add_argument("--int8-targets", default="cpu,tensorrt",
-                   help="INT8 flavours to write: cpu (both CPU flavours: cpu-vnni for CPUs with VNNI/AMX, cpu-avx2 "
-                        "with 7-bit weights for the others), cpu-vnni, cpu-avx2, tensorrt (symmetric, for TensorRT)")
+                   help="INT8 flavours to write: cpu-vnni (for CPUs with VNNI/AMX), cpu-avx2 (7-bit weights, for "
+                        "the others), cpu (the one for this machine's CPU), tensorrt (symmetric, for TensorRT)")
     o.add_argument("--eval-images", type=int, default=3000,
                    help="out-of-fold images each reduced precision is judged and tuned on")
     o.add_argument("--max-f1-drop", type=float, default=0.01,
@@ -127,7 +127,7 @@ def cmd_int8_ceiling(args):
 
 
 def cmd_int8_levers(args):
-    from export.int8_levers import format_rows, levers
+    from export.int8_levers import HEADER, format_rows, levers
     from export.onnx_export import RunData
     from runtime.writeutil import atomic_write_json
     from train.run import Run
@@ -138,9 +138,9 @@ def cmd_int8_levers(args):
         raise ValueError(f"{args.run}: the run's images are not reachable; the levers need them to calibrate")
     ids = data.sample_ids(2 * args.calib_images, seed=1)
     calib, held = data.images(ids[:args.calib_images]), data.images(ids[args.calib_images:])
+    print(HEADER)
     rows = levers(args.onnx, calib, held, [int(b) for b in args.batch_sizes.split(",")], args.seconds,
-                  [o for o in args.only.split(";") if o] or None)
-    print(format_rows(rows))
+                  [o for o in args.only.split(";") if o] or None, report=lambda r: print(format_rows(r), flush=True))
     if args.json:
         atomic_write_json(args.json, {"cpu": name, "cpu_flags": flags, "onnx": args.onnx, "rows": rows})
     return 0

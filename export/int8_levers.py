@@ -4,12 +4,11 @@ CPU, one lever at a time, against the FP32 file of a deployment (docs/int8.md ho
 Each row changes one thing from the ``cpu-vnni`` flavour as exported (``export.precision``):
 which parts stay in float, ``reduce_range``, per-channel weights, QDQ vs QOperator, and the ONNX
 Runtime session options (graph optimisation level, threads, spinning) applied to both files.
-FP32 and INT8 are timed interleaved, call by call, so machine load hits both alike; the ratio is
-of the medians. |dp| is against the FP32 file on run images the calibration did not see.
+FP32 and INT8 are timed in turns of about a second (``runtime.probe.interleaved``), so machine
+load hits both alike; the ratio is of the median calls. |dp| is against the FP32 file on run images the calibration did not see.
 """
 
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -18,12 +17,14 @@ from onnxruntime.quantization import QuantFormat
 
 from export.precision import to_int8
 from runtime.model_spec import INPUT_NAME, PROBS
+from runtime.probe import interleaved
 
 QUANT_LEVERS = {
     "cpu-vnni as exported": {},
-    "quantize CBAM, stem and head too": {"keep_float": ()},
-    "only CBAM in float": {"keep_float": ("attention",)},
-    "CBAM and stem in float": {"keep_float": ("attention", "stem")},
+    "head quantized too": {"keep_float": ()},
+    "CBAM in float too": {"keep_float": ("head", "attention")},
+    "stem in float too": {"keep_float": ("head", "stem")},
+    "CBAM, stem and head in float": {"keep_float": ("head", "attention", "stem")},
     "reduce_range (cpu-avx2)": {"reduce_range": True},
     "per-tensor weights": {"per_channel": False},
     "QOperator format": {"quant_format": QuantFormat.QOperator},
@@ -48,34 +49,29 @@ def session(path, level="all", threads=0, spinning=True):
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def interleaved(sessions, x, seconds):
-    """Images/s of each session: calls alternate until ``seconds`` have passed; medians."""
-    times = [[] for _ in sessions]
-    start = time.perf_counter()
-    for s in sessions:
-        s.run([PROBS], {INPUT_NAME: x})
-    while time.perf_counter() - start < seconds or len(times[-1]) < 5:
-        for k, s in enumerate(sessions):
-            t0 = time.perf_counter()
-            s.run([PROBS], {INPUT_NAME: x})
-            times[k].append(time.perf_counter() - t0)
+def _rates(sessions, x, seconds):
+    """Images/s of each session (median call), timed in turns (runtime.probe.interleaved)."""
+    times = interleaved([lambda s=s: s.run([PROBS], {INPUT_NAME: x}) for s in sessions], seconds)
     return [len(x) / float(np.median(t)) for t in times]
 
 
-def _row(name, fp32, int8, held, batch_sizes, seconds):
+def _row(name, fp32, int8, held, batch_sizes, seconds, report):
     ref, got = (s.run([PROBS], {INPUT_NAME: held})[0] for s in (fp32, int8))
     diff = np.abs(got - ref)
     rows = []
     for b in batch_sizes:
         x = np.ascontiguousarray(np.resize(held, (b, *held.shape[1:])))
-        f, i = interleaved([fp32, int8], x, seconds)
+        f, i = _rates([fp32, int8], x, seconds)
         rows.append({"lever": name, "batch_size": b, "fp32_per_s": f, "int8_per_s": i, "ratio": i / f,
                      "p99_abs_dp": float(np.percentile(diff, 99)), "max_abs_dp": float(diff.max())})
+    if report:
+        report(rows)
     return rows
 
 
-def levers(fp32_path, calib, held, batch_sizes=(1, 16), seconds=3.0, only=None):
-    """Rows of (lever, batch size, FP32 and INT8 images/s, ratio, p99 and max |dp|)."""
+def levers(fp32_path, calib, held, batch_sizes=(1, 16), seconds=3.0, only=None, report=None):
+    """Rows of (lever, batch size, FP32 and INT8 images/s, ratio, p99 and max |dp|); ``report``
+    gets each lever's rows as they come."""
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp) / "base.onnx"
@@ -85,15 +81,19 @@ def levers(fp32_path, calib, held, batch_sizes=(1, 16), seconds=3.0, only=None):
                 continue
             path = base if not overrides else to_int8(fp32_path, Path(tmp) / f"{len(rows)}.onnx", calib,
                                                       "cpu-vnni", **overrides)
-            rows += _row(name, session(fp32_path), session(path), held, batch_sizes, seconds)
+            rows += _row(name, session(fp32_path), session(path), held, batch_sizes, seconds, report)
         for name, options in SESSION_LEVERS.items():
             if not only or name in only:
-                rows += _row(name, session(fp32_path, **options), session(base, **options), held, batch_sizes, seconds)
+                rows += _row(name, session(fp32_path, **options), session(base, **options), held, batch_sizes,
+                             seconds, report)
     return rows
 
 
+HEADER = f"{'lever':<34}{'batch':>6}{'FP32 /s':>10}{'INT8 /s':>10}{'INT8/FP32':>11}{'p99 |dp|':>10}{'max |dp|':>10}"
+
+
 def format_rows(rows):
-    lines = [f"{'lever':<34}{'batch':>6}{'FP32 /s':>10}{'INT8 /s':>10}{'INT8/FP32':>11}{'p99 |dp|':>10}{'max |dp|':>10}"]
+    lines = []
     for r in rows:
         lines.append(f"{r['lever']:<34}{r['batch_size']:>6}{r['fp32_per_s']:>10.1f}{r['int8_per_s']:>10.1f}"
                      f"{r['ratio']:>10.2f}x{r['p99_abs_dp']:>10.4f}{r['max_abs_dp']:>10.4f}")

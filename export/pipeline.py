@@ -1,10 +1,11 @@
 """``python -m export onnx``: every fold and the ensemble in FP32, the asked-for reduced-precision
 variants judged on the run's out-of-fold images, the checkpoints, then model.json.
 
-Which variants ``--precision``/``--int8-targets`` ask for (``INT8_TARGETS``): ``cpu`` writes both
-CPU INT8 flavours, ``cpu-vnni`` (8-bit weights, for CPUs with VNNI or AMX) and ``cpu-avx2``
-(7-bit weights, safe on any x86 CPU), so one deployment folder serves every CPU and ``auto``
-picks by the machine's flags; ``tensorrt`` writes the symmetric flavour TensorRT expects.
+Which variants ``--precision``/``--int8-targets`` ask for (``INT8_TARGETS``): ``cpu-vnni`` (8-bit
+weights, for CPUs with VNNI or AMX), ``cpu-avx2`` (7-bit weights, safe on any x86 CPU), ``cpu``
+(the one of the two for the CPU exporting: the usual case of exporting where you deploy, at half
+the export time of both; name both for a fleet of mixed CPUs, and ``auto`` picks by each
+machine's flags), ``tensorrt`` (the symmetric flavour TensorRT expects).
 """
 
 import logging
@@ -25,12 +26,13 @@ from export.quality import (DEFAULT_MAX_F1_DROP, assess, distribution, fp32_qual
 from runtime.backends.select import default_choices
 from runtime.model_spec import FP32, INPUT_NAME, LOGITS, PROBS, sha256_of, write_model_spec
 from runtime.onnx_session import make_session
+from runtime.probe import cpu_class, cpu_info
 from runtime.writeutil import atomic_path
 from train.run import Run
 
 log = logging.getLogger(__name__)
 
-INT8_TARGETS = {"cpu": ("int8-cpu-vnni", "int8-cpu-avx2"), "cpu-vnni": ("int8-cpu-vnni",),
+INT8_TARGETS = {"cpu": (f"int8-cpu-{cpu_class(cpu_info()[1])}",), "cpu-vnni": ("int8-cpu-vnni",),
                 "cpu-avx2": ("int8-cpu-avx2",), "tensorrt": ("int8-trt",)}
 ENSEMBLE_PARITY_IMAGES = 256
 

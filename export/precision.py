@@ -7,11 +7,12 @@
   ``reduce_range``), ``tensorrt`` (symmetric signed INT8, what TensorRT's explicit quantization
   expects). docs/int8.md has the measurements behind each setting.
 
-Which parts stay in float (``keep_float``): the CBAM attention (element-wise products, tiny
-pooled MLPs and a 2-channel convolution: quantizing them adds Quantize/Dequantize pairs for no
-integer work worth having), the stem (4 input channels: too narrow for the INT8 kernels) and the
-head (global pooling to the probabilities: negligible work, and a quantized probability moves in
-steps of 1/255).
+Which parts stay in float (``keep_float``; docs/int8.md has the measurements): only the head,
+everything after the last convolution (pooling, the linear layer, the sigmoid): negligible work,
+and quantized it moves every probability in steps of 1/255 (max |dp| halves when it stays in
+float). Keeping CBAM's attention or the stem in float as well was measured slower: each float
+island costs a Dequantize of a whole feature map and layout changes around ONNX Runtime's NHWC
+INT8 convolutions, more than the integer work it avoids.
 """
 
 import tempfile
@@ -27,8 +28,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
 from runtime.model_spec import INPUT_NAME, PROBS
 from runtime.writeutil import atomic_path
 
-_CPU = dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, extra_options={},
-            keep_float=("attention", "stem", "head"))
+_CPU = dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, extra_options={}, keep_float=("head",))
 INT8_FLAVOURS = {
     # reduce_range: 7-bit weights, so that AVX2's u8 x s8 multiply-add (vpmaddubsw, which saturates
     # at 16 bits) cannot overflow on CPUs without VNNI, as ONNX Runtime's quantization guide
@@ -68,8 +68,9 @@ def to_fp16(src, dst):
 
 def float_nodes(model, parts):
     """Names of the nodes of ``parts`` (PARTS): CBAM's nodes (named .../attention/... by the
-    exporter after train.model's modules), the convolutions reading the input image, and
-    everything from the first global average pooling on."""
+    exporter after train.model's modules), the convolutions reading the input image, and the
+    head: every node with no convolution after it (pooling, the linear layer, the sigmoid, an
+    ensemble's mean)."""
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown part {sorted(unknown)[0]!r}; valid: {', '.join(PARTS)}")
@@ -80,11 +81,12 @@ def float_nodes(model, parts):
     if "stem" in parts:
         keep |= {n.name for n in nodes if n.op_type == "Conv" and n.input[0] == INPUT_NAME}
     if "head" in parts:
-        reached = set()  # outputs downstream of a GlobalAveragePool (nodes are topologically sorted)
-        for n in nodes:
-            if n.op_type == "GlobalAveragePool" or reached & set(n.input):
+        feeds_conv = set()  # tensors with a convolution downstream (nodes are topologically sorted)
+        for n in reversed(nodes):
+            if n.op_type == "Conv" or feeds_conv & set(n.output):
+                feeds_conv |= set(n.input)
+            else:
                 keep.add(n.name)
-                reached |= set(n.output)
     return sorted(keep)
 
 

@@ -54,7 +54,7 @@ def distribution(diff):
             "values": int(diff.size)}
 
 
-def predict_oof(fold_paths, data, ref, chunk=256):
+def predict_oof(fold_paths, data, ref, chunk=64):
     """{views: (n, 28)} out-of-fold probabilities of one fold file per fold (``fold_paths[k]``)
     for views 1 and the run's count, averaged as runtime.tta does."""
     sessions = {k: make_session(p, "cpu") for k, p in fold_paths.items()}

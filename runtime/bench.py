@@ -1,5 +1,6 @@
 """``python -m runtime bench``: throughput (images/s) and latency (p50/p95/p99) per backend and
-batch size for the model alone, decoding alone (PNG files to the model's input, on the same
+batch size for the model alone (the backends timed in turns, so their ratios hold on a busy
+machine), decoding alone (PNG files to the model's input, on the same
 threads ``runtime infer`` uses), and end to end from PNG files (sequential decode-then-infer,
 and pipelined), with how close the pipelined run comes to the ideal the two parts allow. The
 project's performance benchmark; not a timed test (docs/benchmarks.md).
@@ -12,29 +13,27 @@ Figures are for one view per image: a model exported with test-time augmentation
 ``--tta 1``."""
 
 import time
+from contextlib import ExitStack
 
 import numpy as np
 
 from runtime.backends import make_backend
 from runtime.model_spec import load_model_spec
 from runtime.pipeline import decoded_batches
-from runtime.probe import cpu_info
+from runtime.probe import cpu_info, interleaved
 from runtime.reader import ImageFolder
 from runtime.writeutil import atomic_write_json
 
 
-def _model_only(backend, batch_size, seconds, rng):
-    size = backend.spec.preprocess.size
+def _model_only(backends, batch_size, seconds, rng):
+    """Latency stats of each backend at one batch size, the backends timed in turns."""
+    size = backends[0].spec.preprocess.size
     x = rng.standard_normal((batch_size, 4, size, size), dtype=np.float32)
-    for _ in range(2):
-        backend.infer(x)
-    latencies = []
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds or len(latencies) < 5:
-        t0 = time.perf_counter()
-        backend.infer(x)
-        latencies.append(time.perf_counter() - t0)
-    ms = np.array(latencies) * 1000
+    times = interleaved([lambda b=b: b.infer(x) for b in backends], seconds, block=min(1.0, seconds / 3))
+    return [_stats(batch_size, np.array(t) * 1000) for t in times]
+
+
+def _stats(batch_size, ms):
     return {"images_per_s": batch_size * len(ms) / (ms.sum() / 1000), "p50_ms": float(np.percentile(ms, 50)),
             "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99)), "calls": len(ms)}
 
@@ -70,19 +69,23 @@ def _end_to_end(backend, folder, ids, b, workers, decode, model_rows):
 
 def bench(model, backends="onnxruntime:fp32", batch_sizes=(1, 8, 32), images=None, seconds=3.0, workers=4,
           json_path=None):
-    """Rows per backend: the model alone at each batch size, then (with ``images``) decoding
-    alone (measured once, before the first end-to-end run) and end to end at the largest batch."""
+    """Rows per backend: the model alone at each batch size (the backends timed in turns), then
+    (with ``images``) decoding alone (measured once, before the first end-to-end run) and end to
+    end at the largest batch."""
     spec = load_model_spec(model)
     rng = np.random.default_rng(0)
     folder = ImageFolder(images) if images else None
     ids = folder.ids() if folder else []
     rows, decode = [], None
-    for item in [b.strip() for b in backends.split(",") if b.strip()]:
-        name, _, precision = item.partition(":")
-        backend = make_backend(spec, name, "ensemble", precision or None)
-        with backend:
-            model_rows = [{"backend": backend.description, "mode": "model", "batch_size": b,
-                           **_model_only(backend, b, seconds, rng)} for b in batch_sizes]
+    with ExitStack() as stack:
+        opened = []
+        for item in [b.strip() for b in backends.split(",") if b.strip()]:
+            name, _, precision = item.partition(":")
+            opened.append(stack.enter_context(make_backend(spec, name, "ensemble", precision or None)))
+        stats = [_model_only(opened, b, seconds, rng) for b in batch_sizes]
+        for k, backend in enumerate(opened):
+            model_rows = [{"backend": backend.description, "mode": "model", "batch_size": b, **per[k]}
+                          for b, per in zip(batch_sizes, stats)]
             rows += model_rows
             if folder and decode is None:
                 decode = _decode_only(folder, ids, spec.preprocess, max(batch_sizes), workers)

@@ -25,7 +25,7 @@ log = logging.getLogger(__name__)
 SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
 # u8 x s8 dot products that cannot saturate: VNNI (AVX512-VNNI, AVX-VNNI) or AMX tiles.
 VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
-PROBE_SECONDS = 0.5   # timed runs, after one warm-up run of each file
+PROBE_SECONDS = 0.5   # timed runs of both files together, after one warm-up run of each
 CACHE_FILE = "int8-probe.json"
 
 
@@ -56,16 +56,25 @@ def _cache_path():
     return Path(root) / CACHE_FILE
 
 
-def _time_pair(sessions, x, seconds):
-    """Median seconds per call of each session, calls interleaved so that load changes hit both."""
-    times = [[], []]
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times[1]) < 3:
-        for k, session in enumerate(sessions):
-            t0 = time.perf_counter()
-            session.run(None, {INPUT_NAME: x})
-            times[k].append(time.perf_counter() - t0)
-    return [float(np.median(t)) for t in times]
+def interleaved(calls, seconds, block=1.0):
+    """Per-call seconds of each callable, timed in turns of about ``block`` seconds until each has
+    had ``seconds``: a change in the machine's load hits all of them alike. Turns, not single
+    calls: after a call ONNX Runtime's thread pool spin-waits a while, and call-by-call
+    alternation would time each session beside the other's spinning threads."""
+    for call in calls:
+        call()  # warm up
+    times = [[] for _ in calls]
+    spent = [0.0] * len(calls)
+    while min(spent) < seconds or min(map(len, times)) < 5:
+        for k, call in enumerate(calls):
+            start, calls_this_turn = time.perf_counter(), 0
+            while time.perf_counter() - start < block or calls_this_turn < 2:
+                t0 = time.perf_counter()
+                call()
+                times[k].append(time.perf_counter() - t0)
+                calls_this_turn += 1
+            spent[k] += time.perf_counter() - start
+    return times
 
 
 def measure(fp32_path, int8_path, size, seconds=PROBE_SECONDS):
@@ -74,13 +83,14 @@ def measure(fp32_path, int8_path, size, seconds=PROBE_SECONDS):
     at the batch they run at and large ones still get several calls."""
     from runtime.onnx_session import make_session
 
-    sessions = [make_session(fp32_path, "cpu"), make_session(int8_path, "cpu")]
+    fp32, int8 = make_session(fp32_path, "cpu"), make_session(int8_path, "cpu")
     rng = np.random.default_rng(0)
-    one = rng.standard_normal((1, 4, size, size), dtype=np.float32)
-    t1 = _time_pair(sessions, one, 0)[0]
-    batch = int(np.clip(seconds / 10 / max(t1, 1e-6), 1, 32))
-    fp32, int8 = _time_pair(sessions, rng.standard_normal((batch, 4, size, size), dtype=np.float32), seconds)
-    return fp32 / int8
+    one = {INPUT_NAME: rng.standard_normal((1, 4, size, size), dtype=np.float32)}
+    t1 = float(np.median(interleaved([lambda: fp32.run(None, one)], 0, block=0)[0]))
+    feed = {INPUT_NAME: rng.standard_normal((int(np.clip(seconds / 10 / max(t1, 1e-6), 1, 32)), 4, size, size),
+                                            dtype=np.float32)}
+    times = interleaved([lambda: fp32.run(None, feed), lambda: int8.run(None, feed)], seconds / 2, block=seconds / 8)
+    return float(np.median(times[0]) / np.median(times[1]))
 
 
 def speedup(fp32_file, int8_file):

@@ -50,5 +50,6 @@ def tiny_deploy(tiny_run, tmp_path_factory):
     from export.pipeline import export_run
 
     out = tmp_path_factory.mktemp("deploy")
-    spec = export_run(tiny_run[0], out, ("fp32", "fp16", "int8"), calib_images=16, report=lambda *_: None)
+    spec = export_run(tiny_run[0], out, ("fp32", "fp16", "int8"), calib_images=16, report=lambda *_: None,
+                      int8_targets=("cpu-vnni", "cpu-avx2", "tensorrt"))
     return out, spec

@@ -12,6 +12,7 @@ from train.run import Run
 from runtime.errors import DataError
 from runtime.model_spec import INPUT_NAME, LOGITS, PROBS, load_model_spec
 from runtime.onnx_session import make_session
+from runtime.probe import cpu_class, cpu_info
 
 
 def random_batch(n, size=48, seed=0):
@@ -80,7 +81,7 @@ def test_reduced_precision_is_judged_on_out_of_fold_images_with_its_own_threshol
     assert spec.variants["int8-cpu-vnni"].thresholds[4][0] != fp32.thresholds[4][0]
     settings = json.loads((deploy / "model.json").read_text())["variants"]
     assert settings["int8-cpu-avx2"]["settings"]["reduce_range"] and not settings["int8-cpu-vnni"]["settings"]["reduce_range"]
-    assert settings["int8-cpu-vnni"]["settings"]["kept_in_float"] == ["attention", "stem", "head"]
+    assert settings["int8-cpu-vnni"]["settings"]["kept_in_float"] == ["head"]
 
 
 def test_a_variant_over_the_f1_bound_is_unusable_and_auto_leaves_it(tiny_run, tmp_path, capsys):
@@ -124,10 +125,10 @@ def test_int8_targets_choose_the_flavours_written(tiny_run, tmp_path, capsys):
     assert export_main(["onnx", "--run", str(tiny_run[0]), "--out", str(out), "--precision", "int8",
                         "--int8-targets", "cpu", "--calib-images", "8", "--eval-images", "16"]) == 0
     spec = load_model_spec(out)
-    assert {(f.variant, f.target) for f in spec.files} == {("fp32", "any"), ("int8-cpu-vnni", "cpu"),
-                                                           ("int8-cpu-avx2", "cpu")}
-    assert spec.variants["int8-cpu-vnni"].quality["images"] == 16
-    assert "int8-cpu-avx2: " in capsys.readouterr().out
+    here = f"int8-cpu-{cpu_class(cpu_info()[1])}"  # cpu: the flavour for the exporting machine's CPU
+    assert {(f.variant, f.target) for f in spec.files} == {("fp32", "any"), (here, "cpu")}
+    assert spec.variants[here].quality["images"] == 16
+    assert f"{here}: " in capsys.readouterr().out
     code = export_main(["onnx", "--run", str(tiny_run[0]), "--out", str(tmp_path / "x"), "--precision", "int8",
                         "--int8-targets", "gpu"])
     err = capsys.readouterr().err.strip()
@@ -188,3 +189,36 @@ def test_int8_ceiling_times_a_real_convolution_in_both_precisions(tmp_path, caps
                         str(tmp_path / "c.json")]) == 0
     assert "INT8/FP32" in capsys.readouterr().out
     assert len(json.loads((tmp_path / "c.json").read_text())["rows"]) >= 4
+
+
+def test_int8_levers_time_each_setting_against_fp32(tiny_run, tiny_deploy, capsys):
+    deploy, _ = tiny_deploy
+    assert export_main(["int8-levers", "--run", str(tiny_run[0]), "--onnx", str(deploy / "fold0.onnx"),
+                        "--batch-sizes", "2", "--seconds", "0.05", "--calib-images", "8",
+                        "--only", "head quantized too;no spin-waiting"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("CPU: ") and "INT8/FP32" in lines[1]
+    assert [line.split("  ")[0] for line in lines[2:]] == ["head quantized too", "no spin-waiting"]
+    from export.int8_levers import levers
+
+    rows = levers(deploy / "fold0.onnx", random_batch(4), random_batch(3, seed=1), (1,), 0.02, ["per-tensor weights"])
+    assert rows[0]["ratio"] == pytest.approx(rows[0]["int8_per_s"] / rows[0]["fp32_per_s"])
+    assert 0 < rows[0]["p99_abs_dp"] <= rows[0]["max_abs_dp"] < 0.5
+
+
+def test_cpu_int8_quantizes_every_convolution_and_keeps_the_head_in_float(tiny_deploy):
+    from export.precision import float_nodes
+
+    deploy, _ = tiny_deploy
+    fp32 = onnx.load(str(deploy / "fold0.onnx"))
+    head = {n.op_type for n in fp32.graph.node if n.name in float_nodes(fp32, ("head",))}
+    assert {"Gemm", "Sigmoid", "GlobalAveragePool"} <= head and "Conv" not in head
+    stem = float_nodes(fp32, ("stem",))
+    assert len(stem) == 1 and all("/attention/" in n for n in float_nodes(fp32, ("attention",)))
+    for name, head_in_float in (("int8-cpu-vnni", True), ("int8-trt", False)):
+        int8 = onnx.load(str(deploy / f"fold0.{name}.onnx"))
+        made_by = {o: n.op_type for n in int8.graph.node for o in n.output}
+        convs = [n for n in int8.graph.node if n.op_type == "Conv"]
+        assert convs and all(made_by.get(c.input[1]) == "DequantizeLinear" for c in convs)  # stem and CBAM too
+        gemm = next(n for n in int8.graph.node if n.op_type == "Gemm")
+        assert (made_by.get(gemm.input[1]) != "DequantizeLinear") == head_in_float

@@ -110,3 +110,12 @@ def test_the_probe_times_both_files_once_per_machine(spec, monkeypatch, tmp_path
     monkeypatch.setattr(probe, "measure", lambda *a: pytest.fail("measured twice"))
     assert probe.speedup(fp32, int8) == ratio  # from the cache
     assert probe.cpu_class(["avx2", "avx512_vnni"]) == "vnni" and probe.cpu_class(["avx2", "fma"]) == "avx2"
+
+
+def test_turns_time_every_call_and_give_each_its_share():
+    from runtime.probe import interleaved
+
+    order = []
+    times = interleaved([lambda: order.append("a"), lambda: order.append("b")], 0, block=0)
+    assert [len(t) for t in times] == [6, 6] and order[:2] == ["a", "b"]  # one warm-up each, then turns of 2
+    assert order[2:6] == ["a", "a", "b", "b"]
