@@ -21,10 +21,10 @@ from runtime.probe import interleaved
 
 QUANT_LEVERS = {
     "cpu-vnni as exported": {},
-    "head quantized too": {"keep_float": ()},
-    "CBAM in float too": {"keep_float": ("head", "attention")},
-    "stem in float too": {"keep_float": ("head", "stem")},
-    "CBAM, stem and head in float": {"keep_float": ("head", "attention", "stem")},
+    "CBAM quantized too": {"keep_float": ("head",)},
+    "head quantized too": {"keep_float": ("attention",)},
+    "all quantized": {"keep_float": ()},
+    "stem in float too": {"keep_float": ("attention", "head", "stem")},
     "reduce_range (cpu-avx2)": {"reduce_range": True},
     "per-tensor weights": {"per_channel": False},
     "QOperator format": {"quant_format": QuantFormat.QOperator},
