@@ -35,17 +35,17 @@ SESSION_LEVERS = {
     "graph optimisation extended": {"level": "extended"},
     "graph optimisation basic": {"level": "basic"},
     "1 intra-op thread": {"threads": 1},
-    "no spin-waiting": {"spinning": False},
+    "spin-waiting (ONNX Runtime's default)": {"spinning": True},
 }
 
 
-def session(path, level="all", threads=0, spinning=True):
+def session(path, level="all", threads=0, spinning=False):
+    """A CPU session; the defaults are runtime.onnx_session.make_session's."""
     options = ort.SessionOptions()
     options.graph_optimization_level = _LEVELS[level]
     options.log_severity_level = 3
     options.intra_op_num_threads = threads
-    if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spinning else "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 

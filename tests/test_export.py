@@ -195,10 +195,10 @@ def test_int8_levers_time_each_setting_against_fp32(tiny_run, tiny_deploy, capsy
     deploy, _ = tiny_deploy
     assert export_main(["int8-levers", "--run", str(tiny_run[0]), "--onnx", str(deploy / "fold0.onnx"),
                         "--batch-sizes", "2", "--seconds", "0.05", "--calib-images", "8",
-                        "--only", "all quantized;no spin-waiting"]) == 0
+                        "--only", "all quantized;1 intra-op thread"]) == 0
     lines = capsys.readouterr().out.splitlines()
     assert lines[0].startswith("CPU: ") and "INT8/FP32" in lines[1]
-    assert [line.split("  ")[0] for line in lines[2:]] == ["all quantized", "no spin-waiting"]
+    assert [line.split("  ")[0] for line in lines[2:]] == ["all quantized", "1 intra-op thread"]
     from export.int8_levers import levers
 
     rows = levers(deploy / "fold0.onnx", random_batch(4), random_batch(3, seed=1), (1,), 0.02, ["per-tensor weights"])
