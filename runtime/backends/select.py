@@ -157,7 +157,10 @@ def _auto(spec, kind, fold, precision, env):
                                                    f"{_why_not_reduced(spec, kind, device, env)}")
     if device == "cuda":
         return Choice("onnxruntime", reduced, device, f"ONNX Runtime {reduced.variant} on cuda: {where}")
-    ratio = env.int8_speedup(fp32, reduced) if env.int8_speedup else 0.0
+    if env.int8_speedup is None:
+        return Choice("onnxruntime", fp32, "cpu", "ONNX Runtime fp32 on cpu: INT8 only where a probe measures it "
+                                                  "faster, and none was run")
+    ratio = env.int8_speedup(fp32, reduced)
     if ratio >= INT8_MIN_SPEEDUP:
         return Choice("onnxruntime", reduced, "cpu", f"ONNX Runtime {reduced.variant} on cpu: {ratio:.2f}x FP32's "
                                                      f"speed on this CPU ({env.cpu_class} class, probe)")
