@@ -1,4 +1,4 @@
-"""python -m export {onnx,tensorrt,triton,int8-ceiling}: the export command line."""
+"""python -m export {onnx,tensorrt,triton,int8-ceiling,int8-levers}: the export command line."""
 
 import sys
 import time
@@ -15,8 +15,13 @@ def parser():
     o.add_argument("--precision", default="fp32", help="comma-separated: fp32, fp16, int8 (fp32 is always written)")
     o.add_argument("--calib-images", type=int, default=64, help="training images used to calibrate INT8")
     o.add_argument("--int8-targets", default="cpu,tensorrt",
-                   help="INT8 flavours to write: cpu (ONNX Runtime on CPUs), tensorrt (symmetric, for TensorRT)")
-    o.add_argument("--eval-images", type=int, default=3000, help="out-of-fold images used for each variant's F1")
+                   help="INT8 flavours to write: cpu-vnni (for CPUs with VNNI/AMX), cpu-avx2 (7-bit weights, for "
+                        "the others), cpu (the one for this machine's CPU), tensorrt (symmetric, for TensorRT)")
+    o.add_argument("--eval-images", type=int, default=3000,
+                   help="out-of-fold images each reduced precision is judged and tuned on")
+    o.add_argument("--max-f1-drop", type=float, default=0.01,
+                   help="a reduced precision whose out-of-fold macro-F1 falls more than this below FP32's is "
+                        "marked unusable (auto never picks it)")
     o.add_argument("--seed", type=int, default=0)
 
     t = sub.add_parser("tensorrt", help="build a TensorRT engine from an exported ONNX file (GPU hosts)")
@@ -48,6 +53,15 @@ def parser():
     c.add_argument("--seconds", type=float, default=2.0, help="timing per shape and precision")
     c.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
     c.add_argument("--json", default=None, help="also write the rows here")
+
+    v = sub.add_parser("int8-levers", help="speed and |dp| of each INT8 setting against an FP32 file, one lever at a time")
+    v.add_argument("--run", required=True, help="the training run (calibration and held-out images)")
+    v.add_argument("--onnx", required=True, help="the FP32 file, e.g. DEPLOY/ensemble.onnx")
+    v.add_argument("--batch-sizes", default="1,16")
+    v.add_argument("--seconds", type=float, default=3.0, help="timing per lever and batch size")
+    v.add_argument("--calib-images", type=int, default=64)
+    v.add_argument("--only", default="", help="';'-separated lever names (default: all)")
+    v.add_argument("--json", default=None, help="also write the rows here")
     return p
 
 
@@ -65,7 +79,7 @@ def cmd_onnx(args):
     precisions = tuple(dict.fromkeys(["fp32"] + [p.strip() for p in args.precision.split(",") if p.strip()]))
     targets = tuple(t.strip() for t in args.int8_targets.split(",") if t.strip())
     export_run(args.run, args.out, precisions, args.calib_images, args.seed, eval_images=args.eval_images,
-               int8_targets=targets)
+               int8_targets=targets, max_f1_drop=args.max_f1_drop)
     print(f"exported in {time.perf_counter() - t0:.0f}s")
     return 0
 
@@ -95,13 +109,20 @@ def cmd_triton(args):
     return 0
 
 
-def cmd_int8_ceiling(args):
-    from export.int8_ceiling import ceiling, cpu_info, format_rows
-    from runtime.writeutil import atomic_write_json
+def _print_cpu():
+    from runtime.probe import cpu_class, cpu_info
 
     name, flags = cpu_info()
     print(f"CPU: {name}; SIMD: {' '.join(flags) or 'unknown'}"
-          f"{'' if any('vnni' in f for f in flags) else ' (no VNNI: INT8 uses the slower AVX2 u8*s8 path)'}")
+          f"{'' if cpu_class(flags) == 'vnni' else ' (no VNNI: INT8 uses the slower AVX2 u8*s8 path)'}")
+    return name, flags
+
+
+def cmd_int8_ceiling(args):
+    from export.int8_ceiling import ceiling, format_rows
+    from runtime.writeutil import atomic_write_json
+
+    name, flags = _print_cpu()
     rows = ceiling(batch_size=args.batch_size, seconds=args.seconds, threads=args.threads)
     print(format_rows(rows))
     print(f"best INT8/FP32 over these shapes: {max(r['ratio'] for r in rows):.2f}x")
@@ -110,7 +131,28 @@ def cmd_int8_ceiling(args):
     return 0
 
 
-COMMANDS = {"onnx": cmd_onnx, "tensorrt": cmd_tensorrt, "triton": cmd_triton, "int8-ceiling": cmd_int8_ceiling}
+def cmd_int8_levers(args):
+    from export.int8_levers import HEADER, format_rows, levers
+    from export.onnx_export import RunData
+    from runtime.writeutil import atomic_write_json
+    from train.run import Run
+
+    name, flags = _print_cpu()
+    data = RunData(Run(args.run))
+    if not data.available:
+        raise ValueError(f"{args.run}: the run's images are not reachable; the levers need them to calibrate")
+    ids = data.sample_ids(2 * args.calib_images, seed=1)
+    calib, held = data.images(ids[:args.calib_images]), data.images(ids[args.calib_images:])
+    print(HEADER)
+    rows = levers(args.onnx, calib, held, [int(b) for b in args.batch_sizes.split(",")], args.seconds,
+                  [o for o in args.only.split(";") if o] or None, report=lambda r: print(format_rows(r), flush=True))
+    if args.json:
+        atomic_write_json(args.json, {"cpu": name, "cpu_flags": flags, "onnx": args.onnx, "rows": rows})
+    return 0
+
+
+COMMANDS = {"onnx": cmd_onnx, "tensorrt": cmd_tensorrt, "triton": cmd_triton, "int8-ceiling": cmd_int8_ceiling,
+            "int8-levers": cmd_int8_levers}
 
 if __name__ == "__main__":
     sys.exit(main())

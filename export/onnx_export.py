@@ -1,10 +1,9 @@
-"""Export a training run to ONNX: one file per fold, one fold-ensemble graph, FP16 and INT8 variants.
+"""Export a training run to ONNX: one file per fold and one fold-ensemble graph, verified.
 
-Every file is verified before it is listed as done: ``onnx.checker``, then ONNX Runtime against
-PyTorch on real images from the run's data and on random inputs at several batch sizes. FP32
-must agree to 1e-4 on probabilities or the export fails with the figures. FP16 and INT8 are
-compared too and their differences reported, with each variant's out-of-fold macro-F1 next to
-FP32's, so the cost of precision is a number.
+Every FP32 file is verified before it is listed: ``onnx.checker``, then ONNX Runtime against
+PyTorch on real images from the run's data and on random inputs at several batch sizes; it must
+agree to 1e-4 on probabilities or the export fails with the figures. Reduced-precision variants
+are judged on the run's out-of-fold images instead (``export.quality``).
 """
 
 from dataclasses import dataclass, field
@@ -18,11 +17,10 @@ from torch import nn
 from runtime.errors import DataError
 from runtime.model_spec import INPUT_NAME, PROBS, sha256_of
 from runtime.onnx_session import make_session
-from runtime.preprocess import preprocess
+from runtime.preprocess import normalize, resize
 from runtime.reader import ImageFolder
 from runtime.writeutil import atomic_path
 from train.checkpoint import model_from_checkpoint
-from train.metrics import macro_f1
 
 
 OPSET = 17  # fixed: supported by ONNX Runtime >= 1.14 and TensorRT 8.6-11
@@ -65,15 +63,17 @@ class Exported:
     path: Path
     kind: str
     fold: int
+    variant: str
     precision: str
     target: str
-    parity: dict = field(default_factory=dict)
-    macro_f1: dict = field(default_factory=dict)
+    outputs: tuple
+    checks: dict = field(default_factory=dict)  # parity_vs_torch (FP32) or abs_diff_vs_fp32 (the others)
 
-    def entry(self):
-        return {"path": self.path.name, "kind": self.kind, "fold": self.fold, "precision": self.precision,
-                "target": self.target, "format": "onnx", "opset": OPSET, "sha256": sha256_of(self.path),
-                "bytes": self.path.stat().st_size, "parity_vs_torch": self.parity, "oof_macro_f1": self.macro_f1}
+    def entry(self, root):
+        return {"path": self.path.relative_to(root).as_posix(), "kind": self.kind, "fold": self.fold,
+                "precision": self.precision, "target": self.target, "format": "onnx", "variant": self.variant,
+                "outputs": list(self.outputs), "sha256": sha256_of(self.path), "opset": OPSET,
+                "bytes": self.path.stat().st_size, **self.checks}
 
 
 def export_graph(module, path, size, outputs):
@@ -98,11 +98,6 @@ def torch_probs(module, x):
     return (out[1] if isinstance(out, tuple) else out).numpy()
 
 
-def onnx_probs(session, x, batch_size=64):
-    out = [session.run([PROBS], {INPUT_NAME: x[i:i + batch_size]})[0] for i in range(0, len(x), batch_size)]
-    return np.concatenate(out).astype(np.float32)
-
-
 def parity(module, path, real_images, seed=0):
     """Max and mean |p_torch - p_onnx| over real images and random inputs at several batch sizes."""
     session = make_session(path, device="cpu")
@@ -122,7 +117,8 @@ def parity(module, path, real_images, seed=0):
 
 
 class RunData:
-    """The run's images, preprocessed the way the run was trained, for parity, calibration and F1."""
+    """The run's images, preprocessed the way the run was trained, for parity, calibration and
+    evaluation. Kept resized as uint8 (a quarter of float32's memory) once read."""
 
     def __init__(self, run):
         self.ids, self.folds = run.split()
@@ -133,11 +129,13 @@ class RunData:
         self._cache = {}
 
     def images(self, ids):
-        return np.stack([self._get(i) for i in ids]) if ids else np.zeros((0, 4, self.pp.size, self.pp.size), np.float32)
+        if not ids:
+            return np.zeros((0, 4, self.pp.size, self.pp.size), np.float32)
+        return normalize(np.stack([self._get(i) for i in ids]), self.pp)
 
     def _get(self, sample_id):
         if sample_id not in self._cache:
-            self._cache[sample_id] = preprocess(self.folder.read(sample_id), self.pp)
+            self._cache[sample_id] = resize(self.folder.read(sample_id), self.pp)
         return self._cache[sample_id]
 
     def sample_ids(self, n, seed=0):
@@ -155,21 +153,6 @@ def load_models(run):
             raise DataError(path, "preprocessing differs from the run's config.json; folds of one run must share it")
         models.append(model)
     return models
-
-
-def oof_f1(paths_by_fold, data, y, thresholds, subset):
-    """Out-of-fold macro-F1 of per-fold ONNX files on the Ids at ``subset`` (indices into folds.csv):
-    each file scores only Ids of its own validation fold. Single view, scored with the
-    single-view thresholds: precisions are compared on equal terms without paying for
-    test-time augmentation."""
-    probs = np.zeros((len(subset), y.shape[1]), np.float32)
-    folds = data.folds[subset]
-    for k, path in paths_by_fold.items():
-        rows = np.flatnonzero(folds == k)
-        session = make_session(path, device="cpu")
-        probs[rows] = onnx_probs(session, data.images([data.ids[i] for i in subset[rows]]))
-    return {"at_0.5": macro_f1(y[subset], probs), "tuned": macro_f1(y[subset], probs, thresholds),
-            "images": int(len(subset))}, probs
 
 
 def eval_subset(n, limit, seed=0):

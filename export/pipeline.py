@@ -1,7 +1,16 @@
-"""``python -m export onnx``: every fold, the ensemble, the asked-for precisions, then model.json."""
+"""``python -m export onnx``: every fold and the ensemble in FP32, the asked-for reduced-precision
+variants judged on the run's out-of-fold images, the checkpoints, then model.json.
+
+Which variants ``--precision``/``--int8-targets`` ask for (``INT8_TARGETS``): ``cpu-vnni`` (8-bit
+weights, for CPUs with VNNI or AMX), ``cpu-avx2`` (7-bit weights, safe on any x86 CPU), ``cpu``
+(the one of the two for the CPU exporting: the usual case of exporting where you deploy, at half
+the export time of both; name both for a fleet of mixed CPUs, and ``auto`` picks by each
+machine's flags), ``tensorrt`` (the symmetric flavour TensorRT expects).
+"""
 
 import logging
 import platform
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,17 +18,135 @@ import onnx
 import onnxruntime
 import torch
 
-from export.onnx_export import (FP32_TOLERANCE, PRECISIONS, EnsembleGraph, Exported, ExportError, FoldGraph,
-                                PARITY_BATCHES, RunData, eval_subset, export_graph, load_models, oof_f1, parity)
-from export.precision import to_fp16, to_int8
-from runtime.model_spec import LOGITS, PROBS, sha256_of, write_model_spec
+from export.onnx_export import (FP32_TOLERANCE, PARITY_BATCHES, PRECISIONS, EnsembleGraph, Exported, ExportError,
+                                FoldGraph, RunData, eval_subset, export_graph, load_models, parity)
+from export.precision import RECIPES
+from export.quality import (DEFAULT_MAX_F1_DROP, assess, distribution, fp32_quality, predict_oof, reference,
+                            threshold_table)
+from runtime.backends.select import default_choices
+from runtime.model_spec import FP32, INPUT_NAME, LOGITS, PROBS, sha256_of, write_model_spec
+from runtime.onnx_session import make_session
+from runtime.probe import cpu_class, cpu_info
+from runtime.writeutil import atomic_path
 from train.run import Run
 
 log = logging.getLogger(__name__)
 
-# Reported, not enforced: how far reduced precision may move a probability before we call it
-# out in the report (the F1 next to FP32's is the figure that matters).
-TOLERANCE = {"fp16": 1e-2, "int8": 0.1}
+INT8_TARGETS = {"cpu": (f"int8-cpu-{cpu_class(cpu_info()[1])}",), "cpu-vnni": ("int8-cpu-vnni",),
+                "cpu-avx2": ("int8-cpu-avx2",), "tensorrt": ("int8-trt",)}
+ENSEMBLE_PARITY_IMAGES = 256
+
+
+def requested_variants(precisions, int8_targets):
+    """The reduced-precision variant names asked for, in RECIPES order."""
+    for value, valid, what in ((precisions, PRECISIONS, "precision"), (int8_targets, INT8_TARGETS, "INT8 target")):
+        bad = [v for v in value if v not in valid]
+        if bad or not value:
+            raise ValueError(f"unknown {what} {bad[0] if bad else ''!r}; valid: {', '.join(valid)}")
+    names = {"fp16"} if "fp16" in precisions else set()
+    if "int8" in precisions:
+        names.update(n for t in int8_targets for n in INT8_TARGETS[t])
+    return [n for n in RECIPES if n in names]
+
+
+def export_run(run, out, precisions=("fp32",), calib_images=64, seed=0, report=print, eval_images=3000,
+               int8_targets=("cpu", "tensorrt"), max_f1_drop=DEFAULT_MAX_F1_DROP):
+    """Export a finished run; returns the ModelSpec written to OUT/model.json."""
+    names = requested_variants(precisions, int8_targets)
+    run, out = Run(run), Path(out)
+    models = load_models(run)
+    data = RunData(run)
+    if names and not data.available:
+        raise ExportError(f"{', '.join(names)}: calibrating and judging a reduced precision needs the run's "
+                          f"images, which are not reachable ({run.config.dataset()[1]})")
+    if not data.available:
+        log.warning("the run's images are not reachable; FP32 parity uses random inputs only and F1 is not measured")
+    out.mkdir(parents=True, exist_ok=True)
+    graphs = {**{k: FoldGraph(m) for k, m in enumerate(models)}, "ensemble": EnsembleGraph(models).eval()}
+    fp32 = export_fp32(graphs, out, data, seed, report)
+    ref = reference(run, eval_subset(len(data.ids), eval_images, seed)) if data.available else None
+    variants = {FP32: fp32_variant(run, ref)}
+    files = list(fp32.values())
+    calib = data.images(data.sample_ids(calib_images, seed + 1)) if names else None
+    for name in names:
+        made, variants[name] = export_variant(name, fp32, out, data, calib, ref, max_f1_drop, report)
+        files += made
+    spec = write_spec(run, out, files, variants, len(calib) if calib is not None else 0)
+    report(f"wrote {len(files)} ONNX files, {len(spec.checkpoints)} checkpoints and {spec.path}")
+    return spec
+
+
+def export_fp32(graphs, out, data, seed, report):
+    """The FP32 files, each checked against PyTorch; {fold index or 'ensemble': Exported}."""
+    size = data.pp.size
+    real = (data.images(data.sample_ids(max(PARITY_BATCHES), seed)) if data.available
+            else np.zeros((0, 4, size, size), np.float32))
+    files = {}
+    for key, graph in graphs.items():
+        fold = key != "ensemble"
+        outputs = (LOGITS, PROBS) if fold else (PROBS,)
+        path = export_graph(graph, out / f"{f'fold{key}' if fold else 'ensemble'}.onnx", size, outputs)
+        files[key] = Exported(path, "fold" if fold else "ensemble", key if fold else -1, FP32, "fp32", "any", outputs,
+                              {"parity_vs_torch": parity(graph, path, real, seed)})
+    worst = max(e.checks["parity_vs_torch"]["max_abs_diff"] for e in files.values())
+    if worst > FP32_TOLERANCE:
+        lines = [f"{e.path.name}: max |p_torch - p_onnx| = {e.checks['parity_vs_torch']['max_abs_diff']:.2e}"
+                 for e in files.values()]
+        raise ExportError(f"FP32 parity above {FP32_TOLERANCE:g}: " + "; ".join(lines))
+    report(f"FP32: {len(files) - 1} folds + ensemble, max |p_torch - p_onnx| = {worst:.2e} (limit {FP32_TOLERANCE:g})")
+    return files
+
+
+def fp32_variant(run, ref):
+    thresholds = run.thresholds()
+    return {"precision": "fp32", "target": "any", "usable": True,
+            "reason": "the reference: the run's own precision; thresholds tuned by train on its out-of-fold predictions",
+            "thresholds": threshold_table({1: thresholds.single_view, thresholds.tta: thresholds.tuned}, thresholds.tta),
+            "quality": fp32_quality(ref, thresholds.tuned) if ref is not None else {}}
+
+
+def export_variant(name, fp32, out, data, calib, ref, max_drop, report):
+    """A reduced-precision variant's files, thresholds tuned on its own out-of-fold predictions,
+    and the verdict on it: (list of Exported, model.json's variants entry)."""
+    recipe = RECIPES[name]
+    made = {}
+    for key, src in fp32.items():
+        path = recipe.convert(src.path, out / f"{src.path.stem}.{name}.onnx", calib)
+        made[key] = Exported(path, src.kind, src.fold, name, recipe.precision, recipe.target, (PROBS,))
+    probs = predict_oof({k: e.path for k, e in made.items() if k != "ensemble"}, data, ref)
+    thresholds, quality, usable, reason = assess(ref, probs, max_drop)
+    for k, e in made.items():
+        if k == "ensemble":
+            e.checks["abs_diff_vs_fp32"] = ensemble_diff(fp32[k].path, e.path, data, ref.ids[:ENSEMBLE_PARITY_IMAGES])
+        else:
+            rows = ref.folds == k
+            e.checks["abs_diff_vs_fp32"] = distribution(probs[ref.tta][rows] - ref.probs[ref.tta][rows])
+    d, f1 = quality["abs_diff_vs_fp32"], quality["macro_f1"]["tuned"]
+    report(f"{name}: |p - p_fp32| p50 {d['p50']:.1e}, p99 {d['p99']:.1e}, max {d['max']:.1e} over "
+           f"{quality['images']} out-of-fold images x {ref.tta} view(s); macro-F1 {f1:.4f} vs FP32 "
+           f"{quality['fp32_macro_f1']['tuned']:.4f}: {'usable' if usable else 'UNUSABLE'} ({reason})")
+    entry = {"precision": recipe.precision, "target": recipe.target, **({"cpu": recipe.cpu} if recipe.cpu else {}),
+             "usable": usable, "reason": reason, "thresholds": threshold_table(thresholds, ref.tta),
+             "quality": quality, "settings": recipe.settings()}
+    return list(made.values()), entry
+
+
+def ensemble_diff(fp32_path, path, data, ids):
+    """|p - p_fp32| of an ensemble file on some of the evaluated images (single view)."""
+    x = data.images(ids)
+    ref, got = (make_session(p, "cpu").run([PROBS], {INPUT_NAME: x})[0] for p in (fp32_path, path))
+    return distribution(got - ref)
+
+
+def copy_checkpoints(run, out):
+    """The run's checkpoints, copied into OUT/checkpoints (model.json lists only files inside its folder)."""
+    entries = []
+    for k, src in enumerate(run.checkpoints()):
+        dst = out / "checkpoints" / f"fold{k}.pt"
+        with atomic_path(dst) as tmp:
+            shutil.copyfile(src, tmp)
+        entries.append({"fold": k, "path": dst.relative_to(out).as_posix(), "sha256": sha256_of(dst)})
+    return entries
 
 
 def _versions():
@@ -33,94 +160,11 @@ def _versions():
             "tensorrt": trt, "python": platform.python_version()}
 
 
-INT8_TARGETS = ("cpu", "tensorrt")
-
-
-def export_run(run, out, precisions=("fp32",), calib_images=64, seed=0, report=print, eval_images=3000,
-               int8_targets=INT8_TARGETS):
-    """Export a finished run; returns the ModelSpec written to OUT/model.json."""
-    bad = [p for p in precisions if p not in PRECISIONS]
-    if bad:
-        raise ValueError(f"unknown precision {bad[0]!r}; valid: {', '.join(PRECISIONS)}")
-    bad = [t for t in int8_targets if t not in INT8_TARGETS]
-    if bad or not int8_targets:
-        raise ValueError(f"unknown INT8 target {bad[0] if bad else ''!r}; valid: {', '.join(INT8_TARGETS)}")
-    run, out = Run(run), Path(out)
-    cfg, pp, thresholds = run.config, run.preprocess, run.thresholds()
-    models, ckpt_paths = load_models(run), run.checkpoints()
-    out.mkdir(parents=True, exist_ok=True)
-    data = RunData(run)
-    real = (data.images(data.sample_ids(max(PARITY_BATCHES), seed)) if data.available
-            else np.zeros((0, 4, pp.size, pp.size), np.float32))
-    if not data.available:
-        log.warning("the run's images are not reachable; parity uses random inputs only and F1 is not measured")
-    y = run.targets()[2] if data.available else None
-    subset = eval_subset(len(data.ids), eval_images, seed) if y is not None else None
-
-    graphs = {k: FoldGraph(m) for k, m in enumerate(models)}
-    ensemble = EnsembleGraph(models).eval()
-    exported = []
-
-    # FP32: the reference every other variant is derived from and compared with.
-    fp32 = {}
-    for k, graph in graphs.items():
-        path = export_graph(graph, out / f"fold{k}.onnx", pp.size, [LOGITS, PROBS])
-        fp32[k] = Exported(path, "fold", k, "fp32", "any", parity(graph, path, real, seed))
-    path = export_graph(ensemble, out / "ensemble.onnx", pp.size, [PROBS])
-    fp32["ensemble"] = Exported(path, "ensemble", -1, "fp32", "any", parity(ensemble, path, real, seed))
-    worst = max(e.parity["max_abs_diff"] for e in fp32.values())
-    if worst > FP32_TOLERANCE:
-        lines = [f"{e.path.name}: max |p_torch - p_onnx| = {e.parity['max_abs_diff']:.2e}" for e in fp32.values()]
-        raise ExportError(f"FP32 parity above {FP32_TOLERANCE:g}: " + "; ".join(lines))
-    exported += fp32.values()
-    if y is not None:
-        fp32["ensemble"].macro_f1 = {"note": "the ensemble saw every image in training: no out-of-fold F1"}
-        f1, _ = oof_f1({k: fp32[k].path for k in graphs}, data, y, thresholds.single_view, subset)
-        for k in graphs:
-            fp32[k].macro_f1 = f1
-    report(f"FP32: {len(graphs)} folds + ensemble, max |p_torch - p_onnx| = {worst:.2e} (limit {FP32_TOLERANCE:g})"
-           + (f"; single-view out-of-fold macro-F1 on {f1['images']} images {f1['tuned']:.4f} tuned, {f1['at_0.5']:.4f} at 0.5"
-              if y is not None else ""))
-
-    calib = None
-    variants = []
-    if "fp16" in precisions:
-        variants.append(("fp16", "any", lambda src, dst: to_fp16(src, dst), "fp16"))
-    if "int8" in precisions:
-        calib = data.images(data.sample_ids(calib_images, seed + 1)) if data.available else None
-        if calib is None:
-            raise ExportError("INT8 calibration needs the run's training images, which are not reachable")
-        if "cpu" in int8_targets:
-            variants.append(("int8", "cpu", lambda src, dst: to_int8(src, dst, calib, "cpu"), "int8-cpu"))
-        if "tensorrt" in int8_targets:
-            variants.append(("int8", "tensorrt", lambda src, dst: to_int8(src, dst, calib, "tensorrt"), "int8-trt"))
-
-    for precision, target, convert, suffix in variants:
-        files = {}
-        for key, ref in fp32.items():
-            stem = "ensemble" if key == "ensemble" else f"fold{key}"
-            path = convert(ref.path, out / f"{stem}.{suffix}.onnx")
-            module = ensemble if key == "ensemble" else graphs[key]
-            files[key] = Exported(path, ref.kind, ref.fold, precision, target, parity(module, path, real, seed))
-        line = f"{suffix.upper()}: max |p_torch - p| = {max(e.parity['max_abs_diff'] for e in files.values()):.2e}"
-        line += f", mean {np.mean([e.parity['mean_abs_diff'] for e in files.values()]):.2e}"
-        if y is not None:
-            f1, _ = oof_f1({k: files[k].path for k in graphs}, data, y, thresholds.single_view, subset)
-            for k in graphs:
-                files[k].macro_f1 = f1
-            line += (f"; out-of-fold macro-F1 {f1['tuned']:.4f} tuned ({f1['tuned'] - fp32[0].macro_f1['tuned']:+.4f}"
-                     f" vs FP32), {f1['at_0.5']:.4f} at 0.5")
-        report(line)
-        exported += files.values()
-
-    spec = write_model_spec(
-        out / "model.json", thresholds=thresholds.tuned, preprocess=pp, folds=cfg.folds, tta=thresholds.tta,
-        single_view_thresholds=thresholds.single_view,
-        files=[e.entry() for e in exported],
-        checkpoints=[{"fold": k, "path": str(p.resolve()), "sha256": sha256_of(p)} for k, p in enumerate(ckpt_paths)],
+def write_spec(run, out, files, variants, calibration_images):
+    cfg = run.config
+    return write_model_spec(
+        out / "model.json", preprocess=run.preprocess, folds=cfg.folds, tta=cfg.tta, variants=variants,
+        defaults=default_choices, files=[e.entry(out) for e in files], checkpoints=copy_checkpoints(run, out),
         versions=_versions(),
-        extra={"run": str(run.path.resolve()), "arch": {"name": cfg.arch, "width": cfg.width, "attention": cfg.attention},
-               "calibration_images": int(len(calib)) if calib is not None else 0},
-    )
-    report(f"wrote {len(exported)} ONNX files and {out / 'model.json'}")
-    return spec
+        source={"run": str(run.path.resolve()), "arch": {"name": cfg.arch, "width": cfg.width, "attention": cfg.attention},
+                "calibration_images": calibration_images, "note": "provenance only: nothing here is read"})

@@ -1,14 +1,24 @@
 """FP16 and INT8 variants of an FP32 ONNX file, with the well-kept converters.
 
 - FP16: onnxconverter-common, float32 inputs/outputs kept (a Cast at each end).
-- INT8: onnxruntime.quantization static QDQ, calibrated on real training images, in two flavours:
-  ``cpu``: unsigned 8-bit activations, signed 8-bit per-channel weights (what ONNX Runtime's CPU
-  kernels are fastest with); ``tensorrt``: symmetric signed INT8, float biases, Q/DQ on the inputs
-  of weighted layers only, checked against TensorRT's Q/DQ rules before it is written
-  (export/int8_tensorrt.py says which rules and why these settings).
+- INT8: onnxruntime.quantization static QDQ, calibrated on real training images, in three
+  flavours (``INT8_FLAVOURS``): ``cpu-vnni`` for ONNX Runtime on CPUs whose u8 x s8 dot products
+  cannot saturate (AVX512-VNNI, AVX-VNNI, AMX), ``cpu-avx2`` for the others (7-bit weights,
+  ``reduce_range``), ``tensorrt`` (symmetric signed INT8, float biases, Q/DQ on the inputs of
+  weighted layers only, checked against TensorRT's Q/DQ rules before it is written;
+  export/int8_tensorrt.py says which rules and why these settings). docs/int8.md has the
+  measurements behind the CPU settings.
+
+Which parts stay in float (``keep_float``; docs/int8.md has the measurements): CBAM's attention
+(pooled statistics, two tiny MLPs, a 2-channel convolution, sigmoids and element-wise products:
+little integer work, and in INT8 they cost requantizations and Quantize/Dequantize pairs) and the
+head (everything after the last convolution: pooling, the linear layer, the sigmoid; negligible
+work, and quantized it moves every probability in steps of 1/255). Both are measured faster and
+closer to FP32 in float. The stem stays quantized: in float it cost a third of INT8's speed.
 """
 
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -21,13 +31,21 @@ from export import int8_tensorrt
 from runtime.model_spec import INPUT_NAME, PROBS
 from runtime.writeutil import atomic_path
 
+_CPU = dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, extra_options={},
+            keep_float=("attention", "head"))
 INT8_FLAVOURS = {
     # reduce_range: 7-bit weights, so that AVX2's u8 x s8 multiply-add (vpmaddubsw, which saturates
-    # at 16 bits) cannot overflow on CPUs without VNNI, as ONNX Runtime's quantization guide advises.
-    "cpu": dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=True, extra_options={}),
+    # at 16 bits) cannot overflow on CPUs without VNNI, as ONNX Runtime's quantization guide
+    # advises; with VNNI (vpdpbusd accumulates in 32 bits) it only costs accuracy.
+    "cpu-vnni": dict(_CPU, reduce_range=False),
+    "cpu-avx2": dict(_CPU, reduce_range=True),
     "tensorrt": dict(activation_type=QuantType.QInt8, weight_type=QuantType.QInt8, reduce_range=False,
                      op_types_to_quantize=int8_tensorrt.QUANTIZED_OPS, extra_options=int8_tensorrt.EXTRA_OPTIONS),
 }
+# Settings a flavour may leave out.
+_DEFAULTS = dict(quant_format=QuantFormat.QDQ, per_channel=True, calibrate_method=CalibrationMethod.MinMax,
+                 keep_float=())
+PARTS = ("attention", "stem", "head")
 
 
 def save_model(model, path):
@@ -52,6 +70,30 @@ def to_fp16(src, dst):
     return dst
 
 
+def float_nodes(model, parts):
+    """Names of the nodes of ``parts`` (PARTS): CBAM's nodes (named .../attention/... by the
+    exporter after train.model's modules), the convolutions reading the input image, and the
+    head: every node with no convolution after it (pooling, the linear layer, the sigmoid, an
+    ensemble's mean)."""
+    unknown = set(parts) - set(PARTS)
+    if unknown:
+        raise ValueError(f"unknown part {sorted(unknown)[0]!r}; valid: {', '.join(PARTS)}")
+    nodes = model.graph.node
+    keep = set()
+    if "attention" in parts:
+        keep |= {n.name for n in nodes if "/attention/" in n.name}
+    if "stem" in parts:
+        keep |= {n.name for n in nodes if n.op_type == "Conv" and n.input[0] == INPUT_NAME}
+    if "head" in parts:
+        feeds_conv = set()  # tensors with a convolution downstream (nodes are topologically sorted)
+        for n in reversed(nodes):
+            if n.op_type == "Conv" or feeds_conv & set(n.output):
+                feeds_conv |= set(n.input)
+            else:
+                keep.add(n.name)
+    return sorted(keep)
+
+
 class _Batches(CalibrationDataReader):
     def __init__(self, images, batch_size=16):
         self.batches = iter([{INPUT_NAME: images[i:i + batch_size]} for i in range(0, len(images), batch_size)])
@@ -60,13 +102,20 @@ class _Batches(CalibrationDataReader):
         return next(self.batches, None)
 
 
-def to_int8(src, dst, calib_images, flavour="cpu"):
-    """Static QDQ quantization calibrated on ``calib_images`` (N, 4, S, S float32, preprocessed)."""
+def int8_settings(flavour, **overrides):
+    """The quantize_static settings of a flavour, with ``overrides`` (the levers docs/int8.md
+    measures: keep_float, reduce_range, per_channel, quant_format, ...)."""
     if flavour not in INT8_FLAVOURS:
-        raise ValueError(f"unknown INT8 flavour {flavour!r}; valid: {sorted(INT8_FLAVOURS)}")
-    if len(calib_images) == 0:
+        raise ValueError(f"unknown INT8 flavour {flavour!r}; valid: {', '.join(INT8_FLAVOURS)}")
+    return {**_DEFAULTS, **INT8_FLAVOURS[flavour], **overrides}
+
+
+def to_int8(src, dst, calib_images, flavour="cpu-vnni", **overrides):
+    """Static quantization calibrated on ``calib_images`` (N, 4, S, S float32, preprocessed)."""
+    settings = int8_settings(flavour, **overrides)
+    if calib_images is None or len(calib_images) == 0:
         raise ValueError("INT8 calibration needs at least one image")
-    settings = INT8_FLAVOURS[flavour]
+    keep_float = settings.pop("keep_float")
     with tempfile.TemporaryDirectory() as tmp:
         single = Path(tmp) / "probs.onnx"
         onnx.save(probs_only(onnx.load(str(src))), str(single))
@@ -74,13 +123,45 @@ def to_int8(src, dst, calib_images, flavour="cpu"):
         quant_pre_process(str(single), str(prepared), skip_symbolic_shape=True)
         out = Path(tmp) / "int8.onnx"
         quantize_static(str(prepared), str(out), _Batches(np.ascontiguousarray(calib_images, np.float32)),
-                        quant_format=QuantFormat.QDQ, per_channel=True, reduce_range=settings["reduce_range"],
-                        activation_type=settings["activation_type"], weight_type=settings["weight_type"],
-                        calibrate_method=CalibrationMethod.MinMax, extra_options=settings["extra_options"],
-                        op_types_to_quantize=settings.get("op_types_to_quantize"))
+                        nodes_to_exclude=float_nodes(onnx.load(str(prepared)), keep_float), **settings)
         quantized = onnx.load(str(out))
         onnx.checker.check_model(quantized)
         if flavour == "tensorrt":
             int8_tensorrt.check_tensorrt_qdq(quantized, dst)
         save_model(quantized, dst)
     return dst
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a reduced-precision variant is made from the FP32 files."""
+
+    precision: str
+    target: str            # any, cpu (ONNX Runtime's CPU kernels), tensorrt
+    cpu: str = None        # the CPU class a CPU INT8 flavour is for (runtime.probe.cpu_class)
+    flavour: str = None    # INT8_FLAVOURS key
+
+    def convert(self, src, dst, calib_images):
+        if self.precision == "fp16":
+            return to_fp16(src, dst)
+        return to_int8(src, dst, calib_images, self.flavour)
+
+    def settings(self):
+        """What model.json records about how the variant was made."""
+        if self.precision == "fp16":
+            return {"converter": "onnxconverter-common float16, float32 inputs and outputs kept"}
+        s = int8_settings(self.flavour)
+        return {"quantizer": "onnxruntime.quantization.quantize_static", "format": s["quant_format"].name,
+                "activations": s["activation_type"].name, "weights": s["weight_type"].name,
+                "per_channel": s["per_channel"], "reduce_range": s["reduce_range"],
+                "calibration": s["calibrate_method"].name, "kept_in_float": list(s["keep_float"]),
+                **{k: v for k, v in s["extra_options"].items()}}
+
+
+# Variant name (also the file suffix: fold0.<name>.onnx) -> recipe.
+RECIPES = {
+    "fp16": Recipe("fp16", "any"),
+    "int8-cpu-vnni": Recipe("int8", "cpu", "vnni", "cpu-vnni"),
+    "int8-cpu-avx2": Recipe("int8", "cpu", "avx2", "cpu-avx2"),
+    "int8-trt": Recipe("int8", "tensorrt", None, "tensorrt"),
+}

@@ -21,7 +21,8 @@ def register_engine(onnx_path, engine_path, info):
     data["files"] = [f for f in data["files"] if f["path"] != engine_path.name]
     data["files"].append({
         "path": engine_path.name, "kind": source["kind"], "fold": source["fold"], "precision": source["precision"],
-        "target": "tensorrt", "format": "engine", "sha256": sha256_of(engine_path), "source": onnx_path.name,
+        "target": "tensorrt", "format": "engine", "variant": source["variant"], "outputs": ["probs"],
+        "sha256": sha256_of(engine_path), "source": onnx_path.name,
         "bytes": engine_path.stat().st_size, "profile": {k: info[k] for k in ("min_batch", "opt_batch", "max_batch")},
         "tensorrt": info["tensorrt"], "compute_capability": info.get("compute_capability"), "gpu": info.get("gpu"),
         "tf32": info.get("tf32", False),

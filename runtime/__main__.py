@@ -2,6 +2,7 @@
 GPU check (no torch needed)."""
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -33,7 +34,8 @@ def parser():
     i.add_argument("--engine-cache", default="", help="onnxruntime-tensorrt: folder for the engines it builds "
                                                       "(default ~/.cache/hpa-toolkit/onnxruntime-tensorrt)")
     i.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8"], help="default: auto picks")
-    i.add_argument("--model-file", default="ensemble", help="ensemble or fold<k>")
+    i.add_argument("--model-file", default="ensemble",
+                   help="ensemble, fold<k>, or the name of a file model.json lists (e.g. ensemble.fp16.onnx)")
     i.add_argument("--batch-size", type=positive_int, default=32)
     i.add_argument("--threshold-mode", default="tuned", choices=["tuned", "0.5"])
     i.add_argument("--tta", type=int, default=None, choices=[1, 2, 4, 8],
@@ -52,7 +54,7 @@ def parser():
     b.add_argument("--backend", default="onnxruntime:fp32,onnxruntime:int8,torch",
                    help="comma-separated backend[:precision] list")
     b.add_argument("--batch-sizes", default="1,8,32")
-    b.add_argument("--images", default="", help="PNG folder for the end-to-end figures")
+    b.add_argument("--images", default="", help="PNG folder for the decode-only and end-to-end figures")
     b.add_argument("--seconds", type=positive_float, default=3.0, help="time per measurement")
     b.add_argument("--workers", type=non_negative_int, default=4)
     b.add_argument("--json", default="", help="also write the results here")
@@ -114,7 +116,10 @@ def cmd_infer(args):
 
 def cmd_bench(args):
     from runtime.bench import bench, format_table
+    from runtime.probe import cpu_info
 
+    name, flags = cpu_info()
+    print(f"CPU: {name} ({' '.join(flags)}); {os.cpu_count()} cores")
     rows = bench(args.model, args.backend, [int(b) for b in args.batch_sizes.split(",")], args.images or None,
                  args.seconds, args.workers, args.json or None)
     print(format_table(rows))

@@ -1,77 +1,114 @@
 """``python -m runtime bench``: throughput (images/s) and latency (p50/p95/p99) per backend and
-batch size, for the model alone and end to end from PNG files (pipelined decoding against a
-sequential decode-then-infer loop). The project's performance benchmark; not a timed test.
+batch size for the model alone (the backends timed in turns, so their ratios hold on a busy
+machine), decoding alone (PNG files to the model's input, on the same
+threads ``runtime infer`` uses), and end to end from PNG files (sequential decode-then-infer,
+and pipelined), with how close the pipelined run comes to the ideal the two parts allow. The
+project's performance benchmark; not a timed test (docs/benchmarks.md).
+
+The ideal: when decoding and the model share the CPU cores, their times per image add up, so
+1 / (1/decode + 1/model); when the model runs on a GPU, the slower of the two.
 
 Figures are for one view per image: a model exported with test-time augmentation (model.json
 ``tta``) does that many times the model work per image in ``runtime infer`` unless run with
 ``--tta 1``."""
 
-import platform
 import time
+from contextlib import ExitStack
 
 import numpy as np
 
 from runtime.backends import make_backend
 from runtime.model_spec import load_model_spec
 from runtime.pipeline import decoded_batches
+from runtime.probe import cpu_info, interleaved
 from runtime.reader import ImageFolder
 from runtime.writeutil import atomic_write_json
 
 
-def _model_only(backend, batch_size, seconds, rng):
-    size = backend.spec.preprocess.size
+def model_only(backends, batch_size, seconds, rng):
+    """Latency stats of each backend at one batch size, the backends timed in turns."""
+    size = backends[0].spec.preprocess.size
     x = rng.standard_normal((batch_size, 4, size, size), dtype=np.float32)
-    for _ in range(2):
-        backend.infer(x)
-    latencies = []
-    start = time.perf_counter()
-    while time.perf_counter() - start < seconds or len(latencies) < 5:
-        t0 = time.perf_counter()
-        backend.infer(x)
-        latencies.append(time.perf_counter() - t0)
-    ms = np.array(latencies) * 1000
+    times = interleaved([lambda b=b: b.infer(x) for b in backends], seconds, block=min(1.0, seconds / 3))
+    return [_stats(batch_size, np.array(t) * 1000) for t in times]
+
+
+def _stats(batch_size, ms):
     return {"images_per_s": batch_size * len(ms) / (ms.sum() / 1000), "p50_ms": float(np.percentile(ms, 50)),
             "p95_ms": float(np.percentile(ms, 95)), "p99_ms": float(np.percentile(ms, 99)), "calls": len(ms)}
 
 
-def _end_to_end(backend, folder, ids, batch_size, workers):
+def _through(folder, ids, pp, batch_size, workers, infer=None):
+    """Images/s from PNG files to (optionally) the model's output."""
     t0 = time.perf_counter()
     n = 0
-    for batch in decoded_batches(folder, ids, backend.spec.preprocess, batch_size, workers):
-        if batch.ids:
-            backend.infer(batch.images)
+    for batch in decoded_batches(folder, ids, pp, batch_size, workers):
+        if batch.ids and infer:
+            infer(batch.images)
         n += len(batch.ids)
     return n / (time.perf_counter() - t0)
 
 
-def bench(model, backends="onnxruntime:fp32", batch_sizes=(1, 8, 32), images=None, seconds=3.0, workers=4,
-          json_path=None):
-    spec = load_model_spec(model)
-    rng = np.random.default_rng(0)
+def ideal(decode, model, device):
+    """The most end to end can reach: decode and model time add up on shared CPU cores."""
+    return min(decode, model) if device == "cuda" else 1 / (1 / decode + 1 / model)
+
+
+def _end_to_end(backend, folder, ids, b, workers, decode, model_rows):
+    pp = backend.spec.preprocess
+    _through(folder, ids[: 2 * b], pp, b, workers, backend.infer)  # warm the file cache and the session
+    model = next(r["images_per_s"] for r in model_rows if r["batch_size"] == b)
+    best = ideal(decode, model, backend.device)
     rows = []
-    for item in [b.strip() for b in backends.split(",") if b.strip()]:
-        name, _, precision = item.partition(":")
-        backend = make_backend(spec, name, "ensemble", precision or None)
-        with backend:
-            for b in batch_sizes:
-                rows.append({"backend": backend.description, "mode": "model", "batch_size": b,
-                             **_model_only(backend, b, seconds, rng)})
-            if images:
-                folder = ImageFolder(images)
-                ids = folder.ids()
-                b = max(batch_sizes)
-                _end_to_end(backend, folder, ids[: 2 * b], b, workers)  # warm the file cache
-                for mode, w in (("e2e-sequential", 0), (f"e2e-pipelined({workers} threads)", workers)):
-                    rows.append({"backend": backend.description, "mode": mode, "batch_size": b,
-                                 "images_per_s": _end_to_end(backend, folder, ids, b, w), "images": len(ids)})
-    if json_path:
-        atomic_write_json(json_path, {"machine": platform.processor() or platform.machine(), "rows": rows})
+    for mode, w in (("e2e-sequential", 0), (f"e2e-pipelined({workers} threads)", workers)):
+        rate = _through(folder, ids, pp, b, w, backend.infer)
+        rows.append({"backend": backend.description, "mode": mode, "batch_size": b, "images_per_s": rate,
+                     "images": len(ids), "ideal_per_s": best, "of_ideal": rate / best})
     return rows
 
 
+def bench(model, backends="onnxruntime:fp32", batch_sizes=(1, 8, 32), images=None, seconds=3.0, workers=4,
+          json_path=None):
+    """Rows per backend: the model alone at each batch size (the backends timed in turns), then
+    (with ``images``) decoding alone (measured once, before the first end-to-end run) and end to
+    end at the largest batch."""
+    spec = load_model_spec(model)
+    rng = np.random.default_rng(0)
+    folder = ImageFolder(images) if images else None
+    ids = folder.ids() if folder else []
+    rows, decode = [], None
+    with ExitStack() as stack:
+        opened = []
+        for item in [b.strip() for b in backends.split(",") if b.strip()]:
+            name, _, precision = item.partition(":")
+            opened.append(stack.enter_context(make_backend(spec, name, "ensemble", precision or None)))
+        stats = [model_only(opened, b, seconds, rng) for b in batch_sizes]
+        for k, backend in enumerate(opened):
+            model_rows = [{"backend": backend.description, "mode": "model", "batch_size": b, **per[k]}
+                          for b, per in zip(batch_sizes, stats)]
+            rows += model_rows
+            if folder and decode is None:
+                decode = _decode_only(folder, ids, spec.preprocess, max(batch_sizes), workers)
+                rows.append(decode)
+            if folder:
+                rows += _end_to_end(backend, folder, ids, max(batch_sizes), workers, decode["images_per_s"], model_rows)
+    if json_path:
+        name, flags = cpu_info()
+        atomic_write_json(json_path, {"cpu": name, "cpu_flags": flags, "rows": rows})
+    return rows
+
+
+def _decode_only(folder, ids, pp, batch_size, workers):
+    _through(folder, ids, pp, batch_size, workers)  # warm the file cache
+    return {"backend": "-", "mode": f"decode-only({workers} threads)", "batch_size": batch_size,
+            "images_per_s": _through(folder, ids, pp, batch_size, workers), "images": len(ids)}
+
+
 def format_table(rows):
-    lines = [f"{'backend':<52}{'mode':<28}{'batch':>6}{'img/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"]
+    lines = [f"{'backend':<52}{'mode':<28}{'batch':>6}{'img/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+             f"{'ideal':>9}{'of ideal':>9}"]
     for r in rows:
         lat = "".join(f"{r[k]:>9.2f}" if k in r else f"{'':>9}" for k in ("p50_ms", "p95_ms", "p99_ms"))
-        lines.append(f"{r['backend']:<52}{r['mode']:<28}{r['batch_size']:>6}{r['images_per_s']:>10.1f}{lat}")
+        vs = f"{r['ideal_per_s']:>9.1f}{r['of_ideal']:>8.0%}" if "ideal_per_s" in r else ""
+        lines.append(f"{r['backend']:<52}{r['mode']:<28}{r['batch_size']:>6}{r['images_per_s']:>10.1f}{lat}{vs}")
     return "\n".join(lines)

@@ -168,7 +168,7 @@ def prepare(out, env, logs):
 
 def measure(row, backend, x, reference, truth, thresholds, seconds):
     """Fill ``row`` with parity, macro-F1 and throughput of an entered backend."""
-    from runtime.bench import _model_only
+    from runtime.bench import model_only
     from runtime.infer import predicted_classes
     from runtime.labels import multi_hot
     from runtime.metrics import f1_per_class
@@ -179,7 +179,7 @@ def measure(row, backend, x, reference, truth, thresholds, seconds):
     predicted = multi_hot([predicted_classes(p, thresholds) for p in probs])
     row.macro_f1 = float(f1_per_class(truth, predicted).mean())
     rng = np.random.default_rng(0)
-    row.images_per_s = {b: round(_model_only(backend, b, seconds, rng)["images_per_s"], 1) for b in BATCHES}
+    row.images_per_s = {b: round(model_only([backend], b, seconds, rng)[0]["images_per_s"], 1) for b in BATCHES}
     return row
 
 

@@ -64,11 +64,12 @@ def shard_ids(ids, shard):
     return list(ids)[i::n]
 
 
-def resolve_thresholds(spec, views, thresholds=None):
-    """(thresholds, how they were chosen): the given ones, else model.json's for ``views`` views."""
+def resolve_thresholds(spec, views, thresholds=None, model_file=None):
+    """(thresholds, how they were chosen): the given ones, else model.json's for ``views`` views
+    and the variant of ``model_file`` (an INT8 file has thresholds tuned on its own predictions)."""
     if thresholds is not None:
         return np.asarray(thresholds, np.float32), "given"
-    tuned, exact = spec.thresholds_for(views)
+    tuned, exact = spec.thresholds_for(views, model_file)
     if not exact:
         log.warning("model.json has no thresholds tuned for %d test-time view(s); using those for %d", views, spec.tta)
     mode = f"tuned for {views} view(s)" if exact else f"tuned for {spec.tta} view(s), run with {views}"
@@ -93,7 +94,7 @@ def run_inference(backend, folder, ids, out, batch_size=32, thresholds=None, res
     if batch_size < 1:
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     views = backend.spec.tta if views is None else check_views(views)
-    thresholds, threshold_mode = resolve_thresholds(backend.spec, views, thresholds)
+    thresholds, threshold_mode = resolve_thresholds(backend.spec, views, thresholds, backend.file)
     settings = run_settings(backend, views, thresholds, batch_size)
     out = Path(out)
     journal = Journal(out)

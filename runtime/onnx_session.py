@@ -48,6 +48,10 @@ def _options(threads):
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
+    # No spin-waiting between calls: runtime infer decodes on threads that share the cores, and
+    # ONNX Runtime's spinning pool took a fifth of end-to-end speed for a few percent of model
+    # speed (docs/benchmarks.md).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     return options

@@ -1,5 +1,6 @@
 import os
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -7,6 +8,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# auto's INT8 probe caches its timings (runtime.probe); keep the tests' out of the user's cache
+os.environ.setdefault("HPA_TOOLKIT_CACHE", tempfile.mkdtemp(prefix="hpa-toolkit-cache-"))
 REAL = ROOT.parent / "shared" / "hpa-real"
 
 
@@ -47,5 +50,6 @@ def tiny_deploy(tiny_run, tmp_path_factory):
     from export.pipeline import export_run
 
     out = tmp_path_factory.mktemp("deploy")
-    spec = export_run(tiny_run[0], out, ("fp32", "fp16", "int8"), calib_images=16, report=lambda *_: None)
+    spec = export_run(tiny_run[0], out, ("fp32", "fp16", "int8"), calib_images=16, report=lambda *_: None,
+                      int8_targets=("cpu-vnni", "cpu-avx2", "tensorrt"))
     return out, spec

@@ -25,7 +25,7 @@ from runtime.reader import ImageFolder
 ROOT = Path(__file__).resolve().parents[1]
 CHANNELS = ("red", "green", "blue", "yellow")
 OUTPUTS = ("submission.csv", "probabilities.csv", "errors.csv")
-CONTRACT = pytest.mark.xfail(strict=True, reason="model.json validation: contract branch")
+
 
 
 # ---------------------------------------------------------------- bytes of bad images
@@ -291,7 +291,7 @@ ARG_CASES = [Case(f"arg{' '.join(a)}".replace(" ", "_"), infer_arg(*a)) for a in
     Case("images-is-a-file", lambda c: ("runtime", c.infer("--images", c.file("f", "x")), "f: image folder not found")),
     Case("out-is-a-file", lambda c: ("runtime", c.infer("--out", c.file("o", "x")), "Not a directory")),
     Case("out-below-a-file", lambda c: ("runtime", c.infer("--out", c.file("o", "x") + "/sub"), "Not a directory")),
-    Case("resume-other-precision", infer_resume("--precision", "fp32")),
+    Case("resume-other-precision", infer_resume("--precision", "fp16")),  # auto never takes fp16 on a CPU
     Case("resume-other-views", infer_resume("--tta", "2")),
     Case("resume-other-thresholds", infer_resume("--threshold-mode", "0.5")),
     Case("resume-other-batch-size", infer_resume("--batch-size", "3")),
@@ -472,6 +472,11 @@ def raw(content):
     return edit
 
 
+def THRESHOLDS(data):
+    """The FP32 single-view thresholds list of a model.json (version 2)."""
+    return data["variants"]["fp32"]["thresholds"]["1"]["values"]
+
+
 def set_key(path, value):
     def edit(folder, data):
         *parents, last = path
@@ -519,35 +524,33 @@ MODEL_CASES = [
     Case("model-json-latin-1", model(raw('{"x": "caf\xe9"}'.encode("latin-1")), "not valid JSON")),
     Case("model-json-empty-object", model(lambda f, d: {}, "not a model.json of this toolkit")),
     Case("model-json-other-format", model(set_key(["format"], "onnx"), "not a model.json of this toolkit")),
-    Case("model-json-version-2", model(set_key(["version"], 2), "version 2 is not supported")),
-    Case("model-json-27-class-names", model(lambda f, d: d["class_names"].pop() and None, "expected 28")),
-    Case("model-json-27-thresholds", model(lambda f, d: d["thresholds"].pop() and None, "expected 28")),
-    Case("model-json-thresholds-text", model(set_key(["thresholds"], ["a"] * 28), "malformed model.json")),
-    Case("model-json-thresholds-null", model(set_key(["thresholds"], None), "malformed model.json")),
-    Case("model-json-tta-3", model(set_key(["tta"], 3), "tta must be one of")),
-    Case("model-json-tta-text", model(set_key(["tta"], "x"), "malformed model.json")),
-    Case("model-json-no-preprocess", model(lambda f, d: d.pop("preprocess") and None, "malformed model.json")),
+    Case("model-json-version-1", model(set_key(["version"], 1), "re-export it")),
+    Case("model-json-27-class-names", model(lambda f, d: d["class_names"].pop() and None, "class_names")),
+    Case("model-json-27-thresholds", model(lambda f, d: THRESHOLDS(d).pop() and None, "values")),
+    Case("model-json-thresholds-text", model(lambda f, d: THRESHOLDS(d).__setitem__(0, "a"), "values")),
+    Case("model-json-thresholds-above-1", model(lambda f, d: THRESHOLDS(d).__setitem__(0, 1.5), "values")),
+    Case("model-json-thresholds-null", model(set_key(["variants", "fp32", "thresholds"], None), "thresholds")),
+    Case("model-json-tta-3", model(set_key(["tta", "default"], 3), "tta")),
+    Case("model-json-tta-text", model(set_key(["tta", "default"], "x"), "tta")),
+    Case("model-json-no-preprocess", model(lambda f, d: d.pop("preprocess") and None, "preprocess")),
     Case("model-json-channel-order", model(set_key(["preprocess", "channels"], ["green", "red", "blue", "yellow"]),
-                                           "malformed model.json")),
-    Case("model-json-std-0", model(set_key(["preprocess", "std"], [0, 0, 0, 0]), "malformed model.json")),
-    Case("model-json-no-files", model(set_key(["files"], []), "model.json: lists no ONNX file")),
-    Case("model-json-file-without-sha256", model(lambda f, d: d["files"][0].pop("sha256") and None,
-                                                 "malformed model.json")),
+                                           "channels")),
+    Case("model-json-std-0", model(set_key(["preprocess", "std"], [0, 0, 0, 0]), "std")),
+    Case("model-json-no-files", model(set_key(["files"], []), "files")),
+    Case("model-json-file-without-sha256", model(lambda f, d: d["files"][0].pop("sha256") and None, "sha256")),
     Case("onnx-sha256-mismatch", model(spoil_file(lambda b: b + b"\0", update_sha=False),
                                        "ensemble.onnx: sha256")),
     Case("onnx-truncated", model(spoil_file(lambda b: b[:len(b) // 2]), "ensemble.onnx: ONNX Runtime cannot load")),
     Case("onnx-is-text", model(spoil_file(lambda b: b"not a model"), "ensemble.onnx: ONNX Runtime cannot load")),
     Case("onnx-missing", model(lambda f, d: (f / "ensemble.onnx").unlink(), "ensemble.onnx: listed in model.json")),
-    # Items 5 and 6 of the issue (model.json validated as a whole) belong to the contract branch.
-    Case("model-json-is-a-list", model(raw(b"[]")), CONTRACT),
-    Case("model-json-is-null", model(raw(b"null")), CONTRACT),
-    Case("model-json-thresholds-nan", model(set_key(["thresholds"], ["nan"] * 28)), CONTRACT),
-    Case("model-json-size-64-for-48-px-graph", model(set_key(["preprocess", "size"], 64)), CONTRACT),
-    Case("model-json-size-negative", model(set_key(["preprocess", "size"], -5)), CONTRACT),
-    Case("model-json-size-text", model(set_key(["preprocess", "size"], "48")), CONTRACT),
-    Case("model-json-path-up-and-out", model(outside("outside")), CONTRACT),
-    Case("model-json-absolute-path", model(outside("absolute")), CONTRACT),
-    # Refused in one line already (its sha256 does not match), though the file outside is read to hash it.
+    Case("model-json-is-a-list", model(raw(b"[]"))),
+    Case("model-json-is-null", model(raw(b"null"))),
+    Case("model-json-thresholds-nan", model(set_key(["variants", "fp32", "thresholds", "1", "values"], ["nan"] * 28))),
+    Case("model-json-size-64-for-48-px-graph", model(set_key(["preprocess", "size"], 64))),
+    Case("model-json-size-negative", model(set_key(["preprocess", "size"], -5))),
+    Case("model-json-size-text", model(set_key(["preprocess", "size"], "48"))),
+    Case("model-json-path-up-and-out", model(outside("outside"))),
+    Case("model-json-absolute-path", model(outside("absolute"))),
     Case("model-json-path-to-etc-hostname", model(outside("etc"))),
 ]
 

@@ -30,13 +30,16 @@ def test_backends_agree_on_the_same_inputs(spec):
         np.testing.assert_allclose(fold1.infer(x), ref1.infer(x), atol=1e-4)
 
 
-def test_auto_uses_int8_cpu_without_a_gpu(spec):
+def test_auto_on_a_cpu_runs_int8_only_where_it_measured_faster(spec):
     from runtime.onnx_session import gpu_present
 
     if gpu_present():
         pytest.skip("a GPU is present")
     backend = make_backend(spec, "auto")
-    assert backend.name == "onnxruntime" and backend.file.path.name == "ensemble.int8-cpu.onnx"
+    assert (backend.name, backend.device) == ("onnxruntime", "cpu")
+    assert "x FP32's speed on this CPU" in backend.choice.reason  # the probe ran, and the reason says what it found
+    assert (backend.file.precision == "int8") == ("(vnni class, probe)" in backend.choice.reason
+                                                  or "(avx2 class, probe)" in backend.choice.reason)
 
 
 def test_input_is_checked_against_model_json(spec):

@@ -1,5 +1,7 @@
 """Backend and file choice: a pure function of the request, model.json and the machine."""
 
+import json
+
 import pytest
 
 from runtime.backends.select import Environment, choose
@@ -19,14 +21,35 @@ def spec(tiny_deploy):
 def with_engine(spec):
     data = dict(spec.data)
     data["files"] = data["files"] + [{"path": "ensemble.fp16.engine", "kind": "ensemble", "fold": -1,
-                                      "precision": "fp16", "target": "tensorrt", "format": "engine", "sha256": "0"}]
+                                      "precision": "fp16", "target": "tensorrt", "format": "engine",
+                                      "variant": "fp16", "outputs": ["probs"], "sha256": "0" * 64}]
     return ModelSpec(spec.path, data)
 
 
-def test_auto_on_a_cpu_takes_the_int8_cpu_flavour(spec):
-    choice = choose(spec, "auto", env=CPU)
-    assert (choice.backend, choice.device, choice.file.path.name) == ("onnxruntime", "cpu", "ensemble.int8-cpu.onnx")
-    assert "no GPU" in choice.reason
+def cpu(cpu_class, ratio, asked=None):
+    """A CPU machine whose INT8 probe measures ``ratio``; ``asked`` records which files it timed."""
+    def probe(fp32, int8):
+        if asked is not None:
+            asked.append((fp32.path.name, int8.path.name))
+        return ratio
+    return Environment(cpu_class=cpu_class, int8_speedup=probe)
+
+
+def test_auto_on_a_cpu_takes_int8_only_where_the_probe_finds_it_faster(spec):
+    asked = []
+    choice = choose(spec, "auto", env=cpu("vnni", 2.4, asked))
+    assert (choice.backend, choice.device, choice.file.path.name) == ("onnxruntime", "cpu", "ensemble.int8-cpu-vnni.onnx")
+    assert asked == [("ensemble.onnx", "ensemble.int8-cpu-vnni.onnx")]
+    assert "2.40x FP32's speed on this CPU (vnni class, probe)" in choice.reason
+    slower = choose(spec, "auto", env=cpu("vnni", 0.86))
+    assert slower.file.path.name == "ensemble.onnx" and "measured 0.86x FP32's speed" in slower.reason
+    assert choose(spec, "auto", env=cpu("vnni", 1.05)).file.precision == "fp32"  # below INT8_MIN_SPEEDUP
+    # without VNNI only the flavour with 7-bit weights may run (the other can saturate)
+    asked = []
+    avx2 = choose(spec, "auto", model="fold1", env=cpu("avx2", 2.0, asked))
+    assert avx2.file.path.name == "fold1.int8-cpu-avx2.onnx" and asked == [("fold1.onnx", "fold1.int8-cpu-avx2.onnx")]
+    unprobed = choose(spec, "auto", env=Environment())
+    assert unprobed.file.path.name == "ensemble.onnx" and "none was run" in unprobed.reason
 
 
 def test_auto_with_cuda_takes_fp16_and_with_tensorrt_the_engine(spec):
@@ -37,13 +60,34 @@ def test_auto_with_cuda_takes_fp16_and_with_tensorrt_the_engine(spec):
     assert choose(engine, "auto", env=CUDA).backend == "onnxruntime"  # no TensorRT: the engine is useless
 
 
+def test_model_json_lists_the_defaults_auto_follows(spec):
+    choices = {(c["device"], c.get("cpu")): c["candidates"] for c in spec.defaults["choices"]}
+    assert choices == {("cuda", None): ["ensemble.fp16.onnx", "ensemble.onnx"],
+                       ("cpu", "vnni"): ["ensemble.int8-cpu-vnni.onnx", "ensemble.int8-cpu-avx2.onnx", "ensemble.onnx"],
+                       ("cpu", "avx2"): ["ensemble.int8-cpu-avx2.onnx", "ensemble.onnx"]}
+    for (device, cls), files in choices.items():
+        env = CUDA if device == "cuda" else cpu(cls, 9.0)
+        assert choose(spec, "auto", env=env).file.path.name == files[0]
+        if device == "cpu":
+            assert choose(spec, "auto", env=cpu(cls, 0.5)).file.path.name == files[-1]
+
+
 def test_explicit_requests(spec):
     assert choose(spec, "onnxruntime", env=CPU).file.path.name == "ensemble.onnx"
     assert choose(spec, "onnxruntime", "int8", env=CPU).file.target == "cpu"
+    assert choose(spec, "auto", "int8", env=cpu("avx2", 0.5)).file.path.name == "ensemble.int8-cpu-avx2.onnx"
     fold = choose(spec, "onnxruntime", model="fold1", env=CPU)
     assert (fold.file.kind, fold.file.fold) == ("fold", 1)
     torch = choose(spec, "torch", model="fold0", env=CPU)
     assert torch.backend == "torch" and torch.file is None
+
+
+def test_any_listed_file_by_its_name(spec):
+    named = choose(spec, "auto", model="fold0.int8-trt.onnx", env=CPU)
+    assert (named.backend, named.device, named.file.variant) == ("onnxruntime", "cpu", "int8-trt")
+    assert choose(spec, "onnxruntime", "fp16", model="ensemble.fp16.onnx", env=CUDA).device == "cuda"
+    with pytest.raises(ValueError, match="is a int8 onnx file: run it with --backend onnxruntime or auto, and --precision int8"):
+        choose(spec, "tensorrt", model="fold0.int8-trt.onnx", env=CPU)
 
 
 def test_impossible_requests_say_why(spec):
@@ -51,7 +95,28 @@ def test_impossible_requests_say_why(spec):
         choose(spec, "tensorrt", env=TRT)
     with pytest.raises(ValueError, match="folds 0..1"):
         choose(spec, "onnxruntime", model="fold7", env=CPU)
-    with pytest.raises(ValueError, match="'ensemble' or 'fold<k>'"):
+    with pytest.raises(ValueError, match="'ensemble', 'fold<k>' or a file model.json lists"):
         choose(spec, "onnxruntime", model="best", env=CPU)
     with pytest.raises(ValueError, match="unknown backend"):
         choose(spec, "openvino", env=CPU)
+
+
+def test_the_probe_times_both_files_once_per_machine(spec, monkeypatch, tmp_path):
+    from runtime import probe
+
+    monkeypatch.setenv("HPA_TOOLKIT_CACHE", str(tmp_path))
+    fp32, int8 = spec.find("ensemble"), spec.find("ensemble", "int8", "cpu", cpu="vnni")
+    ratio = probe.speedup(fp32, int8)
+    assert ratio > 0 and len(json.loads((tmp_path / probe.CACHE_FILE).read_text())) == 1
+    monkeypatch.setattr(probe, "measure", lambda *a: pytest.fail("measured twice"))
+    assert probe.speedup(fp32, int8) == ratio  # from the cache
+    assert probe.cpu_class(["avx2", "avx512_vnni"]) == "vnni" and probe.cpu_class(["avx2", "fma"]) == "avx2"
+
+
+def test_turns_time_every_call_and_give_each_its_share():
+    from runtime.probe import interleaved
+
+    order = []
+    times = interleaved([lambda: order.append("a"), lambda: order.append("b")], 0, block=0)
+    assert [len(t) for t in times] == [6, 6] and order[:2] == ["a", "b"]  # one warm-up each, then turns of 2
+    assert order[2:6] == ["a", "a", "b", "b"]

@@ -44,7 +44,7 @@ def test_every_tensorrt_flavour_graph_follows_tensorrts_qdq_rules(tiny_deploy):
 
 def test_the_cpu_flavour_breaks_them_and_the_checker_says_how(tiny_deploy):
     # u8 activations with a zero-point: valid ONNX, refused by TensorRT
-    problems = qdq_problems(onnx.load(str(tiny_deploy[0] / "fold0.int8-cpu.onnx")))
+    problems = qdq_problems(onnx.load(str(tiny_deploy[0] / "fold0.int8-cpu-vnni.onnx")))
     assert any("UINT8" in p and "TensorRT needs INT8" in p for p in problems)
 
 

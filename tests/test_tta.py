@@ -1,13 +1,12 @@
 """Test-time augmentation: the views, the averaging, and the thresholds that go with them."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 
-from runtime.errors import DataError
-from runtime.model_spec import load_model_spec
-from runtime.tta import dihedral, predict_views, views
+from runtime.tta import SETTINGS, TRANSFORMS, dihedral, predict_views, views
 
 
 def test_the_eight_views_are_the_flips_and_quarter_turns():
@@ -42,18 +41,26 @@ def test_predict_views_averages_the_model_over_views():
         predict_views(corner, batch, 3)
 
 
-def test_model_json_picks_the_thresholds_tuned_for_the_views(tiny_deploy, tiny_run, tmp_path):
+def test_each_named_view_is_the_index_formula_model_json_states():
+    size = 5
+    image = np.arange(size * size).reshape(size, size)
+    for name, (k, rule) in TRANSFORMS.items():
+        rows, cols = re.search(r"out\[i, j\] = in\[([^,\]]+), ([^\]]+)\]", rule).groups()
+        i, j = np.meshgrid(np.arange(size), np.arange(size), indexing="ij")
+        env = {"i": i, "j": j, "S": size}
+        np.testing.assert_array_equal(dihedral(image, k), image[eval(rows, {}, env), eval(cols, {}, env)], err_msg=name)
+    assert SETTINGS[4] == ("identity", "rot90", "rot180", "rot270") and SETTINGS[2] == ("identity", "flip")
+
+
+def test_model_json_picks_the_thresholds_tuned_for_the_views_and_the_file(tiny_deploy, tiny_run):
     deploy, spec = tiny_deploy
     tuned = json.loads((tiny_run[0] / "thresholds.json").read_text())
     assert spec.tta == tuned["tta"] == 4
-    for views, key, exact in ((4, "thresholds", True), (1, "single_view_thresholds", True),
+    for count, key, exact in ((4, "thresholds", True), (1, "single_view_thresholds", True),
                               (8, "thresholds", False)):  # none tuned for 8 views: the default stands in
-        thresholds, is_exact = spec.thresholds_for(views)
+        thresholds, is_exact = spec.thresholds_for(count)
         np.testing.assert_allclose(thresholds, tuned[key], rtol=1e-6)
         assert is_exact == exact
     assert np.abs(np.subtract(tuned["thresholds"], tuned["single_view_thresholds"])).max() > 1e-3
-    data = json.loads((deploy / "model.json").read_text())
-    data["tta"] = 3
-    (tmp_path / "model.json").write_text(json.dumps(data))
-    with pytest.raises(DataError, match="tta must be one of 1, 2, 4, 8, got 3"):
-        load_model_spec(tmp_path)
+    int8 = spec.find("ensemble", "int8", "cpu")
+    assert spec.thresholds_for(4, int8)[0] == spec.variants[int8.variant].thresholds[4][0] != spec.thresholds_for(4)[0]

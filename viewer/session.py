@@ -72,7 +72,7 @@ class Models:
 
         self.spec = load_model_spec(model) if model else None
         self.run = Run(run) if run else None
-        named = self.spec.data.get("run") if self.spec is not None else None
+        named = self.spec.data.get("source", {}).get("run") if self.spec is not None else None
         if self.run is None and named and Path(named, "config.json").is_file():
             self.run = Run(named)  # model.json names the run it came from: its per-fold thresholds
         if self.spec is not None:
@@ -104,16 +104,10 @@ class Models:
         return self.preprocess is not None
 
     def checkpoints(self):
-        """[(path, sha256 or None)] in fold order: model.json's (with their sha256; a file that
-        moved is looked up in the run), else the run's own."""
+        """[(path, sha256 or None)] in fold order: model.json's (the copies in the deployment
+        folder, with their sha256), else the run's own."""
         if self.spec is not None:
-            refs = []
-            for c in self.spec.data.get("checkpoints", []):
-                path = Path(c["path"])
-                if not path.is_file() and self.run is not None:
-                    path = self.run.checkpoint(int(c["fold"]))
-                refs.append((path, c.get("sha256")))
-            return refs
+            return [(c.path, c.sha256) for c in self.spec.checkpoints]
         return [(p, None) for p in self.run.checkpoints()] if self.run else []
 
     @property
@@ -129,8 +123,13 @@ class Models:
         ensemble or one fold) on predictions averaged over ``self.views`` views."""
         check_fold(fold, self.folds)
         if fold == "mean" and self.spec is not None:
-            thresholds, exact = self.spec.thresholds_for(self.views)
-            return np.asarray(thresholds, np.float32), f"ensemble, tuned for {self.views} view(s)" + (
+            # the thresholds of the file the ensemble's predictions come from (an INT8 file has
+            # its own); before that backend is open there are no predictions to compare
+            backend = self._backends.get("mean")
+            model_file = backend.file if backend is not None else None
+            thresholds, exact = self.spec.thresholds_for(self.views, model_file)
+            which = model_file.variant if model_file is not None else "fp32"
+            return np.asarray(thresholds, np.float32), f"ensemble ({which}), tuned for {self.views} view(s)" + (
                 "" if exact else " (stand-in)")
         tuned = self._run_thresholds()
         if tuned is None:

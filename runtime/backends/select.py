@@ -2,9 +2,11 @@
 machine has (``Environment``), so the policy is testable without a GPU and said once.
 
 ``auto``: a TensorRT engine when one is listed and a GPU and TensorRT are present; else ONNX
-Runtime with CUDA when a GPU and the CUDA provider are present; else ONNX Runtime on the CPU
-(INT8 CPU flavour when exported, else FP32). Every choice carries the reason, which the command
-line prints.
+Runtime with CUDA (FP16 when usable, else FP32) when a GPU and the CUDA provider are present;
+else ONNX Runtime on the CPU: the INT8 flavour for this CPU's class when export marked it usable
+and a probe (runtime.probe, about a second, cached) measures it at least ``INT8_MIN_SPEEDUP``
+times FP32's speed here, else FP32. Every choice carries the reason, which the command line
+prints; model.json lists the resulting default files (``default_choices``) for clients.
 """
 
 import importlib.util
@@ -20,6 +22,8 @@ class Environment:
     gpu: bool = False                 # an NVIDIA device node exists
     tensorrt: bool = False            # the tensorrt package is importable
     ort_providers: tuple = ("CPUExecutionProvider",)   # onnxruntime.get_available_providers()
+    cpu_class: str = "avx2"           # vnni or avx2: which INT8 CPU flavour suits it (runtime.probe.cpu_class)
+    int8_speedup: object = None       # (FP32 ModelFile, INT8 ModelFile) -> INT8/FP32 speed here; None: never INT8
 
     @property
     def ort_cuda(self):
@@ -33,9 +37,11 @@ class Environment:
 
 def detect_environment():
     from runtime.onnx_session import available_providers, gpu_present
+    from runtime.probe import cpu_class, cpu_info, speedup
 
     return Environment(gpu=gpu_present(), tensorrt=importlib.util.find_spec("tensorrt") is not None,
-                       ort_providers=tuple(available_providers()))
+                       ort_providers=tuple(available_providers()), cpu_class=cpu_class(cpu_info()[1]),
+                       int8_speedup=speedup)
 
 
 @dataclass(frozen=True)
@@ -50,15 +56,18 @@ def _fold_index(model):
     if model == "ensemble":
         return None
     if not model.startswith("fold") or not model[4:].isdigit():
-        raise ValueError(f"--model-file must be 'ensemble' or 'fold<k>', got {model!r}")
+        raise ValueError(f"--model-file must be 'ensemble', 'fold<k>' or a file model.json lists, got {model!r}")
     return int(model[4:])
 
 
 def choose(spec, backend="auto", precision=None, device=None, model="ensemble", env=None):
     """The Choice for a request: ``backend`` auto or one of _EXPLICIT, ``precision``
     fp32|fp16|int8 or None (the backend's default), ``device`` cpu|cuda or None, ``model``
-    'ensemble' or 'fold<k>'."""
+    'ensemble', 'fold<k>' or the name of a file model.json lists."""
     env = env or detect_environment()
+    named = spec.named(model)
+    if named is not None:
+        return _named(named, backend, precision, device, env)
     fold = _fold_index(model)
     kind = "ensemble" if fold is None else "fold"
     if fold is not None and not 0 <= fold < spec.folds:
@@ -103,16 +112,90 @@ def _onnxruntime_gpu(spec, backend, kind, fold, precision, model):
     return Choice(backend, f, "cuda", f"asked for ONNX Runtime's {provider} provider ({precision})")
 
 
+def _named(f, backend, precision, device, env):
+    """A file asked for by its name: run by the backend for its format, on the device asked for."""
+    runner = "tensorrt" if f.format == "engine" else "onnxruntime"
+    if backend not in ("auto", runner) or precision not in (None, f.precision):
+        raise ValueError(f"--model-file {f.info['path']} is a {f.precision} {f.format} file: run it with "
+                         f"--backend {runner} or auto, and --precision {f.precision} or none")
+    device = "cuda" if runner == "tensorrt" else device or ("cuda" if env.ort_cuda else "cpu")
+    return Choice(runner, f, device, f"asked for {f.info['path']}")
+
+
+# An INT8 file is worth its small accuracy cost only when clearly faster: a one-second probe is
+# noisy to a few percent, and a ratio near 1 means nothing to gain.
+INT8_MIN_SPEEDUP = 1.1
+DEFAULTS_RULE = (f"per backend and device, the first usable candidate; on a CPU an INT8 candidate only when a "
+                 f"probe on the machine measures it at least {INT8_MIN_SPEEDUP}x as fast as the last (FP32) "
+                 "candidate. A listed TensorRT engine comes first where a GPU and TensorRT are present.")
+
+
+def candidates(spec, device, cpu, kind="ensemble", fold=None):
+    """The ONNX files ``auto`` considers, in order, for ONNX Runtime on ``device`` (a CPU of class
+    ``cpu``): reduced precision first (FP16 on CUDA; on a CPU the INT8 flavours it runs without
+    saturation), FP32 last. Files whose variant export marked unusable are left out."""
+    def listed(precision, target=None, cpu_ok=None):
+        return [f for f in spec.files if f.kind == kind and f.format == "onnx" and f.precision == precision
+                and (fold is None or f.fold == fold) and (target is None or f.target == target)
+                and (cpu_ok is None or spec.variant_of(f).cpu in cpu_ok) and spec.variant_of(f).usable]
+    fp32 = [f for f in listed("fp32") if f.target == "any"]
+    if device == "cuda":
+        return [f for f in listed("fp16") if f.target == "any"] + fp32
+    # An INT8 flavour with full 8-bit weights can saturate without VNNI; the reduce_range one runs anywhere.
+    flavours = ("vnni", "avx2") if cpu == "vnni" else ("avx2",)
+    return sorted(listed("int8", "cpu", flavours), key=lambda f: flavours.index(spec.variant_of(f).cpu)) + fp32
+
+
+def default_choices(spec):
+    """model.json's ``defaults``: the ensemble candidates per backend, device and CPU class."""
+    choices = [{"backend": "onnxruntime", "device": "cuda"},
+               *({"backend": "onnxruntime", "device": "cpu", "cpu": c} for c in ("vnni", "avx2"))]
+    for choice in choices:
+        choice["candidates"] = [f.info["path"] for f in candidates(spec, choice["device"], choice.get("cpu"))]
+    return {"rule": DEFAULTS_RULE, "choices": [c for c in choices if c["candidates"]]}
+
+
 def _auto(spec, kind, fold, precision, env):
     engine = spec.find(kind, precision, fmt="engine", fold=fold)
-    if engine is not None and env.gpu and env.tensorrt:
+    if engine is not None and env.gpu and env.tensorrt and spec.variant_of(engine).usable:
         return Choice("tensorrt", engine, "cuda", "a TensorRT engine is listed and TensorRT and a GPU are present")
     device = "cuda" if env.ort_cuda else "cpu"
-    order = [precision] if precision else (["fp16", "fp32"] if device == "cuda" else ["int8", "fp32"])
-    for p in order:
-        f = spec.find(kind, p, "cpu" if p == "int8" and device == "cpu" else None, fold=fold)
-        if f is not None:
-            where = "the CUDA provider is present" if device == "cuda" else "no GPU with ONNX Runtime's CUDA provider"
-            return Choice("onnxruntime", f, device, f"ONNX Runtime {p} on {device}: {where}")
-    raise DataError(spec.path, f"lists no ONNX file for {kind if fold is None else f'fold{fold}'} "
-                               f"({', '.join(spec.choices())})")
+    where = "the CUDA provider is present" if device == "cuda" else "no GPU with ONNX Runtime's CUDA provider"
+    if precision:
+        f = spec.find(kind, precision, "cpu" if precision == "int8" and device == "cpu" else None, fold=fold,
+                      cpu=env.cpu_class)
+        if f is None:
+            raise DataError(spec.path, f"lists no {precision} ONNX file for {kind if fold is None else f'fold{fold}'} "
+                                       f"({', '.join(spec.choices())})")
+        variant = spec.variant_of(f)
+        return Choice("onnxruntime", f, device, f"ONNX Runtime {f.variant} on {device}: asked for {precision}"
+                      + ("" if variant.usable else f" (export marked it unusable: {variant.reason})"))
+    files = candidates(spec, device, env.cpu_class, kind, fold)
+    if not files or files[-1].precision != "fp32":
+        raise DataError(spec.path, f"lists no usable FP32 ONNX file for {kind if fold is None else f'fold{fold}'} "
+                                   f"({', '.join(spec.choices())})")
+    fp32, reduced = files[-1], files[0]
+    if reduced is fp32:
+        return Choice("onnxruntime", fp32, device, f"ONNX Runtime fp32 on {device}: {where}; "
+                                                   f"{_why_not_reduced(spec, kind, device, env)}")
+    if device == "cuda":
+        return Choice("onnxruntime", reduced, device, f"ONNX Runtime {reduced.variant} on cuda: {where}")
+    if env.int8_speedup is None:
+        return Choice("onnxruntime", fp32, "cpu", "ONNX Runtime fp32 on cpu: INT8 only where a probe measures it "
+                                                  "faster, and none was run")
+    ratio = env.int8_speedup(fp32, reduced)
+    if ratio >= INT8_MIN_SPEEDUP:
+        return Choice("onnxruntime", reduced, "cpu", f"ONNX Runtime {reduced.variant} on cpu: {ratio:.2f}x FP32's "
+                                                     f"speed on this CPU ({env.cpu_class} class, probe)")
+    return Choice("onnxruntime", fp32, "cpu", f"ONNX Runtime fp32 on cpu: {reduced.variant} measured {ratio:.2f}x "
+                                               f"FP32's speed on this CPU (below {INT8_MIN_SPEEDUP}x)")
+
+
+def _why_not_reduced(spec, kind, device, env):
+    precision = "fp16" if device == "cuda" else "int8"
+    unusable = [v for v in spec.variants.values() if v.precision == precision and not v.usable]
+    if unusable:
+        return f"{unusable[0].name} was marked unusable at export ({unusable[0].reason})"
+    if device == "cpu" and any(v.precision == "int8" and v.target == "cpu" for v in spec.variants.values()):
+        return f"no INT8 flavour for this CPU's class ({env.cpu_class}) was exported"
+    return f"no {precision} {kind} file was exported"

@@ -1,0 +1,116 @@
+"""What this CPU is, and whether INT8 is faster than FP32 on it.
+
+``auto`` takes an INT8 file on a CPU only when it pays here: INT8 convolutions are 2-3x FP32's on
+CPUs with VNNI at wide layers, but slower at narrow ones and on CPUs without VNNI
+(docs/int8.md). So before choosing, ``speedup`` times both files on this machine for about a
+second and caches the ratio per pair of files (sha256), CPU (name and flags), ONNX Runtime
+version and core count, in ``$HPA_TOOLKIT_CACHE`` (default ``~/.cache/hpa-toolkit``), so a
+machine pays for the probe once per model.
+"""
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+
+from runtime.model_spec import INPUT_NAME
+from runtime.writeutil import atomic_write_json
+
+log = logging.getLogger(__name__)
+
+# The SIMD features that decide INT8 speed (int8-ceiling prints them).
+SIMD_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+# u8 x s8 dot products that cannot saturate: VNNI (AVX512-VNNI, AVX-VNNI) or AMX tiles.
+VNNI_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
+PROBE_SECONDS = 0.5   # timed runs of both files together, after one warm-up run of each
+CACHE_FILE = "int8-probe.json"
+
+
+def cpu_info():
+    """(CPU model name, the SIMD_FLAGS it has) from /proc/cpuinfo; ("unknown", []) elsewhere."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "unknown", []
+    name, flags = "unknown", set()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() == "model name" and name == "unknown":
+            name = value.strip()
+        elif key.strip() == "flags" and not flags:
+            flags.update(value.split())
+    return name, [f for f in SIMD_FLAGS if f in flags]
+
+
+def cpu_class(flags):
+    """'vnni' when INT8 dot products cannot saturate here, else 'avx2' (the INT8 flavour with
+    7-bit weights, ``reduce_range``, is the safe one there)."""
+    return "vnni" if any(f in flags for f in VNNI_FLAGS) else "avx2"
+
+
+def _cache_path():
+    root = os.environ.get("HPA_TOOLKIT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpa-toolkit"
+    return Path(root) / CACHE_FILE
+
+
+def interleaved(calls, seconds, block=1.0):
+    """Per-call seconds of each callable, timed in turns of about ``block`` seconds until each has
+    had ``seconds``: a change in the machine's load hits all of them alike. Turns, not single
+    calls: after a call ONNX Runtime's thread pool spin-waits a while, and call-by-call
+    alternation would time each session beside the other's spinning threads."""
+    for call in calls:
+        call()  # warm up
+    times = [[] for _ in calls]
+    spent = [0.0] * len(calls)
+    while min(spent) < seconds or min(map(len, times)) < 5:
+        for k, call in enumerate(calls):
+            start, calls_this_turn = time.perf_counter(), 0
+            while time.perf_counter() - start < block or calls_this_turn < 2:
+                t0 = time.perf_counter()
+                call()
+                times[k].append(time.perf_counter() - t0)
+                calls_this_turn += 1
+            spent[k] += time.perf_counter() - start
+    return times
+
+
+def measure(fp32_path, int8_path, size, seconds=PROBE_SECONDS):
+    """INT8 images/s over FP32 images/s on this machine. The batch is the largest (up to 32, the
+    runtime's default) whose FP32 call takes a tenth of the time given, so small models are timed
+    at the batch they run at and large ones still get several calls."""
+    from runtime.onnx_session import make_session
+
+    fp32, int8 = make_session(fp32_path, "cpu"), make_session(int8_path, "cpu")
+    rng = np.random.default_rng(0)
+    one = {INPUT_NAME: rng.standard_normal((1, 4, size, size), dtype=np.float32)}
+    t1 = float(np.median(interleaved([lambda: fp32.run(None, one)], 0, block=0)[0]))
+    feed = {INPUT_NAME: rng.standard_normal((int(np.clip(seconds / 10 / max(t1, 1e-6), 1, 32)), 4, size, size),
+                                            dtype=np.float32)}
+    times = interleaved([lambda: fp32.run(None, feed), lambda: int8.run(None, feed)], seconds / 2, block=seconds / 8)
+    return float(np.median(times[0]) / np.median(times[1]))
+
+
+def speedup(fp32_file, int8_file):
+    """INT8/FP32 throughput of two listed files here (ModelFile), measured once per machine."""
+    name, flags = cpu_info()
+    import onnxruntime
+
+    key = "|".join([fp32_file.sha256, int8_file.sha256, name, " ".join(flags), onnxruntime.__version__,
+                    str(os.cpu_count())])
+    path = _cache_path()
+    try:
+        cache = json.loads(path.read_text()) if path.is_file() else {}
+    except (OSError, ValueError):
+        cache = {}
+    if key not in cache:
+        t0 = time.perf_counter()
+        cache[key] = measure(fp32_file.verified(), int8_file.verified(), fp32_file.size)
+        log.info("INT8/FP32 probe: %.2fx in %.1fs; cached in %s", cache[key], time.perf_counter() - t0, path)
+        try:
+            atomic_write_json(path, cache)
+        except OSError as err:
+            log.warning("could not cache the INT8 probe in %s (%s); it runs again next time", path, err.strerror)
+    return cache[key]
