@@ -46,10 +46,14 @@ def tiny_run(tiny_data, tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def tiny_deploy(tiny_run, tmp_path_factory):
-    """tiny_run exported to ONNX in every precision: (deploy folder, ModelSpec)."""
+    """tiny_run exported to ONNX in every precision: (deploy folder, ModelSpec).
+
+    The F1 gate is opened (bound 1.0): on a 1-epoch model a 7-bit INT8 flavour can lose more than
+    0.01 macro-F1 on one CPU and not on another, and the tests that use this fixture must choose the
+    same files on every machine. test_export checks the gate itself with bounds of its own."""
     from export.pipeline import export_run
 
     out = tmp_path_factory.mktemp("deploy")
     spec = export_run(tiny_run[0], out, ("fp32", "fp16", "int8"), calib_images=16, report=lambda *_: None,
-                      int8_targets=("cpu-vnni", "cpu-avx2", "tensorrt"))
+                      int8_targets=("cpu-vnni", "cpu-avx2", "tensorrt"), max_f1_drop=1.0)
     return out, spec
