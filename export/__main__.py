@@ -3,21 +3,28 @@
 import sys
 import time
 
-from runtime.cli import ArgumentParser, dispatch
+from runtime.cli import ArgumentParser, dispatch, non_negative_int, positive_float, positive_int
 
 
 def parser():
     p = ArgumentParser(prog="python -m export", description="export a training run for deployment")
     sub = p.add_subparsers(dest="command", required=True)
+    _deploy_commands(sub)
+    _int8_study_commands(sub)
+    return p
+
+
+def _deploy_commands(sub):
+    """onnx, tensorrt and triton: what a deployment is made of."""
     o = sub.add_parser("onnx", help="folds + ensemble to ONNX, verified against PyTorch, and model.json")
     o.add_argument("--run", required=True, help="a finished training run folder")
     o.add_argument("--out", required=True, help="deployment folder to write")
     o.add_argument("--precision", default="fp32", help="comma-separated: fp32, fp16, int8 (fp32 is always written)")
-    o.add_argument("--calib-images", type=int, default=64, help="training images used to calibrate INT8")
+    o.add_argument("--calib-images", type=positive_int, default=64, help="training images used to calibrate INT8")
     o.add_argument("--int8-targets", default="cpu,tensorrt",
                    help="INT8 flavours to write: cpu-vnni (for CPUs with VNNI/AMX), cpu-avx2 (7-bit weights, for "
                         "the others), cpu (the one for this machine's CPU), tensorrt (symmetric, for TensorRT)")
-    o.add_argument("--eval-images", type=int, default=3000,
+    o.add_argument("--eval-images", type=positive_int, default=3000,
                    help="out-of-fold images each reduced precision is judged and tuned on")
     o.add_argument("--max-f1-drop", type=float, default=0.01,
                    help="a reduced precision whose out-of-fold macro-F1 falls more than this below FP32's is "
@@ -27,11 +34,11 @@ def parser():
     t = sub.add_parser("tensorrt", help="build a TensorRT engine from an exported ONNX file (GPU hosts)")
     t.add_argument("--onnx", required=True)
     t.add_argument("--out", required=True, help="engine file to write")
-    t.add_argument("--min-batch", type=int, default=1,
+    t.add_argument("--min-batch", type=positive_int, default=1,
                    help="smallest batch of the profile (the runtime pads smaller ones; Triton needs 1)")
-    t.add_argument("--opt-batch", type=int, default=32)
-    t.add_argument("--max-batch", type=int, default=64)
-    t.add_argument("--workspace", type=float, default=4.0, help="GB")
+    t.add_argument("--opt-batch", type=positive_int, default=32)
+    t.add_argument("--max-batch", type=positive_int, default=64)
+    t.add_argument("--workspace", type=positive_float, default=4.0, help="GB")
     t.add_argument("--timing-cache", default=None)
 
     r = sub.add_parser("triton", help="a Triton Inference Server model repository from a deployment folder")
@@ -41,28 +48,31 @@ def parser():
     r.add_argument("--backend", default="auto", choices=["auto", "onnx", "tensorrt"],
                    help="auto: the TensorRT engine when one is listed, else the ONNX ensemble")
     r.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
-    r.add_argument("--max-batch", type=int, default=64, help="capped by the engine's optimization profile")
+    r.add_argument("--max-batch", type=positive_int, default=64, help="capped by the engine's optimization profile")
     r.add_argument("--preferred", default="8,32", help="preferred dynamic-batching sizes")
-    r.add_argument("--instances", type=int, default=1)
+    r.add_argument("--instances", type=positive_int, default=1)
     r.add_argument("--kind", default="auto", choices=["auto", "gpu", "cpu"],
                    help="instance kind; auto: GPU for a TensorRT plan (cpu is refused for one), else CPU")
 
+
+def _int8_study_commands(sub):
+    """int8-ceiling and int8-levers: what INT8 can gain on this CPU and which setting gains it."""
+
     c = sub.add_parser("int8-ceiling", help="INT8 vs FP32 speed of single convolutions on this CPU: the most "
                                             "the INT8 CPU flavour can gain here")
-    c.add_argument("--batch-size", type=int, default=32)
-    c.add_argument("--seconds", type=float, default=2.0, help="timing per shape and precision")
-    c.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
+    c.add_argument("--batch-size", type=positive_int, default=32)
+    c.add_argument("--seconds", type=positive_float, default=2.0, help="timing per shape and precision")
+    c.add_argument("--threads", type=non_negative_int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
     c.add_argument("--json", default=None, help="also write the rows here")
 
     v = sub.add_parser("int8-levers", help="speed and |dp| of each INT8 setting against an FP32 file, one lever at a time")
     v.add_argument("--run", required=True, help="the training run (calibration and held-out images)")
     v.add_argument("--onnx", required=True, help="the FP32 file, e.g. DEPLOY/ensemble.onnx")
     v.add_argument("--batch-sizes", default="1,16")
-    v.add_argument("--seconds", type=float, default=3.0, help="timing per lever and batch size")
-    v.add_argument("--calib-images", type=int, default=64)
+    v.add_argument("--seconds", type=positive_float, default=3.0, help="timing per lever and batch size")
+    v.add_argument("--calib-images", type=positive_int, default=64)
     v.add_argument("--only", default="", help="';'-separated lever names (default: all)")
     v.add_argument("--json", default=None, help="also write the rows here")
-    return p
 
 
 def main(argv=None):

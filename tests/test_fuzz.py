@@ -1,4 +1,4 @@
-"""The hostile-user corpus (issue 14): bad images, CSVs, model folders and command-line arguments,
+"""The hostile-user corpus: bad images, CSVs, model folders and command-line arguments,
 built from generated fixtures. For each one: the exit status, a single ``error:`` line naming the
 file (or the option), no traceback, and every good result equal to a clean run's (for a refused
 command: the previous outputs untouched). docs/reliability.md states the count and the promise."""

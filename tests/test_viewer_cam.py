@@ -32,7 +32,7 @@ def batch(tiny_data, cams):
 
 
 def test_cam_stack_never_loads_triton_or_torchvision(tiny_run):
-    # What crashed the first CAM in a real window (issue 12): triton's LLVM against Mesa's.
+    # What crashes the first CAM in a real window: triton's LLVM against Mesa's.
     code = ("import sys, numpy as np; from viewer.cam import CamModels; from train.run import Run; "
             f"m = CamModels([(p, None) for p in Run({str(tiny_run[0])!r}).checkpoints()]).__enter__(); "
             "m.cam(np.zeros((1, 4, 48, 48), np.float32), [3], 'layercam', views=4); "

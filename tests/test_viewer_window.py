@@ -1,7 +1,7 @@
 """The viewer in a real X window: Xvfb with its default Mesa OpenGL, as on a Linux desktop.
 
 The offscreen platform of the other viewer tests never loads Mesa's libLLVM, which is what the
-first CAM used to crash against (issue 12). Here pytest starts this file as a script under
+first CAM would crash against without the viewer's guard. Here pytest starts this file as a script under
 ``xvfb-run``: it builds the window as ``python -m viewer`` does, with real worker threads, drives
 it through keys and the state (CAMs with every method, channel toggles, next/previous from a
 focused spin box, File > Open, exports, two window sizes), and saves grabs of the X screen. The

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from runtime.classes import NUM_CLASSES
 from runtime.errors import loading
 
 
@@ -116,7 +117,7 @@ ATTENTIONS = {"cbam": CBAM, "none": None}
 
 
 class ResNet(nn.Module):
-    def __init__(self, block, layers, num_classes=28, in_channels=4, width=64, attention=CBAM, dropout=0.0):
+    def __init__(self, block, layers, num_classes=NUM_CLASSES, in_channels=4, width=64, attention=CBAM, dropout=0.0):
         super().__init__()
         self.inplanes = width
         self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
@@ -164,7 +165,7 @@ class ResNet(nn.Module):
         return self.forward_head(self.forward_features(x))
 
 
-def build_model(arch="resnet18", attention="cbam", width=64, num_classes=28, in_channels=4, dropout=0.0):
+def build_model(arch="resnet18", attention="cbam", width=64, num_classes=NUM_CLASSES, in_channels=4, dropout=0.0):
     if arch not in ARCHS:
         raise ValueError(f"unknown arch {arch!r}; valid: {sorted(ARCHS)}")
     if attention not in ATTENTIONS:

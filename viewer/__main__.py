@@ -48,8 +48,8 @@ def build(args, sync=False):
     """(app, window) for parsed arguments: what ``python -m viewer`` shows."""
     from viewer.session import Session
 
-    # *Decision*: no default model. --sample used to open demo/deploy when it existed relative to
-    # the current directory, which silently depended on where the viewer was started.
+    # *Decision*: no default model. Opening demo/deploy when it exists relative to the current
+    # directory would make what --sample shows depend on where the viewer was started.
     # The session (files, model.json, run) is checked before Qt starts, so a bad path is one line
     # even where no display is available.
     session = Session(str(SAMPLE) if args.sample else (args.data or None), args.model or None, args.run or None)

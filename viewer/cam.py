@@ -8,8 +8,8 @@ al. 2021) are a few lines each and are computed here rather than through the gra
 
 - grad-cam imports torchvision, whose ``ops`` import ``torch._dynamo`` and with it triton.
   triton's bundled LLVM segfaults against Mesa's libLLVM, which Qt's xcb GL integration loads
-  into the process as soon as a window is shown (issue 12: every first CAM on a Linux desktop
-  with Mesa graphics crashed the viewer). Without torchvision the CAM stack never loads triton;
+  into the process as soon as a window is shown (every first CAM on a Linux desktop
+  with Mesa graphics would crash the viewer). Without torchvision the CAM stack never loads triton;
   ``tests/test_viewer_cam.py`` checks that in a fresh interpreter. It also makes the first CAM
   ~4 s faster (torchvision + dynamo + triton is 6 s of imports on a 2-core Xeon, torch alone 2 s).
 - grad-cam's context manager returns True from ``__exit__`` on IndexError, so a bad class index

@@ -1,8 +1,8 @@
 """The 28 probabilities as horizontal bars, one labelled row per class.
 
-*Decision* (issue 12, point 3): horizontal bars, so every class name is written out in full on
-the left axis and all 28 rows fit the panel's height at 1000x650 and up; the old vertical chart
-showed numbers, and its long title pushed classes 23-27 off screen. The legend is a line of
+*Decision*: horizontal bars, so every class name is written out in full on
+the left axis and all 28 rows fit the panel's height at 1000x650 and up; a vertical chart
+shows numbers, and a long title pushes the last classes off screen. The legend is a line of
 text under the chart, not a plot title, so it never widens the chart."""
 
 import numpy as np

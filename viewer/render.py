@@ -9,7 +9,7 @@ import numpy as np
 
 from runtime.composite import composite
 
-# *Decision* (issue 12, point 8): the CAM overlay must leave the cells readable and must not look
+# *Decision*: the CAM overlay must leave the cells readable and must not look
 # like a channel. The composite is additive red, green, blue and yellow, so any saturated hue can
 # appear in it; what cannot is structure. "contours" draws white isolines with a dark rim at 25,
 # 50 and 75 % of the map's peak (thicker for higher levels) over an untouched composite; "heat"

@@ -1,7 +1,7 @@
 """Every menu action with its keys, in one table: the window builds its menus from it and
 Help > Shortcuts lists it, so the two never disagree.
 
-*Decision* (issue 12, point 9): next/previous image are Ctrl+Down/Ctrl+Up, application-wide, so
+*Decision*: next/previous image are Ctrl+Down/Ctrl+Up, application-wide, so
 they work whichever widget has the focus; plain Up/Down stay with the focused widget (they move
 through the list when it has the focus, and change a spin box's value when that has it).
 """
