@@ -442,7 +442,7 @@ FIT_CASES = [
 
 EXPORT_CASES = [
     Case("export-run-missing", lambda c: ("export", ["onnx", "--run", str(c.tmp / "none"), "--out", str(c.tmp / "d")],
-                                          "none")),
+                                          "none: run folder not found")),
     Case("export-run-not-a-run", lambda c: ("export", ["onnx", "--run", str(c.tmp), "--out", str(c.tmp / "d")],
                                             str(c.tmp))),
     Case("export-triton-deploy-missing", lambda c: ("export", ["triton", "--deploy", str(c.tmp / "none"), "--out",

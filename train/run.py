@@ -104,6 +104,8 @@ class Run:
 
     def _json(self, name, what):
         path = self.file(name)
+        if not self.path.is_dir():
+            raise DataError(self.path, "run folder not found")
         if not path.is_file():
             raise DataError(path, f"missing: {what}")
         try:
