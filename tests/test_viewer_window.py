@@ -137,6 +137,7 @@ def drive(args):
     window.activateWindow()
     window.raise_()
     out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
     report = {"methods": [window.cam_controls.method.itemData(i) for i in range(window.cam_controls.method.count())]}
 
     def wait(condition, what, timeout=20):
