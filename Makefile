@@ -6,8 +6,8 @@ STAMP := $(VENV)/.installed
 DEMO := demo
 export PYTHONUNBUFFERED := 1
 
-# Demo settings, sized for the whole demo to take about ten minutes on a 2-core CPU
-# (docs/training.md says why each was chosen): 128-px fields at zoom 2.4 (one or two cells)
+# Demo settings, sized for the whole demo to take at most about ten minutes on a 2-core CPU
+# (341 s on a 2-core Xeon with AVX-512; docs/training.md says why each setting was chosen): 128-px fields at zoom 2.4 (one or two cells)
 # trained at 96 px by a width-16 ResNet-18 with BCE and strong AdamW weight decay, out-of-fold
 # predictions averaged over 4 test-time views, three folds trained at once in three processes.
 DEMO_IMAGES ?= 3000
@@ -28,10 +28,13 @@ DEMO_MIN_PER_CLASS ?= 100
 
 .PHONY: demo test install clean bench-train xvfb
 
-$(STAMP): requirements.txt
+# The project itself goes in as an editable install (no dependencies: requirements.txt has them
+# all), so `.venv/bin/python -m train|export|runtime|viewer` works from any directory.
+$(STAMP): requirements.txt pyproject.toml
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
+	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -74,9 +77,10 @@ demo: $(STAMP)
 	echo "== 6/7 viewer screenshots (offscreen) and 7/7 analysis report, side by side on the two cores =="; \
 	mkdir -p $(DEMO)/screenshots; \
 	QT_QPA_PLATFORM=offscreen $(PY) -m viewer --data $(DEMO)/data/test --model $(DEMO)/deploy --run $(DEMO)/run \
-		--screenshot $(DEMO)/screenshots/viewer 2>/dev/null & viewer=$$!; \
+		--screenshot $(DEMO)/screenshots/viewer 2>$(DEMO)/screenshots/viewer.log & viewer=$$!; \
 	$(PY) -m train analyze --data $(DEMO)/data --run $(DEMO)/run --out $(DEMO)/report; \
-	wait $$viewer; echo "wrote $(DEMO)/screenshots/viewer-*.png"; took; \
+	wait $$viewer || { echo "viewer screenshots failed ($(DEMO)/screenshots/viewer.log):"; \
+		tail -3 $(DEMO)/screenshots/viewer.log; exit 1; }; took; \
 	echo; echo "demo finished in $$(( $$(date +%s) - start ))s. Outputs:"; \
 	echo "  $(DEMO)/data        synthetic dataset (train.csv, train/, test/, masks/)"; \
 	echo "  $(DEMO)/run         checkpoints, metrics.json, thresholds.json, oof.csv, curves.png"; \

@@ -3,7 +3,8 @@
 import sys
 import time
 
-from runtime.cli import ArgumentParser, dispatch, non_negative_int, positive_float, positive_int
+from runtime.cli import (ArgumentParser, debug_requested, dispatch, guarded, non_negative_int, positive_float,
+                         positive_int)
 
 
 def parser():
@@ -76,6 +77,12 @@ def _int8_study_commands(sub):
 
 
 def main(argv=None):
+    # export's own error types live beside code that imports onnx: on an install without it the
+    # import itself must be one line too
+    return guarded(_main, argv, debug=debug_requested(argv))
+
+
+def _main(argv):
     from export.onnx_export import ExportError
     from export.tensorrt_build import TensorRTUnavailable
 

@@ -2,6 +2,7 @@
 GPU check (no torch needed)."""
 
 import argparse
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -51,8 +52,9 @@ def parser():
 
     b = sub.add_parser("bench", help="throughput and latency per backend and batch size")
     b.add_argument("--model", required=True)
-    b.add_argument("--backend", default="onnxruntime:fp32,onnxruntime:int8,torch",
-                   help="comma-separated backend[:precision] list")
+    b.add_argument("--backend", default="",
+                   help="comma-separated backend[:precision] list (default: onnxruntime:fp32, onnxruntime:int8 "
+                        "when the model has an INT8 file for this CPU, and torch where PyTorch is installed)")
     b.add_argument("--batch-sizes", default="1,8,32")
     b.add_argument("--images", default="", help="PNG folder for the decode-only and end-to-end figures")
     b.add_argument("--seconds", type=positive_float, default=3.0, help="time per measurement")
@@ -90,6 +92,7 @@ def cmd_infer(args):
     from runtime.labels import read_ids
     from runtime.model_spec import load_model_spec
     from runtime.reader import ImageFolder
+    from runtime.writeutil import writable_folder
 
     spec = load_model_spec(args.model)
     folder = ImageFolder(args.images, args.max_pixels)
@@ -99,6 +102,7 @@ def cmd_infer(args):
         print(f"warning: {folder.root}: Id {sample_id!r}: {problems[sample_id]}; listed in errors.csv",
               file=sys.stderr)
     thresholds = None if args.threshold_mode == "tuned" else [0.5] * NUM_CLASSES
+    writable_folder(args.out)  # the inputs are good: now the output folder, before the model loads
     options = {"engine_cache": args.engine_cache} if args.engine_cache else {}
     backend = make_backend(spec, args.backend, args.model_file, args.precision, **options)
     print(f"backend: {backend.description}: {backend.choice.reason}", file=sys.stderr)
@@ -106,11 +110,16 @@ def cmd_infer(args):
         summary = run_inference(backend, folder, ids, args.out, args.batch_size, thresholds, args.resume,
                                 args.workers, progress=lambda **kw: tqdm(**kw), views=args.tta)
     out = Path(args.out)
+    fresh = summary["images"] - summary["resumed_from"]
+    speed = (f"{summary['images_per_s'] or 0:.1f} images/s with {summary['backend']}"
+             + (f" x {summary['tta_views']} test-time views" if summary["tta_views"] > 1 else "")) if fresh \
+        else "nothing left to do"
     print(f"{summary['done']} done, {summary['failed']} failed"
           + (f" ({summary['resumed_from']} from an earlier run)" if summary["resumed_from"] else "")
-          + f", {summary['images_per_s'] or 0:.1f} images/s with {summary['backend']}"
-          + (f" x {summary['tta_views']} test-time views" if summary["tta_views"] > 1 else "") + "; "
-          f"wrote {out / 'submission.csv'}, {out / 'probabilities.csv'}, {out / 'errors.csv'}")
+          + f", {speed}; wrote {out / 'submission.csv'}, {out / 'probabilities.csv'}, {out / 'errors.csv'}")
+    if summary["failed"]:
+        print(f"warning: {summary['failed']} samples could not be read: their submission.csv rows are empty; "
+              f"{out / 'errors.csv'} says why", file=sys.stderr)
     return 0
 
 
@@ -120,10 +129,27 @@ def cmd_bench(args):
 
     name, flags = cpu_info()
     print(f"CPU: {name} ({' '.join(flags)}); {os.cpu_count()} cores")
-    rows = bench(args.model, args.backend, [int(b) for b in args.batch_sizes.split(",")], args.images or None,
+    rows = bench(args.model, args.backend or default_bench_backends(args.model), [int(b) for b in args.batch_sizes.split(",")], args.images or None,
                  args.seconds, args.workers, args.json or None)
     print(format_table(rows))
     return 0
+
+
+def default_bench_backends(model):
+    """ONNX Runtime FP32, its INT8 file for this CPU when the model has one, and the PyTorch
+    reference where PyTorch and the train package are installed (not on a runtime-only install)."""
+    from runtime.backends.select import choose
+    from runtime.model_spec import load_model_spec
+
+    names = ["onnxruntime:fp32"]
+    try:
+        choose(load_model_spec(model), "onnxruntime", "int8", "cpu")
+        names.append("onnxruntime:int8")
+    except DataError:  # no INT8 file for this CPU
+        pass
+    if importlib.util.find_spec("torch") and importlib.util.find_spec("train"):
+        names.append("torch")
+    return ",".join(names)
 
 
 def cmd_merge(args):

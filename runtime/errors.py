@@ -43,6 +43,13 @@ def _cuda(err):
             or (isinstance(err, RuntimeError) and ("CUDA" in head or head.startswith("TensorRT"))))
 
 
+# The optional install group (pyproject.toml's extras) that brings a third-party module: a
+# runtime-only install (`pip install .`) running `python -m train` is told what to install.
+_EXTRA_OF = {"torch": "train", "torchvision": "train", "iterstrat": "train", "sklearn": "train",
+             "matplotlib": "train", "onnx": "export", "onnxconverter_common": "export", "tritonclient": "export",
+             "polygraphy": "export", "PyQt5": "viewer", "pyqtgraph": "viewer"}
+
+
 def reason_of(err):
     """``(path, reason)`` for an error a user's file, option or device causes; None for a bug.
     ``path`` is None when the error does not say which file (the caller names it if it can)."""
@@ -64,6 +71,10 @@ def reason_of(err):
         return None, f"ONNX Runtime refused it ({first_line(err)})"
     if _cuda(err):
         return "cuda", first_line(err)
+    top = (getattr(err, "name", None) or "").split(".")[0]
+    if isinstance(err, ModuleNotFoundError) and top in _EXTRA_OF:
+        return None, (f"{top} is not installed; this command needs pip install 'hpa-toolkit[{_EXTRA_OF[top]}]' "
+                      "(make installs everything)")
     return None
 
 

@@ -11,6 +11,11 @@ first, once the model has loaded and the inputs have been read.
 Submission rule: ``Predicted`` lists the classes whose probability is above their threshold; an
 image with none gets its single most probable class (Kaggle's metric gives an empty prediction no
 credit, and every HPA image has at least one label).
+
+*Decision*: a sample that could not be read keeps its row in ``submission.csv``, with an empty
+``Predicted``, and ``errors.csv`` says why. Kaggle refuses a submission that lacks any of its Ids,
+so one broken image must not make the whole file unusable; the empty row scores as a miss, which
+is what it is. (An Id that is unsafe as a file name cannot be a Kaggle Id and is in errors.csv only.)
 """
 
 import csv
@@ -24,6 +29,7 @@ import numpy as np
 
 from runtime.classes import CLASS_NAMES, NUM_CLASSES
 from runtime.errors import DataError, about
+from runtime.ids import is_safe_id
 from runtime.journal import Journal, difference
 from runtime.labels import csv_text
 from runtime.pipeline import decoded_batches
@@ -148,11 +154,13 @@ def _csv_text(name, rows):
 
 
 def write_outputs(out, ids, probs, errors, thresholds):
-    """submission.csv, probabilities.csv and errors.csv in ``ids`` order, each atomically. The
-    csv module quotes what needs quoting, so no Id can ever break a row."""
+    """submission.csv, probabilities.csv and errors.csv in ``ids`` order, each atomically; a failed
+    sample's submission row is empty (see the module's decision). The csv module quotes what needs
+    quoting, so no Id can ever break a row."""
     ordered = [i for i in ids if i in probs]
     atomic_write_text(out / "submission.csv", _csv_text("submission.csv", (
-        [i, " ".join(map(str, predicted_classes(probs[i], thresholds)))] for i in ordered)))
+        [i, " ".join(map(str, predicted_classes(probs[i], thresholds))) if i in probs else ""]
+        for i in ids if i in probs or (i in errors and is_safe_id(i)))))
     atomic_write_text(out / "probabilities.csv", _csv_text("probabilities.csv", (
         [i, *(f"{v:.6f}" for v in probs[i])] for i in ordered)))
     atomic_write_text(out / "errors.csv", _csv_text("errors.csv", ([i, *errors[i]] for i in ids if i in errors)))

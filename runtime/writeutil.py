@@ -54,3 +54,15 @@ def atomic_write_text(path, text):
 
 def atomic_write_json(path, data):
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False) + "\n")
+
+
+def writable_folder(path):
+    """``path`` as a folder this process can write into, made if needed; checked before a command
+    spends time loading a model, so an unusable output folder is the first error, not the last."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(20, "Not a directory", str(path))
+    path.mkdir(parents=True, exist_ok=True)  # OSError names the path: one line through runtime.cli
+    if not os.access(path, os.W_OK | os.X_OK):
+        raise PermissionError(13, "folder not writable", str(path))
+    return path

@@ -128,3 +128,24 @@ def test_scripts_use_the_handler():
     run = subprocess.run([sys.executable, str(ROOT / "scripts" / "bench_train.py"), "--arch", "resnet99", "--steps", "1"],
                          capture_output=True, text=True)
     assert run.returncode == 2 and run.stderr.startswith("error: ") and run.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize("program, args, missing, extra", [
+    ("train", ["fit", "--data", "DATA", "--out", "OUT", "--epochs", "1"], "torch", "train"),
+    ("export", ["onnx", "--run", "RUN", "--out", "OUT"], "onnx", "export"),
+])
+def test_a_runtime_only_install_is_told_what_to_install(program, args, missing, extra, tiny_data, tiny_run, tmp_path):
+    # `pip install .` installs the runtime's dependencies only; the module is hidden as it would be there
+    args = [str({"DATA": tiny_data, "RUN": tiny_run[0], "OUT": tmp_path / "out"}.get(a, a)) for a in args]
+    code = (f"import sys; sys.modules[{missing!r}] = None; from {program}.__main__ import main; "
+            f"sys.exit(main({args!r}))")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip() == (f"error: {missing} is not installed; this command needs "
+                                   f"pip install 'hpa-toolkit[{extra}]' (make installs everything)")
+
+
+def test_a_missing_module_of_the_toolkit_itself_is_a_bug_with_its_traceback():
+    assert guarded(lambda: 0) == 0
+    with pytest.raises(ModuleNotFoundError):
+        guarded(raises(ModuleNotFoundError("No module named 'train.nothing'", name="train.nothing")))

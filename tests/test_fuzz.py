@@ -444,7 +444,9 @@ EXPORT_CASES = [
     Case("export-run-missing", lambda c: ("export", ["onnx", "--run", str(c.tmp / "none"), "--out", str(c.tmp / "d")],
                                           "none: run folder not found")),
     Case("export-run-not-a-run", lambda c: ("export", ["onnx", "--run", str(c.tmp), "--out", str(c.tmp / "d")],
-                                            str(c.tmp))),
+                                            f"{c.tmp}: not a training run folder")),
+    Case("export-run-is-a-file", lambda c: ("export", ["onnx", "--run", c.file("run.txt", "x"), "--out",
+                                                       str(c.tmp / "d")], "run.txt: not a folder")),
     Case("export-triton-deploy-missing", lambda c: ("export", ["triton", "--deploy", str(c.tmp / "none"), "--out",
                                                                str(c.tmp / "t")], "none: model.json not found")),
 ]

@@ -209,3 +209,35 @@ def test_sharded_runs_merge_into_the_unsharded_files(tiny_data, tiny_deploy, tmp
         assert (tmp_path / "merged" / name).read_bytes() == (tmp_path / "full" / name).read_bytes()
     assert runtime_main(["merge", *shards[:2], "--out", str(tmp_path / "m2"),
                          "--ids", str(tiny_data / "sample_submission.csv")]) == 2  # a shard is missing
+
+
+def test_a_broken_sample_keeps_an_empty_submission_row(tiny_data, tiny_deploy, tmp_path, capsys):
+    # Kaggle refuses a submission that lacks any of its Ids: one broken image must not cost the file
+    images = tmp_path / "test"
+    shutil.copytree(tiny_data / "test", images)
+    ids = read_ids(tiny_data / "sample_submission.csv")
+    (images / f"{ids[3]}_green.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (images / f"{ids[5]}_blue.png").unlink()
+    out = tmp_path / "out"
+    assert runtime_main(["infer", "--model", str(tiny_deploy[0]), "--images", str(images), "--tta", "1",
+                         "--ids", str(tiny_data / "sample_submission.csv"), "--out", str(out)]) == 0
+    std = capsys.readouterr()
+    assert "10 done, 2 failed" in std.out and "2 samples could not be read" in std.err
+    rows = read_csv(out / "submission.csv")
+    assert [r["Id"] for r in rows] == ids
+    assert [r["Id"] for r in rows if not r["Predicted"]] == [ids[3], ids[5]]
+    assert [r["Id"] for r in read_csv(out / "errors.csv")] == [ids[3], ids[5]]
+    assert len(read_csv(out / "probabilities.csv")) == 10
+    assert runtime_main(["score", "--submission", str(out / "submission.csv"),
+                         "--labels", str(tiny_data / "test_labels.csv")]) == 0  # the empty rows score as misses
+
+
+def test_bench_defaults_to_what_the_model_and_the_install_have(tiny_deploy, tmp_path, monkeypatch):
+    import importlib.util
+
+    from runtime.__main__ import default_bench_backends
+
+    assert default_bench_backends(tiny_deploy[0]) == "onnxruntime:fp32,onnxruntime:int8,torch"
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
+    assert default_bench_backends(tiny_deploy[0]) == "onnxruntime:fp32,onnxruntime:int8"  # a runtime-only install

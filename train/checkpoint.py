@@ -1,6 +1,7 @@
 """Checkpoints are plain dicts of state dicts and config, saved atomically and loaded with
 ``torch.load(weights_only=True)``: loading never runs code from the file."""
 
+import pickle
 from pathlib import Path
 
 import torch
@@ -30,8 +31,13 @@ def load_checkpoint(path):
         raise DataError(path, "checkpoint not found")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # torch raises many types for a damaged file (zip, pickle, EOF)
-        raise DataError(path, f"not a readable checkpoint ({type(err).__name__}: {str(err).splitlines()[0][:120]})") from None
+    except pickle.UnpicklingError:  # weights_only=True refuses objects beyond tensors and plain data
+        raise DataError(path, "not a readable checkpoint (it holds Python objects other than tensors and plain "
+                              "data, which are never unpickled: a file from another program?)") from None
+    except Exception as err:  # torch raises many types for a damaged file (zip, EOF, ...)
+        first = str(err).splitlines()[0] if str(err) else ""
+        first = first if len(first) <= 160 else first[:first.rfind(" ", 0, 160)] + " ..."
+        raise DataError(path, f"not a readable checkpoint (damaged, or not a PyTorch file: {type(err).__name__}: {first})") from None
     if not isinstance(payload, dict) or any(k not in payload for k in REQUIRED):
         raise DataError(path, f"not a toolkit checkpoint (needs keys {', '.join(REQUIRED)})")
     return payload

@@ -105,7 +105,9 @@ class Run:
     def _json(self, name, what):
         path = self.file(name)
         if not self.path.is_dir():
-            raise DataError(self.path, "run folder not found")
+            raise DataError(self.path, "not a folder" if self.path.exists() else "run folder not found")
+        if name != "config.json" and not self.file("config.json").is_file():
+            raise DataError(self.path, "not a training run folder (no config.json; python -m train fit makes one)")
         if not path.is_file():
             raise DataError(path, f"missing: {what}")
         try:
