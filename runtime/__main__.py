@@ -129,7 +129,8 @@ def cmd_bench(args):
 
     name, flags = cpu_info()
     print(f"CPU: {name} ({' '.join(flags)}); {os.cpu_count()} cores")
-    rows = bench(args.model, args.backend or default_bench_backends(args.model), [int(b) for b in args.batch_sizes.split(",")], args.images or None,
+    backends = args.backend or default_bench_backends(args.model)
+    rows = bench(args.model, backends, [int(b) for b in args.batch_sizes.split(",")], args.images or None,
                  args.seconds, args.workers, args.json or None)
     print(format_table(rows))
     return 0

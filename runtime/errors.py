@@ -24,9 +24,12 @@ class DataError(Exception):
 
 
 def first_line(err, limit=200):
-    """``Type: first line of the message`` (libraries often append pages of advice)."""
-    text = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {text[0][:limit] if text else ''}".rstrip(": ")
+    """``Type: first line of the message`` (libraries often append pages of advice), cut at a word
+    boundary with ' ...' when longer than ``limit``."""
+    text = (str(err).strip().splitlines() or [""])[0]
+    if len(text) > limit:
+        text = text[:text.rfind(" ", 0, limit) if " " in text[:limit] else limit] + " ..."
+    return f"{type(err).__name__}: {text}".rstrip(": ")
 
 
 def _is(err, module, *names):

@@ -149,3 +149,11 @@ def test_a_missing_module_of_the_toolkit_itself_is_a_bug_with_its_traceback():
     assert guarded(lambda: 0) == 0
     with pytest.raises(ModuleNotFoundError):
         guarded(raises(ModuleNotFoundError("No module named 'train.nothing'", name="train.nothing")))
+
+
+def test_a_long_library_message_is_cut_between_words():
+    from runtime.errors import first_line
+
+    err = RuntimeError("Weights only load failed. In PyTorch 2.6, we changed the default value\nmore advice")
+    assert first_line(err, 40) == "RuntimeError: Weights only load failed. In PyTorch ..."
+    assert first_line(err) == "RuntimeError: Weights only load failed. In PyTorch 2.6, we changed the default value"

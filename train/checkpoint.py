@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from runtime.classes import CLASS_NAMES
-from runtime.errors import DataError
+from runtime.errors import DataError, first_line
 from runtime.preprocess import Preprocess
 from runtime.writeutil import atomic_path
 from train.config import FitConfig
@@ -35,9 +35,8 @@ def load_checkpoint(path):
         raise DataError(path, "not a readable checkpoint (it holds Python objects other than tensors and plain "
                               "data, which are never unpickled: a file from another program?)") from None
     except Exception as err:  # torch raises many types for a damaged file (zip, EOF, ...)
-        first = str(err).splitlines()[0] if str(err) else ""
-        first = first if len(first) <= 160 else first[:first.rfind(" ", 0, 160)] + " ..."
-        raise DataError(path, f"not a readable checkpoint (damaged, or not a PyTorch file: {type(err).__name__}: {first})") from None
+        raise DataError(path, f"not a readable checkpoint (damaged, or not a PyTorch file: {first_line(err, 160)})") \
+            from None
     if not isinstance(payload, dict) or any(k not in payload for k in REQUIRED):
         raise DataError(path, f"not a toolkit checkpoint (needs keys {', '.join(REQUIRED)})")
     return payload
