@@ -11,6 +11,7 @@ from runtime.backends.base import available_backends
 from runtime.cli import ArgumentParser, dispatch, non_negative_int, positive_float, positive_int
 from runtime.classes import NUM_CLASSES
 from runtime.errors import DataError
+from runtime.pipeline import DEFAULT_WORKERS
 
 
 def _shard(text):
@@ -42,7 +43,9 @@ def parser():
     i.add_argument("--tta", type=int, default=None, choices=[1, 2, 4, 8],
                    help="test-time views averaged per image (flips/quarter turns); default: model.json's "
                         "(the count its thresholds were tuned for); 1 is fastest")
-    i.add_argument("--workers", type=non_negative_int, default=4, help="decode threads (0: decode in the main thread)")
+    i.add_argument("--workers", type=non_negative_int, default=DEFAULT_WORKERS,
+                   help=f"decode threads (default: one per core, at least 4: {DEFAULT_WORKERS} here; "
+                        "0: decode in the main thread)")
     i.add_argument("--resume", action="store_true",
                    help="skip Ids already done by an interrupted run (refused when its settings differ)")
     i.add_argument("--shard", type=_shard, default=None, help="i/n: process a deterministic 1/n of the Ids")
@@ -58,7 +61,7 @@ def parser():
     b.add_argument("--batch-sizes", default="1,8,32")
     b.add_argument("--images", default="", help="PNG folder for the decode-only and end-to-end figures")
     b.add_argument("--seconds", type=positive_float, default=3.0, help="time per measurement")
-    b.add_argument("--workers", type=non_negative_int, default=4)
+    b.add_argument("--workers", type=non_negative_int, default=DEFAULT_WORKERS, help="decode threads, as for infer")
     b.add_argument("--json", default="", help="also write the results here")
 
     m = sub.add_parser("merge", help="join the outputs of --shard runs into one submission")
