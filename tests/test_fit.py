@@ -3,6 +3,7 @@
 import csv
 import json
 import shutil
+from fractions import Fraction
 
 import numpy as np
 import pytest
@@ -195,7 +196,13 @@ def test_broken_checkpoint_gives_a_clear_error(tmp_path):
 
     path = tmp_path / "best.pt"
     path.write_bytes(b"not a zip file at all")
-    with pytest.raises(DataError, match="not a readable checkpoint"):
+    with pytest.raises(DataError, match=r"not a readable checkpoint \(not a PyTorch checkpoint file\)$"):
+        load_checkpoint(path)
+    torch.save({"model": Fraction(1, 3)}, path)  # a pickled class weights_only never loads
+    with pytest.raises(DataError, match=r"not a readable checkpoint \(it holds Python objects other than tensors"):
+        load_checkpoint(path)
+    path.write_bytes(open(path, "rb").read()[:200])  # a truncated zip
+    with pytest.raises(DataError, match="not a readable checkpoint: damaged, or not a PyTorch file"):
         load_checkpoint(path)
     with pytest.raises(DataError, match="checkpoint not found"):
         load_checkpoint(tmp_path / "none.pt")

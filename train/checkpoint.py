@@ -7,7 +7,7 @@ from pathlib import Path
 import torch
 
 from runtime.classes import CLASS_NAMES
-from runtime.errors import DataError, first_line
+from runtime.errors import DataError, loading
 from runtime.preprocess import Preprocess
 from runtime.writeutil import atomic_path
 from train.config import FitConfig
@@ -29,14 +29,13 @@ def load_checkpoint(path):
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "checkpoint not found")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError:  # weights_only=True refuses objects beyond tensors and plain data
-        raise DataError(path, "not a readable checkpoint (it holds Python objects other than tensors and plain "
-                              "data, which are never unpickled: a file from another program?)") from None
-    except Exception as err:  # torch raises many types for a damaged file (zip, EOF, ...)
-        raise DataError(path, f"not a readable checkpoint (damaged, or not a PyTorch file: {first_line(err, 160)})") \
-            from None
+    with loading(path, "not a readable checkpoint: damaged, or not a PyTorch file"):  # torch raises many types
+        try:
+            payload = torch.load(path, map_location="cpu", weights_only=True)
+        except pickle.UnpicklingError as err:  # torch's own message is a page of advice about weights_only
+            why = ("it holds Python objects other than tensors and plain data, which are never unpickled: a file "
+                   "from another program?" if "Unsupported global" in str(err) else "not a PyTorch checkpoint file")
+            raise DataError(path, f"not a readable checkpoint ({why})") from None
     if not isinstance(payload, dict) or any(k not in payload for k in REQUIRED):
         raise DataError(path, f"not a toolkit checkpoint (needs keys {', '.join(REQUIRED)})")
     return payload
