@@ -15,7 +15,6 @@ which is where INT8 reaches 2-4x.
 """
 
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
@@ -25,6 +24,7 @@ from onnx import TensorProto, helper, numpy_helper
 from export.precision import to_int8
 from runtime.model_spec import INPUT_NAME, PROBS
 from runtime.onnx_session import make_session
+from runtime.probe import interleaved
 
 # (channels, spatial size) of a ResNet-18's 3x3 convolutions (stage k runs at input/2^(k+2) with
 # width * 2^k channels): the CPU demo's width 16 at 96 px, then width 64 at 256 px (the default).
@@ -46,15 +46,13 @@ def conv_model(channels, size, seed=0):
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
 
 
-def _throughput(path, x, seconds, threads):
-    session = make_session(path, "cpu", threads)
+def _rates(paths, x, seconds, threads):
+    """Images/s of each file (median call), timed in turns as every benchmark here is
+    (runtime.probe.interleaved), so a change in the machine's load hits FP32 and INT8 alike."""
+    sessions = [make_session(p, "cpu", threads) for p in paths]
     feed = {INPUT_NAME: x}
-    session.run(None, feed)
-    calls, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or calls < 3:
-        session.run(None, feed)
-        calls += 1
-    return calls * len(x) / (time.perf_counter() - start)
+    times = interleaved([lambda s=s: s.run(None, feed) for s in sessions], seconds, block=min(1.0, seconds / 3))
+    return [len(x) / float(np.median(t)) for t in times]
 
 
 def ceiling(shapes=DEFAULT_SHAPES, batch_size=32, seconds=2.0, threads=0):
@@ -68,7 +66,7 @@ def ceiling(shapes=DEFAULT_SHAPES, batch_size=32, seconds=2.0, threads=0):
             onnx.save(conv_model(channels, size), str(fp32))
             x = rng.standard_normal((batch_size, channels, size, size)).astype(np.float32)
             to_int8(fp32, int8, x[:16], flavour="cpu-vnni", keep_float=())
-            f, i = _throughput(fp32, x, seconds, threads), _throughput(int8, x, seconds, threads)
+            f, i = _rates((fp32, int8), x, seconds, threads)
             rows.append({"channels": channels, "size": size, "batch_size": batch_size,
                          "fp32_per_s": f, "int8_per_s": i, "ratio": i / f})
     return rows
