@@ -2,8 +2,8 @@
 CPU, one lever at a time, against the FP32 file of a deployment (docs/int8.md holds the tables).
 
 Each row changes one thing from the ``cpu-vnni`` flavour as exported (``export.precision``):
-which parts stay in float, ``reduce_range``, per-channel weights, QDQ vs QOperator, and the ONNX
-Runtime session options (graph optimisation level, threads, spinning) applied to both files.
+which parts stay in float, CBAM's pooling rewrites (``export.int8_graph``), ``reduce_range``,
+per-channel weights, QDQ vs QOperator, and the ONNX Runtime session options (graph optimisation level, threads, spinning) applied to both files.
 FP32 and INT8 are timed in turns of about a second (``runtime.probe.interleaved``), so machine
 load hits both alike; the ratio is of the median calls. |dp| is against the FP32 file on run images the calibration did not see.
 """
@@ -21,10 +21,12 @@ from runtime.probe import interleaved
 
 QUANT_LEVERS = {
     "cpu-vnni as exported": {},
-    "CBAM quantized too": {"keep_float": ("head",)},
-    "head quantized too": {"keep_float": ("attention",)},
+    "CBAM all in float": {"keep_float": ("attention", "head"), "integer_pooling": False},
+    "CBAM pooling not rewritten": {"integer_pooling": False},
+    "CBAM gates quantized too": {"keep_float": ("head",)},
+    "head quantized too": {"keep_float": ("attention-gates",)},
     "all quantized": {"keep_float": ()},
-    "stem in float too": {"keep_float": ("attention", "head", "stem")},
+    "stem in float too": {"keep_float": ("attention-gates", "head", "stem")},
     "reduce_range (cpu-avx2)": {"reduce_range": True},
     "per-tensor weights": {"per_channel": False},
     "QOperator format": {"quant_format": QuantFormat.QOperator},

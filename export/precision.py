@@ -9,12 +9,14 @@
   export/int8_tensorrt.py says which rules and why these settings). docs/int8.md has the
   measurements behind the CPU settings.
 
-Which parts stay in float (``keep_float``; docs/int8.md has the measurements): CBAM's attention
-(pooled statistics, two tiny MLPs, a 2-channel convolution, sigmoids and element-wise products:
-little integer work, and in INT8 they cost requantizations and Quantize/Dequantize pairs) and the
-head (everything after the last convolution: pooling, the linear layer, the sigmoid; negligible
-work, and quantized it moves every probability in steps of 1/255). Both are measured faster and
-closer to FP32 in float. The stem stays quantized: in float it cost a third of INT8's speed.
+Which parts stay in float (``keep_float``; docs/int8.md has the measurements): CBAM's gates
+(``attention-gates``: the MLP on pooled statistics, the 2-channel 7x7 convolution, the sigmoids
+and the concat feeding that convolution; small tensors, where 8 bits would add requantizations and
+save nothing) and the head (everything after the last convolution: pooling, the linear layer, the
+sigmoid; negligible work, and quantized it moves every probability in steps of 1/255). CBAM's
+pooling and its two products over whole feature maps run in 8 bits, through the exact rewrites of
+``export.int8_graph`` (``integer_pooling``): in float they cost INT8 more than they cost FP32. The
+stem stays quantized: in float it cost a third of INT8's speed.
 """
 
 import tempfile
@@ -28,12 +30,12 @@ from onnxconverter_common import float16
 from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                       quant_pre_process, quantize_static)
 
-from export import int8_tensorrt
+from export import int8_graph, int8_tensorrt
 from runtime.model_spec import INPUT_NAME, PROBS
 from runtime.writeutil import atomic_path
 
 _CPU = dict(activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, extra_options={},
-            keep_float=("attention", "head"))
+            keep_float=("attention-gates", "head"), integer_pooling=True)
 INT8_FLAVOURS = {
     # reduce_range: 7-bit weights, so that AVX2's u8 x s8 multiply-add (vpmaddubsw, which saturates
     # at 16 bits) cannot overflow on CPUs without VNNI, as ONNX Runtime's quantization guide
@@ -45,8 +47,10 @@ INT8_FLAVOURS = {
 }
 # Settings a flavour may leave out.
 _DEFAULTS = dict(quant_format=QuantFormat.QDQ, per_channel=True, calibrate_method=CalibrationMethod.MinMax,
-                 keep_float=())
-PARTS = ("attention", "stem", "head")
+                 keep_float=(), integer_pooling=False)
+PARTS = ("attention", "attention-gates", "stem", "head")
+# CBAM's gate computations: small tensors (a value per channel, or a 2-channel map).
+_GATE_OPS = ("Conv", "Relu", "Add", "Sigmoid", "Concat")
 
 
 def save_model(model, path):
@@ -77,9 +81,9 @@ def to_fp16(src, dst):
 
 def float_nodes(model, parts):
     """Names of the nodes of ``parts`` (PARTS): CBAM's nodes (named .../attention/... by the
-    exporter after train.model's modules), the convolutions reading the input image, and the
-    head: every node with no convolution after it (pooling, the linear layer, the sigmoid, an
-    ensemble's mean)."""
+    exporter after train.model's modules) or only its gates (``_GATE_OPS`` among them), the
+    convolutions reading the input image, and the head: every node with no convolution after it
+    (pooling, the linear layer, the sigmoid, an ensemble's mean)."""
     unknown = set(parts) - set(PARTS)
     if unknown:
         raise ValueError(f"unknown part {sorted(unknown)[0]!r}; valid: {', '.join(PARTS)}")
@@ -87,6 +91,8 @@ def float_nodes(model, parts):
     keep = set()
     if "attention" in parts:
         keep |= {n.name for n in nodes if "/attention/" in n.name}
+    if "attention-gates" in parts:
+        keep |= {n.name for n in nodes if "/attention/" in n.name and n.op_type in _GATE_OPS}
     if "stem" in parts:
         keep |= {n.name for n in nodes if n.op_type == "Conv" and n.input[0] == INPUT_NAME}
     if "head" in parts:
@@ -120,16 +126,22 @@ def to_int8(src, dst, calib_images, flavour="cpu-vnni", **overrides):
     settings = int8_settings(flavour, **overrides)
     if calib_images is None or len(calib_images) == 0:
         raise ValueError("INT8 calibration needs at least one image")
-    keep_float = settings.pop("keep_float")
+    keep_float, integer_pooling = settings.pop("keep_float"), settings.pop("integer_pooling")
     with tempfile.TemporaryDirectory() as tmp:
         single = Path(tmp) / "probs.onnx"
         onnx.save(probs_only(onnx.load(str(src))), str(single))
         prepared = Path(tmp) / "prepared.onnx"
         quant_pre_process(str(single), str(prepared), skip_symbolic_shape=True)
+        model = onnx.load(str(prepared))
+        if integer_pooling:
+            int8_graph.pooling_for_int8(model)
+            onnx.save(model, str(prepared))
         out = Path(tmp) / "int8.onnx"
         quantize_static(str(prepared), str(out), _Batches(np.ascontiguousarray(calib_images, np.float32)),
-                        nodes_to_exclude=float_nodes(onnx.load(str(prepared)), keep_float), **settings)
+                        nodes_to_exclude=float_nodes(model, keep_float), **settings)
         quantized = onnx.load(str(out))
+        if integer_pooling:
+            int8_graph.integer_max(quantized)
         onnx.checker.check_model(quantized)
         if flavour == "tensorrt":
             int8_tensorrt.check_tensorrt_qdq(quantized, dst)
@@ -160,6 +172,7 @@ class Recipe:
                 "activations": s["activation_type"].name, "weights": s["weight_type"].name,
                 "per_channel": s["per_channel"], "reduce_range": s["reduce_range"],
                 "calibration": s["calibrate_method"].name, "kept_in_float": list(s["keep_float"]),
+                "integer_pooling": s["integer_pooling"],
                 **{k: v for k, v in s["extra_options"].items()}}
 
 

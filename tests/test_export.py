@@ -81,7 +81,8 @@ def test_reduced_precision_is_judged_on_out_of_fold_images_with_its_own_threshol
     assert spec.variants["int8-cpu-vnni"].thresholds[4][0] != fp32.thresholds[4][0]
     settings = json.loads((deploy / "model.json").read_text())["variants"]
     assert settings["int8-cpu-avx2"]["settings"]["reduce_range"] and not settings["int8-cpu-vnni"]["settings"]["reduce_range"]
-    assert settings["int8-cpu-vnni"]["settings"]["kept_in_float"] == ["attention", "head"]
+    assert settings["int8-cpu-vnni"]["settings"]["kept_in_float"] == ["attention-gates", "head"]
+    assert settings["int8-cpu-vnni"]["settings"]["integer_pooling"] and not settings["int8-trt"]["settings"]["integer_pooling"]
 
 
 def test_a_variant_over_the_f1_bound_is_unusable_and_auto_leaves_it(tiny_run, tmp_path, capsys):
@@ -177,7 +178,7 @@ def test_int8_levers_time_each_setting_against_fp32(tiny_run, tiny_deploy, capsy
     assert 0 < rows[0]["p99_abs_dp"] <= rows[0]["max_abs_dp"] < 0.5
 
 
-def test_cpu_int8_keeps_cbam_and_the_head_in_float_and_quantizes_every_other_convolution(tiny_deploy):
+def test_cpu_int8_keeps_cbam_gates_and_the_head_in_float_and_quantizes_every_other_convolution(tiny_deploy):
     from export.precision import float_nodes
 
     deploy, _ = tiny_deploy
@@ -186,6 +187,8 @@ def test_cpu_int8_keeps_cbam_and_the_head_in_float_and_quantizes_every_other_con
     assert {"Gemm", "Sigmoid", "GlobalAveragePool"} <= head and "Conv" not in head
     stem = float_nodes(fp32, ("stem",))
     assert len(stem) == 1 and all("/attention/" in n for n in float_nodes(fp32, ("attention",)))
+    gates = {n.op_type for n in fp32.graph.node if n.name in float_nodes(fp32, ("attention-gates",))}
+    assert gates == {"Conv", "Relu", "Add", "Sigmoid", "Concat"}
     for name, cpu_flavour in (("int8-cpu-vnni", True), ("int8-trt", False)):
         int8 = onnx.load(str(deploy / f"fold0.{name}.onnx"))
         made_by = {o: n.op_type for n in int8.graph.node for o in n.output}
@@ -194,3 +197,19 @@ def test_cpu_int8_keeps_cbam_and_the_head_in_float_and_quantizes_every_other_con
             assert quantized == (not cpu_flavour or "/attention/" not in conv.name), conv.name
         gemm = next(n for n in int8.graph.node if n.op_type == "Gemm")
         assert (made_by.get(gemm.input[1]) != "DequantizeLinear") == cpu_flavour
+        # CBAM's products over whole feature maps: 8-bit on the CPU flavours (both inputs dequantized),
+        # but for the last block's, which is part of the head
+        products = [n for n in int8.graph.node if n.op_type == "Mul" and "/attention/" in n.name
+                    and n.name not in float_nodes(fp32, ("head",))]
+        assert products and all((made_by.get(n.input[0]) == made_by.get(n.input[1]) == "DequantizeLinear")
+                                == cpu_flavour for n in products)
+    # in ONNX Runtime's optimized graph the CPU flavour's CBAM pooling runs on 8-bit tensors
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(deploy / "optimized.onnx")
+    ort.InferenceSession(str(deploy / "fold0.int8-cpu-vnni.onnx"), options, providers=["CPUExecutionProvider"])
+    ops = [n.op_type for n in onnx.load(str(deploy / "optimized.onnx")).graph.node]
+    (deploy / "optimized.onnx").unlink()
+    assert ops.count("QLinearGlobalAveragePool") == 2 * 8 and ops.count("QLinearMul") == 2 * 8 - 1
+    assert "ReduceMean" not in ops
