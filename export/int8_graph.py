@@ -15,11 +15,13 @@ NHWC kernels for, the passes read bytes instead:
   the integers followed by the dequantization. Dequantization is increasing (scale > 0), so the
   two orders give the same values.
 
-Both rewrites change no number the FP32 graph computes (tests/test_export.py checks the rewritten
-FP32 graph against the original). docs/int8.md has the measurements.
+Both compute the same function as the nodes they replace (float rounding aside: a pool sums in
+another order, about 1e-7 on the probabilities; tests/test_int8_graph.py checks the rewritten FP32
+graph against the original). docs/int8.md has the measurements.
 """
 
 import numpy as np
+import onnx
 from onnx import helper, numpy_helper
 
 
@@ -38,18 +40,21 @@ def _keepdims(node):
 
 
 def _static_shape(model):
-    """Tensor name -> shape for 4-D tensors whose C, H, W are known (batch may be dynamic)."""
+    """Tensor name -> shape for 4-D float tensors whose C, H, W are known (batch may be dynamic)."""
     shapes = {}
     for v in list(model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
         dims = v.type.tensor_type.shape.dim
-        if len(dims) == 4 and all(d.HasField("dim_value") for d in dims[1:]):
+        if (v.type.tensor_type.elem_type == onnx.TensorProto.FLOAT and len(dims) == 4
+                and all(d.HasField("dim_value") for d in dims[1:])):
             shapes[v.name] = [d.dim_value for d in dims[1:]]
     return shapes
 
 
 def _mean_over_channels(node, c, h, w):
-    """ReduceMean(axis 1, keepdims) of an N x C x H x W tensor as a pool over a [N, H*W, C, 1] view."""
-    name, x, y = node.name, node.input[0], node.output[0]
+    """ReduceMean(axis 1, keepdims) of an N x C x H x W tensor as a pool over a [N, H*W, C, 1] view.
+    New names derive from the output's (unique in a graph; node names may be empty)."""
+    x, y = node.input[0], node.output[0]
+    name = y
     shapes = [numpy_helper.from_array(np.array(s, np.int64), f"{name}/shape{k}")
               for k, s in enumerate(([0, h * w, c, 1], [0, 1, h, w]))]
     nodes = [helper.make_node("Transpose", [x], [f"{name}/nhwc"], name=f"{name}/nhwc", perm=[0, 2, 3, 1]),
@@ -91,8 +96,10 @@ def integer_max(model):
     """``model`` (quantized, QDQ) with every ReduceMax that reads a DequantizeLinear output taking
     the max of the integers instead, then dequantizing; returns how many were rewritten."""
     made_by = {o: n for n in model.graph.node for o in n.output}
-    # per-tensor scales only: a per-channel dequantization does not survive a max over channels
-    scalars = {i.name for i in model.graph.initializer if numpy_helper.to_array(i).size == 1}
+    # per-tensor positive scales only: a per-channel dequantization does not survive a max over
+    # channels, and only an increasing one commutes with the max (the quantizer's scales are > 0)
+    scalars = {i.name for i in model.graph.initializer
+               if numpy_helper.to_array(i).size == 1 and float(numpy_helper.to_array(i).flat[0]) > 0}
     nodes, count = [], 0
     for node in model.graph.node:
         dq = made_by.get(node.input[0]) if node.op_type == "ReduceMax" else None
@@ -101,9 +108,9 @@ def integer_max(model):
             continue
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         integers = f"{node.output[0]}/integers"
-        nodes += [helper.make_node("ReduceMax", [dq.input[0]], [integers], name=f"{node.name}/integers", **attrs),
+        nodes += [helper.make_node("ReduceMax", [dq.input[0]], [integers], name=integers, **attrs),
                   helper.make_node("DequantizeLinear", [integers, *dq.input[1:]], list(node.output),
-                                   name=f"{node.name}/dequantize",
+                                   name=f"{node.output[0]}/dequantize",
                                    **{a.name: helper.get_attribute_value(a) for a in dq.attribute})]
         count += 1
     del model.graph.node[:]

@@ -178,7 +178,7 @@ def test_int8_levers_time_each_setting_against_fp32(tiny_run, tiny_deploy, capsy
     assert 0 < rows[0]["p99_abs_dp"] <= rows[0]["max_abs_dp"] < 0.5
 
 
-def test_cpu_int8_keeps_cbam_gates_and_the_head_in_float_and_quantizes_every_other_convolution(tiny_deploy):
+def test_cpu_int8_keeps_cbam_gates_and_the_head_in_float_and_quantizes_every_other_convolution(tiny_deploy, tmp_path):
     from export.precision import float_nodes
 
     deploy, _ = tiny_deploy
@@ -203,13 +203,15 @@ def test_cpu_int8_keeps_cbam_gates_and_the_head_in_float_and_quantizes_every_oth
                     and n.name not in float_nodes(fp32, ("head",))]
         assert products and all((made_by.get(n.input[0]) == made_by.get(n.input[1]) == "DequantizeLinear")
                                 == cpu_flavour for n in products)
+        # the max over the channels: of the 8-bit values on the CPU flavours (export.int8_graph.integer_max)
+        maxes = [n for n in int8.graph.node if n.op_type == "ReduceMax"]
+        assert len(maxes) == 8 and all((made_by.get(n.input[0]) == "QuantizeLinear") == cpu_flavour for n in maxes)
     # in ONNX Runtime's optimized graph the CPU flavour's CBAM pooling runs on 8-bit tensors
     import onnxruntime as ort
 
     options = ort.SessionOptions()
-    options.optimized_model_filepath = str(deploy / "optimized.onnx")
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
     ort.InferenceSession(str(deploy / "fold0.int8-cpu-vnni.onnx"), options, providers=["CPUExecutionProvider"])
-    ops = [n.op_type for n in onnx.load(str(deploy / "optimized.onnx")).graph.node]
-    (deploy / "optimized.onnx").unlink()
+    ops = [n.op_type for n in onnx.load(str(tmp_path / "optimized.onnx")).graph.node]
     assert ops.count("QLinearGlobalAveragePool") == 2 * 8 and ops.count("QLinearMul") == 2 * 8 - 1
     assert "ReduceMean" not in ops
