@@ -4,7 +4,7 @@ import sys
 import time
 
 from runtime.cli import (ArgumentParser, debug_requested, dispatch, guarded, non_negative_int, positive_float,
-                         positive_int)
+                         positive_int, positive_int_list)
 
 
 def parser():
@@ -69,10 +69,11 @@ def _int8_study_commands(sub):
     v = sub.add_parser("int8-levers", help="speed and |dp| of each INT8 setting against an FP32 file, one lever at a time")
     v.add_argument("--run", required=True, help="the training run (calibration and held-out images)")
     v.add_argument("--onnx", required=True, help="the FP32 file, e.g. DEPLOY/ensemble.onnx")
-    v.add_argument("--batch-sizes", default="1,16")
+    v.add_argument("--batch-sizes", type=positive_int_list, default=[1, 16])
     v.add_argument("--seconds", type=positive_float, default=3.0, help="timing per lever and batch size")
-    v.add_argument("--calib-images", type=positive_int, default=64)
-    v.add_argument("--only", default="", help="';'-separated lever names (default: all)")
+    v.add_argument("--calib-images", type=positive_int, default=64,
+                   help="as export onnx: the same images (INT8 |dp| is measured on as many others)")
+    v.add_argument("--only", default="", help="';'-separated lever names, as the table prints them (default: all)")
     v.add_argument("--json", default=None, help="also write the rows here")
 
 
@@ -149,20 +150,19 @@ def cmd_int8_ceiling(args):
 
 
 def cmd_int8_levers(args):
-    from export.int8_levers import HEADER, format_rows, levers
+    from export.int8_levers import HEADER, chosen, format_rows, levers, read_fp32, run_images
     from export.onnx_export import RunData
     from runtime.writeutil import atomic_write_json
     from train.run import Run
 
-    name, flags = _print_cpu()
+    only = chosen([o for o in args.only.split(";") if o])
+    read_fp32(args.onnx)
     data = RunData(Run(args.run))
-    if not data.available:
-        raise ValueError(f"{args.run}: the run's images are not reachable; the levers need them to calibrate")
-    ids = data.sample_ids(2 * args.calib_images, seed=1)
-    calib, held = data.images(ids[:args.calib_images]), data.images(ids[args.calib_images:])
+    calib, held = run_images(data, args.calib_images, args.run)
+    name, flags = _print_cpu()
     print(HEADER)
-    rows = levers(args.onnx, calib, held, [int(b) for b in args.batch_sizes.split(",")], args.seconds,
-                  [o for o in args.only.split(";") if o] or None, report=lambda r: print(format_rows(r), flush=True))
+    rows = levers(args.onnx, calib, held, args.batch_sizes, args.seconds, only,
+                  report=lambda r: print(format_rows(r), flush=True))
     if args.json:
         atomic_write_json(args.json, {"cpu": name, "cpu_flags": flags, "onnx": args.onnx, "rows": rows})
     return 0

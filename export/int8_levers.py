@@ -12,10 +12,12 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 from onnxruntime.quantization import QuantFormat
 
 from export.precision import to_int8
+from runtime.errors import DataError, loading
 from runtime.model_spec import INPUT_NAME, PROBS
 from runtime.probe import interleaved
 
@@ -39,6 +41,42 @@ SESSION_LEVERS = {
     "1 intra-op thread": {"threads": 1},
     "spin-waiting (ONNX Runtime's default)": {"spinning": True},
 }
+
+
+def chosen(names):
+    """``--only``'s names, checked against the levers (None: all of them)."""
+    valid = [*QUANT_LEVERS, *SESSION_LEVERS]
+    for name in names:
+        if name not in valid:
+            raise ValueError(f"unknown lever {name!r}; valid: {'; '.join(valid)}")
+    return names or None
+
+
+def read_fp32(path):
+    """Refuse, in one line naming ``path``, what cannot be the FP32 file the levers quantize."""
+    if not Path(path).is_file():
+        raise DataError(path, "ONNX file not found")
+    with loading(path, "not an ONNX model"):
+        model = onnx.load(str(path))
+    reduced = any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv") for n in model.graph.node) or any(
+        i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
+    if reduced:
+        raise DataError(path, "a reduced-precision file; give the FP32 one (DEPLOY/ensemble.onnx or DEPLOY/fold0.onnx)")
+
+
+def run_images(data, calib_images, run):
+    """The images export onnx calibrates on (its default --seed) and as many others of the run to
+    measure |dp| on."""
+    if not data.available:
+        raise ValueError(f"{run}: the run's images are not reachable; the levers need them to calibrate")
+    if calib_images >= len(data.ids):
+        raise ValueError(f"--calib-images {calib_images}: the run has {len(data.ids)} images; "
+                         "the levers need others left to compare on")
+    calib_ids = data.calibration_ids(calib_images)
+    taken = set(calib_ids)
+    rest = [i for i in data.ids if i not in taken]
+    picked = np.random.default_rng(0).choice(len(rest), min(calib_images, len(rest)), replace=False)
+    return data.images(calib_ids), data.images([rest[i] for i in sorted(picked)])
 
 
 def session(path, level="all", threads=0, spinning=False):

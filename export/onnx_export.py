@@ -142,6 +142,10 @@ class RunData:
         rng = np.random.default_rng(seed)
         return [self.ids[i] for i in sorted(rng.choice(len(self.ids), size=min(n, len(self.ids)), replace=False))]
 
+    def calibration_ids(self, n, seed=0):
+        """The images reduced precisions are calibrated on (export onnx --calib-images, --seed)."""
+        return self.sample_ids(n, seed + 1)
+
 
 def load_models(run):
     """The fold models of a finished run, in fold order; each must carry the run's preprocessing."""

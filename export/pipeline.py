@@ -67,7 +67,7 @@ def export_run(run, out, precisions=("fp32",), calib_images=64, seed=0, report=p
     ref = reference(run, eval_subset(len(data.ids), eval_images, seed)) if data.available else None
     variants = {FP32: fp32_variant(run, ref)}
     files = list(fp32.values())
-    calib = data.images(data.sample_ids(calib_images, seed + 1)) if names else None
+    calib = data.images(data.calibration_ids(calib_images, seed)) if names else None
     for name in names:
         made, variants[name] = export_variant(name, fp32, out, data, calib, ref, max_f1_drop, report)
         files += made

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from runtime.backends.base import available_backends
-from runtime.cli import ArgumentParser, dispatch, non_negative_int, positive_float, positive_int
+from runtime.cli import ArgumentParser, dispatch, non_negative_int, positive_float, positive_int, positive_int_list
 from runtime.classes import NUM_CLASSES
 from runtime.errors import DataError
 from runtime.pipeline import DEFAULT_WORKERS
@@ -58,7 +58,7 @@ def parser():
     b.add_argument("--backend", default="",
                    help="comma-separated backend[:precision] list (default: onnxruntime:fp32, onnxruntime:int8 "
                         "when the model has an INT8 file for this CPU, and torch where PyTorch is installed)")
-    b.add_argument("--batch-sizes", default="1,8,32")
+    b.add_argument("--batch-sizes", type=positive_int_list, default=[1, 8, 32])
     b.add_argument("--images", default="", help="PNG folder for the decode-only and end-to-end figures")
     b.add_argument("--seconds", type=positive_float, default=3.0, help="time per measurement")
     b.add_argument("--workers", type=non_negative_int, default=DEFAULT_WORKERS, help="decode threads, as for infer")
@@ -133,7 +133,7 @@ def cmd_bench(args):
     name, flags = cpu_info()
     print(f"CPU: {name} ({' '.join(flags)}); {os.cpu_count()} cores")
     backends = args.backend or default_bench_backends(args.model)
-    rows = bench(args.model, backends, [int(b) for b in args.batch_sizes.split(",")], args.images or None,
+    rows = bench(args.model, backends, args.batch_sizes, args.images or None,
                  args.seconds, args.workers, args.json or None)
     print(format_table(rows))
     return 0

@@ -52,6 +52,14 @@ positive_float = _number(float, 0.0, True, "a number")
 non_negative_float = _number(float, 0.0, False, "a number")
 
 
+def positive_int_list(text):
+    """``1,16,32`` -> [1, 16, 32]: comma-separated whole numbers, each at least 1."""
+    return [positive_int(part.strip()) for part in text.split(",")]
+
+
+positive_int_list.__name__ = "a comma-separated list of whole numbers"
+
+
 def debug_requested(argv=None):
     argv = sys.argv[1:] if argv is None else argv
     return "--debug" in argv or os.environ.get(DEBUG_ENV, "") not in ("", "0")

@@ -173,6 +173,15 @@ def test_int8_levers_time_each_setting_against_fp32(tiny_run, tiny_deploy, capsy
     assert [line.split("  ")[0] for line in lines[2:]] == ["all quantized", "1 intra-op thread"]
     from export.int8_levers import levers
 
+    # the levers calibrate on the images export onnx calibrates on, and compare on others
+    from export.int8_levers import run_images
+    from export.onnx_export import RunData
+
+    data = RunData(Run(tiny_run[0]))
+    calib, held = run_images(data, 8, tiny_run[0])
+    np.testing.assert_array_equal(calib, data.images(data.calibration_ids(8)))
+    assert len(held) == 8 and not any(np.array_equal(h, c) for h in held for c in calib)
+
     rows = levers(deploy / "fold0.onnx", random_batch(4), random_batch(3, seed=1), (1,), 0.02, ["per-tensor weights"])
     assert rows[0]["ratio"] == pytest.approx(rows[0]["int8_per_s"] / rows[0]["fp32_per_s"])
     assert 0 < rows[0]["p99_abs_dp"] <= rows[0]["max_abs_dp"] < 0.5

@@ -449,7 +449,22 @@ EXPORT_CASES = [
                                                        str(c.tmp / "d")], "run.txt: not a folder")),
     Case("export-triton-deploy-missing", lambda c: ("export", ["triton", "--deploy", str(c.tmp / "none"), "--out",
                                                                str(c.tmp / "t")], "none: model.json not found")),
-]
+] + [Case(f"export-levers-{name}", lambda c, extra=extra, names=names: (
+    "export", ["int8-levers", "--run", str(c.run), "--seconds", "0.01", *extra(c)], names)) for name, extra, names in [
+    ("onnx-missing", lambda c: ["--onnx", str(c.tmp / "none.onnx")], "none.onnx: ONNX file not found"),
+    ("onnx-is-text", lambda c: ["--onnx", c.file("notes.onnx", "not a model")], "notes.onnx: not an ONNX model"),
+    ("onnx-truncated", lambda c: ["--onnx", c.file("cut.onnx", (c.deploy / "fold0.onnx").read_bytes()[:5000])],
+     "cut.onnx: not an ONNX model"),
+    ("onnx-int8", lambda c: ["--onnx", str(c.deploy / "fold0.int8-cpu-vnni.onnx")], "a reduced-precision file"),
+    ("onnx-fp16", lambda c: ["--onnx", str(c.deploy / "fold0.fp16.onnx")], "a reduced-precision file"),
+    ("batch-0", lambda c: ["--onnx", str(c.deploy / "fold0.onnx"), "--batch-sizes", "1,0"], "--batch-sizes"),
+    ("batch-word", lambda c: ["--onnx", str(c.deploy / "fold0.onnx"), "--batch-sizes", "abc"], "--batch-sizes"),
+    ("lever-unknown", lambda c: ["--onnx", str(c.deploy / "fold0.onnx"), "--only", "cpu vnni"],
+     "unknown lever 'cpu vnni'; valid: cpu-vnni as exported"),
+    ("calib-all", lambda c: ["--onnx", str(c.deploy / "fold0.onnx"), "--calib-images", "100000"],
+     "--calib-images 100000: the run has"),
+]] + [Case("runtime-bench-batch-0", lambda c: ("runtime", ["bench", "--model", str(c.deploy), "--batch-sizes", "0"],
+                                             "--batch-sizes"))]
 
 
 def model(edit=None, names="model.json", marks=()):
