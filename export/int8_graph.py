@@ -39,6 +39,17 @@ def _keepdims(node):
     return next((a.i for a in node.attribute if a.name == "keepdims"), 1) == 1
 
 
+def _attributes(node):
+    return {a.name: helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _small_constants(model, dtype):
+    """Initializer name -> array for the initializers of ``dtype`` with at most 8 values (axes,
+    scales): the weights are never converted."""
+    return {i.name: numpy_helper.to_array(i) for i in model.graph.initializer
+            if i.data_type == dtype and int(np.prod(i.dims)) <= 8}
+
+
 def _static_shape(model):
     """Tensor name -> shape for 4-D float tensors whose C, H, W are known (batch may be dynamic)."""
     shapes = {}
@@ -54,20 +65,19 @@ def _mean_over_channels(node, c, h, w):
     """ReduceMean(axis 1, keepdims) of an N x C x H x W tensor as a pool over a [N, H*W, C, 1] view.
     New names derive from the output's (unique in a graph; node names may be empty)."""
     x, y = node.input[0], node.output[0]
-    name = y
-    shapes = [numpy_helper.from_array(np.array(s, np.int64), f"{name}/shape{k}")
+    shapes = [numpy_helper.from_array(np.array(s, np.int64), f"{y}/shape{k}")
               for k, s in enumerate(([0, h * w, c, 1], [0, 1, h, w]))]
-    nodes = [helper.make_node("Transpose", [x], [f"{name}/nhwc"], name=f"{name}/nhwc", perm=[0, 2, 3, 1]),
-             helper.make_node("Reshape", [f"{name}/nhwc", shapes[0].name], [f"{name}/view"], name=f"{name}/view"),
-             helper.make_node("GlobalAveragePool", [f"{name}/view"], [f"{name}/pool"], name=f"{name}/pool"),
-             helper.make_node("Reshape", [f"{name}/pool", shapes[1].name], [y], name=f"{name}/back")]
+    nodes = [helper.make_node("Transpose", [x], [f"{y}/nhwc"], name=f"{y}/nhwc", perm=[0, 2, 3, 1]),
+             helper.make_node("Reshape", [f"{y}/nhwc", shapes[0].name], [f"{y}/view"], name=f"{y}/view"),
+             helper.make_node("GlobalAveragePool", [f"{y}/view"], [f"{y}/pool"], name=f"{y}/pool"),
+             helper.make_node("Reshape", [f"{y}/pool", shapes[1].name], [y], name=f"{y}/back")]
     return nodes, shapes
 
 
 def pooling_for_int8(model):
     """``model`` (shapes inferred, as quant_pre_process leaves it) with its 4-D ReduceMeans over the
     pixels or over the channels written as GlobalAveragePools; returns how many were rewritten."""
-    constants = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    constants = _small_constants(model, onnx.TensorProto.INT64)
     shapes = _static_shape(model)
     nodes, count = [], 0
     for node in model.graph.node:
@@ -98,20 +108,18 @@ def integer_max(model):
     made_by = {o: n for n in model.graph.node for o in n.output}
     # per-tensor positive scales only: a per-channel dequantization does not survive a max over
     # channels, and only an increasing one commutes with the max (the quantizer's scales are > 0)
-    scalars = {i.name for i in model.graph.initializer
-               if numpy_helper.to_array(i).size == 1 and float(numpy_helper.to_array(i).flat[0]) > 0}
+    scalars = {name for name, v in _small_constants(model, onnx.TensorProto.FLOAT).items()
+               if v.size == 1 and float(v.flat[0]) > 0}
     nodes, count = [], 0
     for node in model.graph.node:
         dq = made_by.get(node.input[0]) if node.op_type == "ReduceMax" else None
         if dq is None or dq.op_type != "DequantizeLinear" or len(node.input) > 1 or dq.input[1] not in scalars:
             nodes.append(node)
             continue
-        attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
         integers = f"{node.output[0]}/integers"
-        nodes += [helper.make_node("ReduceMax", [dq.input[0]], [integers], name=integers, **attrs),
+        nodes += [helper.make_node("ReduceMax", [dq.input[0]], [integers], name=integers, **_attributes(node)),
                   helper.make_node("DequantizeLinear", [integers, *dq.input[1:]], list(node.output),
-                                   name=f"{node.output[0]}/dequantize",
-                                   **{a.name: helper.get_attribute_value(a) for a in dq.attribute})]
+                                   name=f"{node.output[0]}/dequantize", **_attributes(dq))]
         count += 1
     del model.graph.node[:]
     model.graph.node.extend(nodes)

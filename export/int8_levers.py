@@ -3,7 +3,8 @@ CPU, one lever at a time, against the FP32 file of a deployment (docs/int8.md ho
 
 Each row changes one thing from the ``cpu-vnni`` flavour as exported (``export.precision``):
 which parts stay in float, CBAM's pooling rewrites (``export.int8_graph``), ``reduce_range``,
-per-channel weights, QDQ vs QOperator, and the ONNX Runtime session options (graph optimisation level, threads, spinning) applied to both files.
+per-channel weights, QDQ vs QOperator, and the ONNX Runtime session options (graph optimisation
+level, threads, spinning) applied to both files.
 FP32 and INT8 are timed in turns of about a second (``runtime.probe.interleaved``), so machine
 load hits both alike; the ratio is of the median calls. |dp| is against the FP32 file on run images the calibration did not see.
 """
@@ -58,9 +59,8 @@ def read_fp32(path):
         raise DataError(path, "ONNX file not found")
     with loading(path, "not an ONNX model"):
         model = onnx.load(str(path))
-    reduced = any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv") for n in model.graph.node) or any(
-        i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer)
-    if reduced:
+    quantized = any(n.op_type in ("QuantizeLinear", "DequantizeLinear", "QLinearConv") for n in model.graph.node)
+    if quantized or any(i.data_type == onnx.TensorProto.FLOAT16 for i in model.graph.initializer):
         raise DataError(path, "a reduced-precision file; give the FP32 one (DEPLOY/ensemble.onnx or DEPLOY/fold0.onnx)")
 
 

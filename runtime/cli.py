@@ -7,7 +7,7 @@ can cause (bad files, bad options, missing hardware) into one line on stderr and
   (runtime.errors.reason_of decides which failures are the user's) and returns 2; Ctrl-C returns
   130 with one line. ``--debug`` (any position) or ``HPA_DEBUG=1`` lets the traceback through.
 - Argument types that refuse nonsense numbers in argparse: ``int_at_least(n)``, ``positive_int``,
-  ``non_negative_int``, ``positive_float``, ``non_negative_float``.
+  ``non_negative_int``, ``positive_float``, ``non_negative_float``, ``positive_int_list``.
 """
 
 import argparse
