@@ -62,6 +62,17 @@ def sha256_of(path, chunk=1 << 20):
     return h.hexdigest()
 
 
+def read_plain(path, limit=None):
+    """The bytes of the plain file ``path`` (at most ``limit + 1`` of them when a limit is
+    given). Opened without blocking and checked with fstat, so a FIFO or device put in its place
+    after an earlier os.stat is refused, never read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with open(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DataError(path, "not a plain file (a FIFO, socket or device)")
+        return handle.read() if limit is None else handle.read(limit + 1)
+
+
 def read_verified(path, sha256):
     """The bytes of ``path``, read once, after checking they are a plain file's and their sha256
     is model.json's. Whoever loads the file loads these bytes, so what runs is what was hashed."""
@@ -72,7 +83,7 @@ def read_verified(path, sha256):
         raise DataError(path, "listed in model.json but missing") from None
     if not stat.S_ISREG(mode):  # a folder or a FIFO: never opened (a FIFO would block the read)
         raise DataError(path, "listed in model.json but not a plain file")
-    data = path.read_bytes()
+    data = read_plain(path)
     actual = hashlib.sha256(data).hexdigest()
     if actual != sha256:
         raise DataError(path, f"sha256 {actual[:12]}... does not match model.json ({sha256[:12]}...)")
@@ -96,10 +107,6 @@ class Checkpoint:
 
     def verified(self):
         return verified(self.path, self.sha256)
-
-    def verified_bytes(self):
-        """The checkpoint's bytes, checked against model.json's sha256 (load these, not the path)."""
-        return read_verified(self.path, self.sha256)
 
 
 @dataclass(frozen=True)
@@ -240,19 +247,21 @@ def _check_tree(path, data):
     """Refuse nesting deeper than MAX_DEPTH and any number that is not finite or not within
     float32's range (the runtime computes in float32), naming the key. Iterative: a hostile depth
     cannot exhaust the stack here."""
+    def where(keys):
+        return ("/".join(keys) or "top level")[:200]
+
     stack = [(data, ())]
     while stack:
         value, keys = stack.pop()
-        where = "/".join(keys) or "top level"
         if isinstance(value, (dict, list)):
             if len(keys) >= MAX_DEPTH:
-                raise DataError(path, f"{where[:200]}: nested deeper than {MAX_DEPTH} levels")
+                raise DataError(path, f"{where(keys)}: nested deeper than {MAX_DEPTH} levels")
             items = value.items() if isinstance(value, dict) else enumerate(value)
             stack.extend((v, (*keys, str(k)[:40])) for k, v in items)
         elif isinstance(value, float) and not math.isfinite(value):
-            raise DataError(path, f"{where}: {value} is not a finite number (a JSON number too large for a float)")
+            raise DataError(path, f"{where(keys)}: {value} is not a finite number (a JSON number too large for a float)")
         elif isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > FLOAT32_MAX:
-            raise DataError(path, f"{where}: {value:.6g} is outside the range of float32 (±{FLOAT32_MAX:.6g})")
+            raise DataError(path, f"{where(keys)}: {value:.6g} is outside the range of float32 (±{FLOAT32_MAX:.6g})")
 
 
 def _validate(path, data):
@@ -317,8 +326,7 @@ def _read_json(path):
         raise DataError(path, "not a plain file (a FIFO, socket or device): model.json must be a regular file")
     if st.st_size > MAX_BYTES:
         raise DataError(path, f"{st.st_size} bytes, over the {MAX_BYTES >> 20} MiB a model.json may have")
-    with open(path, "rb") as handle:
-        raw = handle.read(MAX_BYTES + 1)
+    raw = read_plain(path, MAX_BYTES)
     if len(raw) > MAX_BYTES:
         raise DataError(path, f"over the {MAX_BYTES >> 20} MiB a model.json may have")
     try:

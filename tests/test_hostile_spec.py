@@ -234,6 +234,53 @@ def test_external_tensor_reads_the_protobuf(deploy):
     assert external_tensor((deploy / "ensemble.onnx").read_bytes())
 
 
+@pytest.mark.parametrize("backend, module, name", [
+    ("onnxruntime", "runtime.model_spec", "ensemble.onnx"),
+    ("torch", "train.checkpoint", "fold0.pt"),
+])
+def test_what_runs_is_the_bytes_that_were_hashed(deploy, tiny_data, tmp_path, capsys, monkeypatch, backend, module,
+                                                 name):
+    """A file replaced on disk right after its sha256 was checked changes nothing: the session
+    (or the checkpoint) is made from the checked bytes, and the results equal a clean run's."""
+    def run(out):
+        argv = ["infer", "--model", str(deploy), "--images", str(tiny_data / "test"), "--tta", "1",
+                "--backend", backend, "--out", str(out)]
+        assert runtime_main(argv + (["--precision", "fp32"] if backend == "onnxruntime" else [])) == 0
+        capsys.readouterr()
+        return (out / "probabilities.csv").read_text()
+
+    clean = run(tmp_path / "clean")
+    import runtime.model_spec
+
+    real = runtime.model_spec.read_verified
+
+    def swap_after_check(path, sha256):
+        data = real(path, sha256)
+        if path.name == name:
+            path.write_bytes(b"replaced after the check")
+        return data
+
+    monkeypatch.setattr(f"{module}.read_verified", swap_after_check)
+    assert run(tmp_path / "swapped") == clean
+    assert (next(deploy.rglob(name))).read_bytes() == b"replaced after the check"  # the swap did happen
+
+
+def test_a_listed_file_that_is_a_fifo_is_refused_without_blocking(deploy, infer, capsys):
+    (deploy / "ensemble.onnx").unlink()
+    os.mkfifo(deploy / "ensemble.onnx")
+    refused(capsys, runtime_main, infer(deploy, "--precision", "fp32"), "ensemble.onnx: listed in model.json but "
+            "not a plain file")
+
+
+def test_a_fifo_swapped_in_after_the_check_is_not_read(tmp_path):
+    from runtime.errors import DataError
+    from runtime.model_spec import read_plain
+
+    os.mkfifo(tmp_path / "model.json")
+    with pytest.raises(DataError, match="model.json: not a plain file"):
+        read_plain(tmp_path / "model.json", 100)
+
+
 # ---------------------------------------------------------------- checkpoints
 
 def spoil_checkpoint(deploy, change):
