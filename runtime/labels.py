@@ -57,10 +57,12 @@ def parse_target(text, where):
     labels = set()
     for token in _TOKEN.findall(text or ""):
         if not _LABEL.fullmatch(token):
-            raise DataError(where, f"label {token!r} is not a number (a class index in ASCII digits 0..{NUM_CLASSES - 1})")
+            raise DataError(where, f"label {token!r} is not a number "
+                                   f"(a class index in ASCII digits 0..{NUM_CLASSES - 1})")
         value = int(token) if len(token) <= 6 else NUM_CLASSES  # beyond 6 digits: out of range, not converted
         if not 0 <= value < NUM_CLASSES:
-            raise DataError(where, f"label {token if len(token) <= 20 else token[:20] + '...'} outside 0..{NUM_CLASSES - 1}")
+            shown = token if len(token) <= 20 else token[:20] + "..."
+            raise DataError(where, f"label {shown} outside 0..{NUM_CLASSES - 1}")
         labels.add(value)
     return sorted(labels)
 

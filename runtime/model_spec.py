@@ -259,7 +259,8 @@ def _check_tree(path, data):
             items = value.items() if isinstance(value, dict) else enumerate(value)
             stack.extend((v, (*keys, str(k)[:40])) for k, v in items)
         elif isinstance(value, float) and not math.isfinite(value):
-            raise DataError(path, f"{where(keys)}: {value} is not a finite number (a JSON number too large for a float)")
+            raise DataError(path, f"{where(keys)}: {value} is not a finite number "
+                                  "(a JSON number too large for a float)")
         elif isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > FLOAT32_MAX:
             raise DataError(path, f"{where(keys)}: {value:.6g} is outside the range of float32 (±{FLOAT32_MAX:.6g})")
 

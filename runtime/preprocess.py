@@ -69,7 +69,8 @@ class Preprocess:
     def from_dict(cls, data):
         """From model.json's or a checkpoint's ``preprocess``; ValueError for anything else."""
         if not isinstance(data, dict):
-            raise ValueError(f"expected an object of {', '.join(f.name for f in fields(cls))}, got {type(data).__name__}")
+            names = ", ".join(f.name for f in fields(cls))
+            raise ValueError(f"expected an object of {names}, got {type(data).__name__}")
         unknown = sorted(str(k) for k in data if k not in {f.name for f in fields(cls)})
         if unknown:
             raise ValueError(f"unknown key {unknown[0]!r}")

@@ -97,7 +97,8 @@ def _typed(name, kind, value):
     def number(v, whole):
         ok = not isinstance(v, bool) and (isinstance(v, int) if whole else isinstance(v, Real) and math.isfinite(v))
         if not ok:
-            raise ValueError(f"config.{name} is {repr(v)[:60]}, expected {'a whole number' if whole else 'a finite number'}")
+            expected = "a whole number" if whole else "a finite number"
+            raise ValueError(f"config.{name} is {repr(v)[:60]}, expected {expected}")
         return int(v) if whole else float(v)
 
     if kind is tuple:
