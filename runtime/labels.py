@@ -6,6 +6,7 @@ Files with a UTF-8 BOM or CRLF line endings are accepted. Every problem raises
 
 import csv
 import io
+import re
 from pathlib import Path
 
 import numpy as np
@@ -40,16 +41,28 @@ def read_rows(path, required):
             raise DataError(f"{path} line {reader.line_num + 1}", f"not a valid CSV row ({err})") from None
 
 
+# A label is written in ASCII digits and nothing else. Python's ``int`` also reads '1_0' (10),
+# '+3', ' 3' and other scripts' digits ('٣', 3), none of which a Kaggle file holds: read as
+# numbers they would silently train on or score against another class. A leading '-' is matched
+# only so that '-1' is reported as out of range rather than as not a number.
+_LABEL = re.compile(r"-?[0-9]+")
+# Labels are separated by ASCII spaces (Kaggle's format) or tabs; str.split() would also split at
+# a no-break or ideographic space, reading '1\u00a03' as two labels.
+_TOKEN = re.compile(r"[^ \t]+")
+
+
 def parse_target(text, where):
-    """'16 0' -> [0, 16]; raises DataError for anything that is not a class index 0..27."""
+    """'16 0' -> [0, 16]; raises DataError for anything that is not a class index 0..27 written
+    in ASCII digits, separated by spaces."""
     labels = set()
-    for token in (text or "").split():
-        try:
-            value = int(token)
-        except ValueError:
-            raise DataError(where, f"label {token!r} is not a number") from None
+    for token in _TOKEN.findall(text or ""):
+        if not _LABEL.fullmatch(token):
+            raise DataError(where, f"label {token!r} is not a number "
+                                   f"(a class index in ASCII digits 0..{NUM_CLASSES - 1})")
+        value = int(token) if len(token) <= 6 else NUM_CLASSES  # beyond 6 digits: out of range, not converted
         if not 0 <= value < NUM_CLASSES:
-            raise DataError(where, f"label {value} outside 0..{NUM_CLASSES - 1}")
+            shown = token if len(token) <= 20 else token[:20] + "..."
+            raise DataError(where, f"label {shown} outside 0..{NUM_CLASSES - 1}")
         labels.add(value)
     return sorted(labels)
 

@@ -9,6 +9,7 @@ passes it. ``runtime.model_spec`` validates with it first, then checks what a sc
 import json
 
 from runtime.classes import CHANNELS, NUM_CLASSES
+from runtime.preprocess import INTERPOLATIONS, MEAN_RANGE, SIZE_RANGE, STD_RANGE
 from runtime.tta import SETTINGS, TRANSFORMS
 
 FORMAT = "hpa-toolkit-model"
@@ -25,6 +26,10 @@ _SHA256 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
 _PATH = {"type": "string", "minLength": 1}
 _TEXT = {"type": "string"}
 _PROB = {"type": "number", "minimum": 0, "maximum": 1}
+# Every whole number is typed "integer" as well as constrained (an enum or const alone accepts
+# 4.0 for 4); the runtime's validator (runtime.model_spec) also refuses 32.0 as an "integer",
+# which the draft's own definition accepts.
+_VIEWS = {"type": "integer", "enum": list(SETTINGS)}
 
 
 def _array(items, n=None, **extra):
@@ -37,7 +42,7 @@ def _object(properties, required=None, closed=True, **extra):
 
 
 _THRESHOLDS = _object({"values": _array(_PROB, NUM_CLASSES),
-                       "tuned_on_views": {"enum": list(SETTINGS)}})
+                       "tuned_on_views": _VIEWS})
 
 _VARIANT = _object({
     "precision": {"enum": list(PRECISIONS)},
@@ -68,22 +73,29 @@ SCHEMA = {
     "description": "Everything a client needs to reproduce `python -m runtime infer` (docs/model-json.md).",
     **_object({
         "format": {"const": FORMAT},
-        "version": {"const": VERSION},
+        "version": {"type": "integer", "const": VERSION},
         "class_names": _array(_TEXT, NUM_CLASSES),
-        "preprocess": _object({"size": {"type": "integer", "minimum": 8, "maximum": 16384},
-                               "mean": _array({"type": "number"}, 4),
-                               "std": _array({"type": "number", "exclusiveMinimum": 0}, 4),
+        "preprocess": _object({"size": {"type": "integer", "minimum": 8, "maximum": SIZE_RANGE[1]},
+                               "mean": _array({"type": "number",
+                                               "minimum": MEAN_RANGE[0], "maximum": MEAN_RANGE[1]}, 4),
+                               # std: positive, and at least the floor training writes (runtime.preprocess)
+                               "std": _array({"type": "number", "exclusiveMinimum": 0,
+                                              "minimum": STD_RANGE[0], "maximum": STD_RANGE[1]}, 4),
                                "channels": {"const": list(CHANNELS)},
-                               "interpolation": _TEXT}),
+                               "interpolation": {"enum": list(INTERPOLATIONS)}}),
         "input": _object({"name": {"const": "image"}, "dtype": {"const": "float32"},
-                          "shape": {"type": "array", "prefixItems": [{"const": "batch"}, {"const": len(CHANNELS)},
+                          "shape": {"type": "array", "prefixItems": [{"const": "batch"},
+                                                                     {"type": "integer", "const": len(CHANNELS)},
                                                                      {"type": "integer"}, {"type": "integer"}],
                                     "items": False, "minItems": 4},
                           "from_files": _array(_TEXT)}),
         "outputs": _object({name: _object({"dtype": {"const": "float32"},
-                                           "shape": {"const": ["batch", NUM_CLASSES]}, "meaning": _TEXT})
+                                           "shape": {"type": "array", "items": False, "minItems": 2,
+                                                     "prefixItems": [{"const": "batch"},
+                                                                     {"type": "integer", "const": NUM_CLASSES}]},
+                                           "meaning": _TEXT})
                             for name in ("probs", "logits")}),
-        "tta": _object({"default": {"enum": list(SETTINGS)}, "apply_to": _TEXT, "average": _TEXT,
+        "tta": _object({"default": _VIEWS, "apply_to": _TEXT, "average": _TEXT,
                         "transforms": _object({name: {"const": rule} for name, (_, rule) in TRANSFORMS.items()}),
                         "views": _object({str(n): {"const": list(names)} for n, names in SETTINGS.items()})}),
         "decision": _object({**{k: {"const": v} for k, v in DECISION.items()},

@@ -6,16 +6,22 @@ averaged, the decision rule, thresholds per variant (precision and flavour) and 
 exported file with its outputs, variant and sha256, and the default file per backend and device.
 docs/model-json.md describes every key; ``runtime.model_schema`` is its JSON Schema.
 
-``load_model_spec`` validates the file as a whole before anything else happens: the schema
-(types, ranges, thresholds in [0, 1]; NaN and Infinity are not JSON), then what a schema cannot
-say: every path inside the deployment folder, references between sections, the input size the
-same everywhere. Any fault is one ``DataError(path, reason)``. A listed file is checked again when
-a backend loads it (``ModelFile.verified``): its sha256, and for ONNX its graph's input and
-outputs against model.json.
+``load_model_spec`` validates the file as a whole before anything else happens: a plain file of
+at most 16 MiB, JSON nested at most 32 levels deep whose every number is finite and within
+float32's range (NaN and Infinity are not JSON, and 1e400 would parse as infinity), the schema
+(types, ranges, thresholds in [0, 1], whole numbers written as JSON integers), then what a schema
+cannot say: every path inside the deployment folder, references between sections, the input size
+the same everywhere. Any fault is one ``DataError(path, reason)`` that names the key. A listed file
+is checked again when a backend loads it (``ModelFile.verified_bytes``): its sha256, and for ONNX
+that it is self-contained and its graph's input and outputs agree with model.json; the backend
+then loads the very bytes that were hashed.
 """
 
 import hashlib
 import json
+import math
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +30,7 @@ import jsonschema
 from runtime.classes import CLASS_NAMES, NUM_CLASSES
 from runtime.errors import DataError
 from runtime.model_schema import DECISION, FORMAT, SCHEMA, VERSION
+from runtime.onnx_external import external_tensor
 from runtime.preprocess import Preprocess
 from runtime.tta import contract as tta_contract
 from runtime.writeutil import atomic_write_json
@@ -33,7 +40,18 @@ PROBS = "probs"
 LOGITS = "logits"
 FP32 = "fp32"  # the variant of the FP32 files, and of the checkpoints the torch backend runs
 
-_VALIDATOR = jsonschema.Draft202012Validator(SCHEMA)
+# The draft's "integer" accepts 32.0 (a number with a zero fraction); the runtime wants JSON
+# integers where it counts, indexes or sizes (json gives 32.0 as a float), and a bool is never one.
+_STRICT_TYPES = jsonschema.Draft202012Validator.TYPE_CHECKER.redefine(
+    "integer", lambda _checker, value: isinstance(value, int) and not isinstance(value, bool))
+_VALIDATOR = jsonschema.validators.extend(jsonschema.Draft202012Validator, type_checker=_STRICT_TYPES)(SCHEMA)
+
+# *Decision*: an exported model.json is tens of kilobytes, six levels deep; these bounds leave
+# room for any real one and keep a hostile one from exhausting memory or the stack (a deeply
+# nested file made json and jsonschema raise RecursionError).
+MAX_BYTES = 16 << 20
+MAX_DEPTH = 32
+FLOAT32_MAX = 3.4028234663852886e38
 
 
 def sha256_of(path, chunk=1 << 20):
@@ -44,13 +62,37 @@ def sha256_of(path, chunk=1 << 20):
     return h.hexdigest()
 
 
-def verified(path, sha256):
-    """``path``, after checking the file exists and its sha256 matches model.json's."""
-    if not path.is_file():
-        raise DataError(path, "listed in model.json but missing")
-    actual = sha256_of(path)
+def read_plain(path, limit=None):
+    """The bytes of the plain file ``path`` (at most ``limit + 1`` of them when a limit is
+    given). Opened without blocking and checked with fstat, so a FIFO or device put in its place
+    after an earlier os.stat is refused, never read."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    with open(fd, "rb") as handle:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DataError(path, "not a plain file (a FIFO, socket or device)")
+        return handle.read() if limit is None else handle.read(limit + 1)
+
+
+def read_verified(path, sha256):
+    """The bytes of ``path``, read once, after checking they are a plain file's and their sha256
+    is model.json's. Whoever loads the file loads these bytes, so what runs is what was hashed."""
+    path = Path(path)
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        raise DataError(path, "listed in model.json but missing") from None
+    if not stat.S_ISREG(mode):  # a folder or a FIFO: never opened (a FIFO would block the read)
+        raise DataError(path, "listed in model.json but not a plain file")
+    data = read_plain(path)
+    actual = hashlib.sha256(data).hexdigest()
     if actual != sha256:
         raise DataError(path, f"sha256 {actual[:12]}... does not match model.json ({sha256[:12]}...)")
+    return data
+
+
+def verified(path, sha256):
+    """``path``, after checking the file exists and its sha256 matches model.json's."""
+    read_verified(path, sha256)
     return path
 
 
@@ -81,14 +123,24 @@ class ModelFile:
     size: int          # the input's spatial size model.json promises
     info: dict
 
-    def verified(self):
-        """The path, after checking its sha256 and, for ONNX, that the graph takes
-        (batch, 4, size, size) as model.json says and has the outputs it lists."""
-        verified(self.path, self.sha256)
+    def verified_bytes(self):
+        """The file's bytes, after checking their sha256 and, for ONNX, that the file is
+        self-contained and the graph takes (batch, 4, size, size) as model.json says and has the
+        outputs it lists. Backends make their sessions from these bytes, not from the path, so a
+        file replaced after the check is never run."""
+        data = read_verified(self.path, self.sha256)
         if self.format == "onnx":
             from runtime.onnx_session import make_session
 
-            session = make_session(self.path, "cpu")
+            external = external_tensor(data)
+            if external is not None:
+                # Export always writes self-contained files; external data (weights in files
+                # beside the .onnx) would be read unhashed, so it is refused rather than trusted.
+                # A session made from bytes cannot read external data anyway.
+                raise DataError(self.path, f"tensor {external!r} keeps its weights in an external data file; "
+                                           "this runtime runs only self-contained ONNX files (as export writes them), "
+                                           "whose every byte model.json's sha256 covers")
+            session = make_session(self.path, "cpu", data=data)
             inputs = [(i.name, i.shape) for i in session.get_inputs()]
             if [(name, shape[1:]) for name, shape in inputs] != [(INPUT_NAME, [4, self.size, self.size])]:
                 raise DataError(self.path, f"graph input {inputs} does not match model.json "
@@ -96,6 +148,11 @@ class ModelFile:
             missing = set(self.outputs) - {o.name for o in session.get_outputs()}
             if missing:
                 raise DataError(self.path, f"graph lacks the outputs model.json lists: {sorted(missing)}")
+        return data
+
+    def verified(self):
+        """The path, after the checks of ``verified_bytes``."""
+        self.verified_bytes()
         return self.path
 
 
@@ -186,8 +243,31 @@ def _inside(root, path, rel, what):
         raise DataError(path, f"{what} {rel!r} is outside the deployment folder")
 
 
+def _check_tree(path, data):
+    """Refuse nesting deeper than MAX_DEPTH and any number that is not finite or not within
+    float32's range (the runtime computes in float32), naming the key. Iterative: a hostile depth
+    cannot exhaust the stack here."""
+    def where(keys):
+        return ("/".join(keys) or "top level")[:200]
+
+    stack = [(data, ())]
+    while stack:
+        value, keys = stack.pop()
+        if isinstance(value, (dict, list)):
+            if len(keys) >= MAX_DEPTH:
+                raise DataError(path, f"{where(keys)}: nested deeper than {MAX_DEPTH} levels")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            stack.extend((v, (*keys, str(k)[:40])) for k, v in items)
+        elif isinstance(value, float) and not math.isfinite(value):
+            raise DataError(path, f"{where(keys)}: {value} is not a finite number "
+                                  "(a JSON number too large for a float)")
+        elif isinstance(value, (int, float)) and not isinstance(value, bool) and abs(value) > FLOAT32_MAX:
+            raise DataError(path, f"{where(keys)}: {value:.6g} is outside the range of float32 (±{FLOAT32_MAX:.6g})")
+
+
 def _validate(path, data):
     """One DataError for the first fault of a parsed model.json, or nothing."""
+    _check_tree(path, data)
     if not isinstance(data, dict):
         kind = {list: "an array", str: "a string", bool: "a boolean", type(None): "null"}.get(type(data), "a number")
         raise DataError(path, f"not a model.json: the JSON is {kind}, not an object")
@@ -228,13 +308,34 @@ def load_model_spec(path):
     path = Path(path)
     if path.is_dir():
         path = path / "model.json"
-    if not path.is_file():
-        raise DataError(path, "model.json not found")
+    return ModelSpec(path, _read_json(path))
+
+
+def _read_json(path):
+    """The parsed JSON of a plain file of at most MAX_BYTES. The file's type and size are taken
+    with os.stat before it is opened: a FIFO (or a device) is refused, never read, so it cannot
+    block; a file that grows after the check is still read only up to the limit."""
     try:
-        data = json.loads(path.read_text(encoding="utf-8"), parse_constant=_no_constant)
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise DataError(path, "model.json not found") from None
+    except OSError as err:
+        raise DataError(path, f"cannot read it ({err.strerror})") from None
+    if stat.S_ISDIR(st.st_mode):
+        raise DataError(path, "model.json not found (a folder has its name)")
+    if not stat.S_ISREG(st.st_mode):
+        raise DataError(path, "not a plain file (a FIFO, socket or device): model.json must be a regular file")
+    if st.st_size > MAX_BYTES:
+        raise DataError(path, f"{st.st_size} bytes, over the {MAX_BYTES >> 20} MiB a model.json may have")
+    raw = read_plain(path, MAX_BYTES)
+    if len(raw) > MAX_BYTES:
+        raise DataError(path, f"over the {MAX_BYTES >> 20} MiB a model.json may have")
+    try:
+        return json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except RecursionError:  # json's parser recurses once per level: refused like any deep file
+        raise DataError(path, f"not valid JSON (nested deeper than {MAX_DEPTH} levels)") from None
     except (json.JSONDecodeError, UnicodeDecodeError, ValueError) as err:
         raise DataError(path, f"not valid JSON ({err})") from None
-    return ModelSpec(path, data)
 
 
 def _no_constant(name):

@@ -57,24 +57,25 @@ def _options(threads):
     return options
 
 
-def _session(path, providers, threads):
+def _session(path, providers, threads, data=None):
+    """A session of the model bytes ``data`` (``path`` names them in errors), or of the file."""
     try:
-        return ort.InferenceSession(str(path), _options(threads), providers=providers)
+        return ort.InferenceSession(str(path) if data is None else data, _options(threads), providers=providers)
     except Exception as err:  # onnxruntime raises its own exception types for a bad file or provider
         raise DataError(path, f"ONNX Runtime cannot load it ({str(err).splitlines()[0][:160]})") from None
 
 
-def make_session(path, device="cpu", threads=0):
+def make_session(path, device="cpu", threads=0, data=None):
     """An InferenceSession on the CPU (``device`` 'cpu') or with the CUDA provider ('cuda', checked
-    as ``gpu_session`` does)."""
+    as ``gpu_session`` does). ``data``: the model's bytes, already read (and checked) from ``path``."""
     if device == "cuda":
-        return gpu_session(path, [(CUDA, {"use_tf32": 0})], threads)
+        return gpu_session(path, [(CUDA, {"use_tf32": 0})], threads, data)
     if device != "cpu":
         raise ValueError(f"device must be cpu or cuda, got {device!r}")
-    return _session(path, [CPU], threads)
+    return _session(path, [CPU], threads, data)
 
 
-def gpu_session(path, providers, threads=0):
+def gpu_session(path, providers, threads=0, data=None):
     """A session whose first provider is ``providers[0]`` (a name or (name, options)), with the
     rest as fallbacks for nodes it cannot take; ProviderUnavailable unless that provider is active."""
     wanted = providers[0][0] if isinstance(providers[0], tuple) else providers[0]
@@ -83,7 +84,7 @@ def gpu_session(path, providers, threads=0):
         raise ProviderUnavailable(f"{wanted}: {problem}")
     if hasattr(ort, "preload_dlls"):  # CUDA/cuDNN from the nvidia-* wheels, so no LD_LIBRARY_PATH is needed
         ort.preload_dlls()
-    session = _session(path, [*providers, CPU], threads)
+    session = _session(path, [*providers, CPU], threads, data)
     active = session.get_providers()
     if active[0] != wanted:
         raise ProviderUnavailable(f"{wanted} is not active (the session runs on {', '.join(active)}): "

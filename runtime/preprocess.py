@@ -5,7 +5,9 @@ A sample is uint8 (H, W, 4) in CHANNELS order. ``resize`` brings it to the model
 the float32 (N, 4, S, S) tensor the model takes. ``preprocess`` is both steps for one sample.
 """
 
-from dataclasses import asdict, dataclass, field
+import math
+from dataclasses import asdict, dataclass, field, fields
+from numbers import Integral, Real
 
 import cv2
 import numpy as np
@@ -13,6 +15,15 @@ import numpy as np
 from runtime.classes import CHANNELS
 
 _INTERPOLATIONS = {"area": cv2.INTER_AREA, "linear": cv2.INTER_LINEAR, "nearest": cv2.INTER_NEAREST}
+INTERPOLATIONS = tuple(_INTERPOLATIONS)
+# What a Preprocess may hold (model.json's schema states the same ranges, runtime.model_schema).
+# *Decision*: mean is a mean of pixels on the 0..1 scale, so it lies in [0, 1]; std is at least
+# 1e-3, the floor ``channel_stats`` gives a training run, and at most 1e3: a std closer to zero
+# scales pixels towards float32's overflow (1e-46 even becomes 0 and every probability NaN), and
+# no run writes such values. size: up to 16384 px (model.json asks for at least 8).
+SIZE_RANGE = (1, 16384)
+MEAN_RANGE = (0.0, 1.0)
+STD_RANGE = (1e-3, 1e3)
 
 
 @dataclass(frozen=True)
@@ -26,21 +37,43 @@ class Preprocess:
     interpolation: str = "area"
 
     def __post_init__(self):
-        if tuple(self.channels) != CHANNELS:
+        # Checked here, where every Preprocess is made (model.json, checkpoints, the command line):
+        # a value of the wrong type or out of range is a ValueError naming the field, never a
+        # NaN input or an OpenCV overload error later.
+        if isinstance(self.size, bool) or not isinstance(self.size, Integral):
+            raise ValueError(f"size must be a whole number, got {self.size!r}")
+        if not SIZE_RANGE[0] <= self.size <= SIZE_RANGE[1]:
+            raise ValueError(f"size {self.size} is outside {SIZE_RANGE[0]}..{SIZE_RANGE[1]}")
+        if isinstance(self.channels, str) or tuple(self.channels) != CHANNELS:
             raise ValueError(f"channel order must be {CHANNELS}, got {self.channels}")
-        if self.interpolation not in _INTERPOLATIONS:
+        if not isinstance(self.interpolation, str) or self.interpolation not in _INTERPOLATIONS:
             raise ValueError(f"unknown interpolation {self.interpolation!r}; valid: {sorted(_INTERPOLATIONS)}")
-        if len(self.mean) != 4 or len(self.std) != 4 or min(self.std) <= 0:
-            raise ValueError("mean and std need 4 values each, std > 0")
-        # JSON round-trips give lists; keep tuples so instances stay hashable and comparable.
-        for name in ("mean", "std", "channels"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
+        for name, (low, high) in (("mean", MEAN_RANGE), ("std", STD_RANGE)):
+            values = getattr(self, name)
+            if isinstance(values, (str, bytes, dict)) or not hasattr(values, "__len__") or len(values) != 4:
+                raise ValueError(f"{name} needs 4 values, one per channel, got {values!r}")
+            for i, v in enumerate(values):
+                if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v) or not low <= v <= high:
+                    raise ValueError(f"{name}[{i}] is {v!r}, not a number in [{low:g}, {high:g}]")
+        # JSON round-trips give lists; keep tuples (of plain ints and floats) so instances stay
+        # hashable and comparable.
+        object.__setattr__(self, "size", int(self.size))
+        for name in ("mean", "std"):
+            object.__setattr__(self, name, tuple(float(v) for v in getattr(self, name)))
+        object.__setattr__(self, "channels", tuple(self.channels))
 
     def to_dict(self):
         return asdict(self)
 
     @classmethod
     def from_dict(cls, data):
+        """From model.json's or a checkpoint's ``preprocess``; ValueError for anything else."""
+        if not isinstance(data, dict):
+            names = ", ".join(f.name for f in fields(cls))
+            raise ValueError(f"expected an object of {names}, got {type(data).__name__}")
+        unknown = sorted(str(k) for k in data if k not in {f.name for f in fields(cls)})
+        if unknown:
+            raise ValueError(f"unknown key {unknown[0]!r}")
         return cls(**data)
 
 

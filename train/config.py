@@ -1,8 +1,17 @@
 """The training configuration: one frozen dataclass, built once from the command line, saved with
 every checkpoint and as RUN/config.json."""
 
+import math
 from dataclasses import asdict, dataclass, fields
+from numbers import Real
 from pathlib import Path
+
+from runtime.preprocess import SIZE_RANGE
+
+# *Decision*: the stem widths a run may have. 64 is torchvision's ResNet; 1024 makes a ResNet-18
+# of 700 million weights, past any model this toolkit trains, so a checkpoint claiming a width of
+# 10**9 is refused here rather than by the allocator.
+WIDTH_RANGE = (1, 1024)
 
 
 def dataset_paths(data, labels="", images=""):
@@ -49,6 +58,16 @@ class FitConfig:
     threads: int = 0                # torch CPU threads (0: torch's default)
     jobs: int = 1                   # CPU: train this many folds at once, one process each
 
+    def __post_init__(self):
+        # The sizes a model is built from, checked wherever a config is made (the command line, a
+        # checkpoint, RUN/config.json) before anything is allocated.
+        for name, (low, high) in (("width", WIDTH_RANGE), ("size", SIZE_RANGE)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"config.{name} {repr(value)[:60]} is outside {low}..{high}")
+        if not 0 <= self.dropout < 1:
+            raise ValueError(f"config.dropout {self.dropout!r} is outside [0, 1)")
+
     def to_dict(self):
         return asdict(self)
 
@@ -58,6 +77,36 @@ class FitConfig:
 
     @classmethod
     def from_dict(cls, data):
-        known = {f.name for f in fields(cls)}
-        values = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in known}
+        """From a checkpoint's or RUN/config.json's ``config``. Keys this version does not know are
+        ignored (older and newer runs load); a known key whose value has the wrong type is a
+        ValueError naming it, so a damaged config is refused before anything is built from it."""
+        if not isinstance(data, dict):
+            raise ValueError(f"config is {type(data).__name__}, expected an object")
+        values = {}
+        for f in fields(cls):
+            if f.name in data:
+                values[f.name] = _typed(f.name, f.type, data[f.name])
+        missing = [f.name for f in fields(cls) if f.name not in values and f.name in ("data", "out")]
+        if missing:
+            raise ValueError(f"config lacks {missing[0]!r}")
         return cls(**values)
+
+
+def _typed(name, kind, value):
+    """``value`` as the field's type (a JSON list becomes a tuple), or ValueError naming ``name``."""
+    def number(v, whole):
+        ok = not isinstance(v, bool) and (isinstance(v, int) if whole else isinstance(v, Real) and math.isfinite(v))
+        if not ok:
+            expected = "a whole number" if whole else "a finite number"
+            raise ValueError(f"config.{name} is {repr(v)[:60]}, expected {expected}")
+        return int(v) if whole else float(v)
+
+    if kind is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) > 1024:
+            raise ValueError(f"config.{name} is {type(value).__name__}, expected a list")
+        return tuple(number(v, name == "fold") for v in value)  # fold: fold indices; alpha: weights
+    if kind in (int, float):
+        return number(value, kind is int)
+    if not isinstance(value, kind):
+        raise ValueError(f"config.{name} is {type(value).__name__}, expected {kind.__name__}")
+    return value

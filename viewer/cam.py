@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 
 from runtime.errors import DataError
-from runtime.model_spec import sha256_of
 from runtime.tta import predict_views, views as tta_views
 from train.checkpoint import model_from_checkpoint
 from train.model import CBAM
@@ -159,11 +158,8 @@ class CamModels:
             # spin-waiting on a busy 2-core machine made one CAM 10x slower: 11 s against 1 s).
             torch.set_num_threads(self.threads)
         for path, sha in self.checkpoints:
-            if not path.is_file():
-                raise DataError(path, "checkpoint not found")
-            if sha is not None and sha256_of(path) != sha:
-                raise DataError(path, "checkpoint sha256 does not match model.json")
-            model, _, pp, _ = model_from_checkpoint(path)
+            # checked for meaning before anything is built; with a sha256, the bytes it covers are loaded
+            model, _, pp, _ = model_from_checkpoint(path, sha)
             if self.expected_preprocess is not None and pp != self.expected_preprocess:
                 raise DataError(path, "checkpoint preprocessing differs from model.json")
             self.models.append(model.eval())

@@ -36,10 +36,10 @@ class OnnxRuntimeBackend(Backend):
         return [(CUDA, CUDA_OPTIONS)]
 
     def _load(self):
-        path = self.file.verified()
+        path, data = self.file.path, self.file.verified_bytes()  # the session runs the bytes that were hashed
         try:
-            self.session = (make_session(path, "cpu", self.threads) if self.device == "cpu"
-                            else gpu_session(path, self._providers(), self.threads))
+            self.session = (make_session(path, "cpu", self.threads, data) if self.device == "cpu"
+                            else gpu_session(path, self._providers(), self.threads, data))
         except ProviderUnavailable as err:
             raise BackendUnavailable(f"{self.name}: {err}") from None
         names = [i.name for i in self.session.get_inputs()]

@@ -132,7 +132,7 @@ class TensorRTBackend(Backend):
         built = self.file.info
         with G_LOGGER.verbosity(G_LOGGER.WARNING):
             try:
-                engine = EngineFromBytes(self.file.verified().read_bytes())()
+                engine = EngineFromBytes(self.file.verified_bytes())()
             except PolygraphyException as err:  # deserialize_cuda_engine gave None: a plan for another TensorRT/GPU
                 raise BackendUnavailable(
                     f"{self.file.path}: TensorRT cannot run this engine ({_first_line(err)}); it was built with "

@@ -33,7 +33,7 @@ class TorchBackend(Backend):
             self.device = "cuda" if torch.cuda.is_available() else "cpu"
         wanted = [c for c in self.spec.checkpoints if self.model in ("ensemble", f"fold{c.fold}")]
         for ckpt in wanted:
-            model, _, pp, _ = model_from_checkpoint(ckpt.verified())
+            model, _, pp, _ = model_from_checkpoint(ckpt.path, ckpt.sha256)  # loads the bytes it hashed
             if pp != self.spec.preprocess:
                 raise DataError(ckpt.path, "checkpoint preprocessing differs from model.json")
             self.models.append(model.to(self.device).eval())
