@@ -89,7 +89,7 @@ def _same_file(fd, path):
 def _acquire(path, shared, option, what):
     """The locked descriptor of ``path``; None where the file system has no locks."""
     flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)  # never write through a planted link
-    while True:
+    for _ in range(100):  # each retry means another process deleted the file or folder just then
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(path, flags, FILE_MODE)  # an OSError names the path: one line through runtime.cli
@@ -114,6 +114,8 @@ def _acquire(path, shared, option, what):
         if _same_file(fd, path):
             break
         os.close(fd)  # its holder deleted it between our open and our lock: lock the new one
+    else:
+        raise DataError(path, "deleted again and again while taking the lock; is something removing it?")
     os.ftruncate(fd, 0)
     os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
     return fd

@@ -397,8 +397,9 @@ def test_a_file_name_that_is_not_utf8_is_its_own_errors_row(infer, tiny_data, tm
     src = samples(folder)[0]
     for ch in CHANNELS:  # a complete sample named by the single byte 0xff, and one with it inside
         for stem in (b"\xff", b"ok\xffname"):
+            name = os.fsdecode(bytes(folder) + b"/" + stem + f"_{ch}.png".encode())
             try:
-                shutil.copy(folder / f"{src}_{ch}.png", os.fsdecode(bytes(folder) + b"/" + stem + f"_{ch}.png".encode()))
+                shutil.copy(folder / f"{src}_{ch}.png", name)
             except OSError:
                 pytest.skip("this file system refuses file names that are not UTF-8")
     assert infer(tmp_path / "clean") == 0
