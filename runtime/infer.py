@@ -249,7 +249,15 @@ def _shard_settings(folder):
 
 def merge_shards(shard_dirs, out, ids):
     """Join the outputs of ``--shard i/n`` runs into the files one unsharded run writes, in ``ids``
-    order. The shards must come from runs with the same settings, and every Id from exactly one."""
+    order. The shards must come from runs with the same settings, and every Id from exactly one.
+    ``out`` is held (runtime/outlock.py) from the start, so a merge into a folder another process
+    is writing is refused first."""
+    with writer_lock(out):
+        remove_stale_temporaries(out)
+        return _merge(shard_dirs, Path(out), ids)
+
+
+def _merge(shard_dirs, out, ids):
     folders = [Path(d) for d in shard_dirs]
     settings = _shard_settings(folders[0])
     for folder in folders[1:]:
@@ -271,9 +279,7 @@ def merge_shards(shard_dirs, out, ids):
     missing = [i for i in ids if i not in rows["probabilities.csv"] and i not in rows["errors.csv"]]
     if missing:
         raise DataError(folders[0], f"{len(missing)} Ids are in no shard (first: {missing[0]}); is a shard missing?")
-    with writer_lock(out):
-        remove_stale_temporaries(out)
-        atomic_write_set([(Path(out) / name, _csv_text(name, (table[i] for i in ids if i in table)))
-                          for name, table in rows.items()])
+    atomic_write_set([(out / name, _csv_text(name, (table[i] for i in ids if i in table)))
+                      for name, table in rows.items()])
     return {"images": len(ids), "done": len(rows["probabilities.csv"]), "failed": len(rows["errors.csv"]),
             "shards": len(folders)}
