@@ -92,12 +92,14 @@ def _main(argv):
 
 def cmd_onnx(args):
     from export.pipeline import export_run
+    from runtime.outlock import writer_lock
 
     t0 = time.perf_counter()
     precisions = tuple(dict.fromkeys(["fp32"] + [p.strip() for p in args.precision.split(",") if p.strip()]))
     targets = tuple(t.strip() for t in args.int8_targets.split(",") if t.strip())
-    export_run(args.run, args.out, precisions, args.calib_images, args.seed, eval_images=args.eval_images,
-               int8_targets=targets, max_f1_drop=args.max_f1_drop)
+    with writer_lock(args.out):  # one writer per deployment folder (runtime/outlock.py)
+        export_run(args.run, args.out, precisions, args.calib_images, args.seed, eval_images=args.eval_images,
+                   int8_targets=targets, max_f1_drop=args.max_f1_drop)
     print(f"exported in {time.perf_counter() - t0:.0f}s")
     return 0
 

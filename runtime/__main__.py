@@ -94,6 +94,7 @@ def cmd_infer(args):
     from runtime.infer import run_inference, shard_ids
     from runtime.labels import read_ids
     from runtime.model_spec import load_model_spec
+    from runtime.outlock import writer_lock
     from runtime.reader import ImageFolder
     from runtime.writeutil import writable_folder
 
@@ -106,12 +107,13 @@ def cmd_infer(args):
               file=sys.stderr)
     thresholds = None if args.threshold_mode == "tuned" else [0.5] * NUM_CLASSES
     writable_folder(args.out)  # the inputs are good: now the output folder, before the model loads
-    options = {"engine_cache": args.engine_cache} if args.engine_cache else {}
-    backend = make_backend(spec, args.backend, args.model_file, args.precision, **options)
-    print(f"backend: {backend.description}: {backend.choice.reason}", file=sys.stderr)
-    with backend:
-        summary = run_inference(backend, folder, ids, args.out, args.batch_size, thresholds, args.resume,
-                                args.workers, progress=lambda **kw: tqdm(**kw), views=args.tta)
+    with writer_lock(args.out):  # a second writer of this folder is refused now, not after loading
+        options = {"engine_cache": args.engine_cache} if args.engine_cache else {}
+        backend = make_backend(spec, args.backend, args.model_file, args.precision, **options)
+        print(f"backend: {backend.description}: {backend.choice.reason}", file=sys.stderr)
+        with backend:
+            summary = run_inference(backend, folder, ids, args.out, args.batch_size, thresholds, args.resume,
+                                    args.workers, progress=lambda **kw: tqdm(**kw), views=args.tta)
     out = Path(args.out)
     fresh = summary["images"] - summary["resumed_from"]
     speed = (f"{summary['images_per_s'] or 0:.1f} images/s with {summary['backend']}"

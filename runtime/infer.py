@@ -3,10 +3,17 @@
 Results are journaled as they come (runtime/journal.py: the run's settings first, then a chunk
 file every few batches, each written atomically); the final ``submission.csv``,
 ``probabilities.csv``, ``errors.csv`` and ``summary.json`` are assembled from the journal at the
-end (each written to a temporary file, then renamed). An interrupted run therefore never leaves a
-half-written CSV, and ``--resume`` skips every Id already journaled, after checking that its
-settings are the interrupted run's. A fresh run (no ``--resume``) clears the previous run's files
-first, once the model has loaded and the inputs have been read.
+end. An interrupted run therefore never leaves a half-written CSV, and ``--resume`` skips every Id
+already journaled, after checking that its settings are the interrupted run's.
+
+The output folder has one writer (runtime/outlock.py): a run holds its lock from before the journal
+is touched to the end, and first removes the temporary files a killed run left there.
+
+*Decision*: the previous run's outputs stay until the new set is complete. The four files are
+written beside them under temporary names and renamed over them only at the end, ``summary.json``
+last, so a run that fails at any point (a refused model output, an exception, Ctrl-C, kill -9)
+leaves the last good ``submission.csv`` byte for byte; only the journal of the previous run is
+replaced when a fresh run starts.
 
 Submission rule: ``Predicted`` lists the classes whose probability is above their threshold; an
 image with none gets its single most probable class (Kaggle's metric gives an empty prediction no
@@ -22,6 +29,7 @@ import csv
 import io
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -30,11 +38,13 @@ import numpy as np
 from runtime.classes import CLASS_NAMES, NUM_CLASSES
 from runtime.errors import DataError, about
 from runtime.ids import is_safe_id
-from runtime.journal import Journal, difference
+from runtime.journal import FOLDER, Journal, difference
 from runtime.labels import csv_text
+from runtime.model_spec import sha256_of
+from runtime.outlock import writer_lock
 from runtime.pipeline import decoded_batches
 from runtime.tta import check_views
-from runtime.writeutil import atomic_write_json, atomic_write_text
+from runtime.writeutil import atomic_write_set, remove_stale_temporaries
 
 log = logging.getLogger(__name__)
 
@@ -82,10 +92,31 @@ def resolve_thresholds(spec, views, thresholds=None, model_file=None):
     return np.asarray(tuned, np.float32), mode
 
 
-def run_settings(backend, views, thresholds, batch_size):
-    """Everything that decides a result: a resumed run and the shards of one merge must agree on it."""
+def folder_identity(root):
+    """(real path, 'device:inode') of an image folder: two folders holding the same Ids differ here,
+    and a folder renamed or mounted elsewhere is still told apart from a copy."""
+    real = os.path.realpath(root)
+    st = os.stat(real)
+    return real, f"{st.st_dev}:{st.st_ino}"
+
+
+def run_settings(backend, folder, views, thresholds, batch_size):
+    """Everything that decides a result: a resumed run and the shards of one merge must agree on it.
+
+    The image folder (``folder``: a runtime.reader.ImageFolder) is named by its real path and its
+    device and inode, and the decoded-size limit in force (``--max-pixels`` or HPA_MAX_PIXELS)
+    decides which samples are errors. ``model.json`` counts by the sha256 of its bytes (its
+    preprocessing and thresholds), besides the sha256 of the file or checkpoints the backend runs,
+    which the backend verified when it loaded them.
+
+    *Decision*: the device and inode make shards of one run on several machines comparable only
+    where they see the folder as one file system object; shards made from copies of a dataset
+    are refused by ``merge``, since nothing proves the copies equal."""
     f = backend.file
-    return {"model": backend.model, "file": f.path.name if f else "checkpoints",
+    images, inode = folder_identity(folder.root)
+    return {"images": images, "images_inode": inode, "max_pixels": int(folder.max_pixels),
+            "model.json": sha256_of(backend.spec.path), "model": backend.model,
+            "file": f.path.name if f else "checkpoints",
             "sha256": f.sha256 if f else ",".join(c.sha256 for c in backend.spec.checkpoints),
             "backend": f"{backend.name}-{backend.device}", "precision": f.precision if f else "fp32",
             "views": int(views), "thresholds": [round(float(t), 6) for t in thresholds], "batch_size": int(batch_size)}
@@ -101,10 +132,19 @@ def run_inference(backend, folder, ids, out, batch_size=32, thresholds=None, res
         raise ValueError(f"batch size must be at least 1, got {batch_size}")
     views = backend.spec.tta if views is None else check_views(views)
     thresholds, threshold_mode = resolve_thresholds(backend.spec, views, thresholds, backend.file)
-    settings = run_settings(backend, views, thresholds, batch_size)
+    settings = run_settings(backend, folder, views, thresholds, batch_size)
     out = Path(out)
+    with writer_lock(out):
+        for stale in (out, out / FOLDER):
+            remove_stale_temporaries(stale)
+        return _run(backend, folder, ids, out, batch_size, thresholds, threshold_mode, settings, views, resume,
+                    workers, chunk_batches, progress)
+
+
+def _run(backend, folder, ids, out, batch_size, thresholds, threshold_mode, settings, views, resume, workers,
+         chunk_batches, progress):
     journal = Journal(out)
-    journal.start(settings, resume, [out / name for name in (*OUTPUTS, SUMMARY)])
+    journal.start(settings, resume)
     done_probs, done_errors = journal.read()
     todo = [i for i in ids if i not in done_probs and i not in done_errors]
     bar = progress(total=len(ids), initial=len(ids) - len(todo), unit="img", desc="infer") if progress else None
@@ -112,13 +152,13 @@ def run_inference(backend, folder, ids, out, batch_size=32, thresholds=None, res
     processed = _infer(backend, folder, todo, views, batch_size, workers, chunk_batches, journal, bar)
     seconds = time.perf_counter() - t0
     probs, errors = journal.read()
-    write_outputs(out, ids, probs, errors, thresholds)
     summary = {"images": len(ids), "done": sum(i in probs for i in ids), "failed": sum(i in errors for i in ids),
                "resumed_from": len(ids) - len(todo), "seconds": seconds,
                "images_per_s": processed / seconds if seconds > 0 else None,
                "backend": backend.description, "precision": settings["precision"],
                "batch_size": batch_size, "tta_views": views, "thresholds": threshold_mode, "settings": settings}
-    atomic_write_json(out / SUMMARY, summary)
+    atomic_write_set([*((out / name, text) for name, text in output_texts(ids, probs, errors, thresholds).items()),
+                      (out / SUMMARY, json.dumps(summary, indent=2) + "\n")])
     return summary
 
 
@@ -153,17 +193,34 @@ def _csv_text(name, rows):
     return HEADERS[name] + csv_text(rows)
 
 
-def write_outputs(out, ids, probs, errors, thresholds):
-    """submission.csv, probabilities.csv and errors.csv in ``ids`` order, each atomically; a failed
+def printable(text):
+    """``text`` as valid UTF-8 text: the bytes of a file name that are not UTF-8 (which Python keeps
+    as lone surrogates, e.g. byte 0xff as U+DCFF) become ``\\xff``. A name that is valid UTF-8 is
+    returned as it is. Used for the Ids, files and reasons of errors.csv, so one such name never
+    makes the CSV unreadable or costs another row."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        pass
+    try:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a surrogate no file name produces: escape the code point itself
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def output_texts(ids, probs, errors, thresholds):
+    """{name: text} of submission.csv, probabilities.csv and errors.csv in ``ids`` order; a failed
     sample's submission row is empty (see the module's decision). The csv module quotes what needs
     quoting, so no Id can ever break a row."""
     ordered = [i for i in ids if i in probs]
-    atomic_write_text(out / "submission.csv", _csv_text("submission.csv", (
-        [i, " ".join(map(str, predicted_classes(probs[i], thresholds))) if i in probs else ""]
-        for i in ids if i in probs or (i in errors and is_safe_id(i)))))
-    atomic_write_text(out / "probabilities.csv", _csv_text("probabilities.csv", (
-        [i, *(f"{v:.6f}" for v in probs[i])] for i in ordered)))
-    atomic_write_text(out / "errors.csv", _csv_text("errors.csv", ([i, *errors[i]] for i in ids if i in errors)))
+    return {"submission.csv": _csv_text("submission.csv", (
+                [i, " ".join(map(str, predicted_classes(probs[i], thresholds))) if i in probs else ""]
+                for i in ids if i in probs or (i in errors and is_safe_id(i)))),
+            "probabilities.csv": _csv_text("probabilities.csv", (
+                [i, *(f"{v:.6f}" for v in probs[i])] for i in ordered)),
+            "errors.csv": _csv_text("errors.csv", (
+                [printable(i), *map(printable, errors[i])] for i in ids if i in errors))}
 
 
 def _read_output(path):
@@ -192,7 +249,15 @@ def _shard_settings(folder):
 
 def merge_shards(shard_dirs, out, ids):
     """Join the outputs of ``--shard i/n`` runs into the files one unsharded run writes, in ``ids``
-    order. The shards must come from runs with the same settings, and every Id from exactly one."""
+    order. The shards must come from runs with the same settings, and every Id from exactly one.
+    ``out`` is held (runtime/outlock.py) from the start, so a merge into a folder another process
+    is writing is refused first."""
+    with writer_lock(out):
+        remove_stale_temporaries(out)
+        return _merge(shard_dirs, Path(out), ids)
+
+
+def _merge(shard_dirs, out, ids):
     folders = [Path(d) for d in shard_dirs]
     settings = _shard_settings(folders[0])
     for folder in folders[1:]:
@@ -200,6 +265,7 @@ def merge_shards(shard_dirs, out, ids):
         if diff:
             raise DataError(folder / SUMMARY, f"made with other settings than {folders[0]} ({diff}); "
                                               "merge only the shards of one run")
+    ids = [printable(i) for i in ids]  # as errors.csv writes an Id that is no UTF-8 file name
     wanted = set(ids)
     rows = {name: {} for name in OUTPUTS}
     for folder in folders:
@@ -213,8 +279,7 @@ def merge_shards(shard_dirs, out, ids):
     missing = [i for i in ids if i not in rows["probabilities.csv"] and i not in rows["errors.csv"]]
     if missing:
         raise DataError(folders[0], f"{len(missing)} Ids are in no shard (first: {missing[0]}); is a shard missing?")
-    out = Path(out)
-    for name, table in rows.items():
-        atomic_write_text(out / name, _csv_text(name, (table[i] for i in ids if i in table)))
+    atomic_write_set([(out / name, _csv_text(name, (table[i] for i in ids if i in table)))
+                      for name, table in rows.items()])
     return {"images": len(ids), "done": len(rows["probabilities.csv"]), "failed": len(rows["errors.csv"]),
             "shards": len(folders)}

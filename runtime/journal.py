@@ -1,11 +1,15 @@
 """The journal of an inference run: ``OUT/.chunks/``.
 
-``settings.json`` is written first: everything that decides a result (the model file and its
-sha256, backend, precision, test-time views, thresholds, batch size). Then, every few batches, a
+``settings.json`` is written first: everything that decides a result (runtime.infer.run_settings:
+the image folder, the decoded-size limit, model.json and the model file with their sha256,
+backend, precision, test-time views, thresholds, batch size). Then, every few batches, a
 ``chunk-NNNNNN.csv`` (``Id,ok,,,p0..p27`` or ``Id,error,file,reason``), each written atomically,
 so a kill at any moment loses at most the batches since the last chunk and never leaves a
 half-written file. ``--resume`` goes on only when its settings equal the journal's; otherwise it
 is refused in one line naming the difference, so results of two settings are never mixed.
+
+Chunks are UTF-8 with ``surrogateescape``: an Id from a file name that is not valid UTF-8 (byte
+0xff) is journaled as its bytes and read back as the same string, so its row matches its Id.
 """
 
 import csv
@@ -29,7 +33,9 @@ def difference(old, new):
     def show(value):
         if isinstance(value, list) and len(value) > 4:
             return f"({len(value)} values)"
-        return f"{value[:12]}..." if isinstance(value, str) and len(value) > 40 else str(value)
+        if isinstance(value, str) and len(value) > 40 and all(c in "0123456789abcdef," for c in value):
+            return f"{value[:12]}..."  # a sha256 (or several): its start tells them apart
+        return str(value)  # paths in full: two folders often differ only at the end
 
     return ", ".join(f"{k} {show(old.get(k))} -> {show(new.get(k))}"
                      for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k))
@@ -43,9 +49,11 @@ class Journal:
     def chunks(self):
         return sorted(self.folder.glob("chunk-*.csv"))
 
-    def start(self, settings, resume, outputs=()):
-        """A fresh run deletes ``outputs`` and any journal, then records ``settings``; a resumed
-        run checks them against the journal's first (and changes nothing when they differ)."""
+    def start(self, settings, resume):
+        """A fresh run deletes any journal, then records ``settings``; a resumed run checks them
+        against the journal's first (and changes nothing when they differ). The outputs of the
+        last finished run are not touched here: they are replaced only by a complete new set
+        (runtime.infer), so a run that fails keeps them."""
         if resume and self.settings_path.is_file():
             try:
                 old = json.loads(self.settings_path.read_text(encoding="utf-8"))
@@ -61,8 +69,6 @@ class Journal:
                                                 "unknown; rerun without --resume")
         if not resume:
             shutil.rmtree(self.folder, ignore_errors=True)
-            for path in outputs:
-                Path(path).unlink(missing_ok=True)
         atomic_write_json(self.settings_path, settings)
 
     def read(self):
@@ -70,7 +76,7 @@ class Journal:
         probs, errors = {}, {}
         for path in self.chunks():
             try:
-                with open(path, newline="", encoding="utf-8") as handle:
+                with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
                     for row in csv.reader(handle):
                         if len(row) == 4 + NUM_CLASSES and row[1] == "ok":
                             probs[row[0]] = np.array([float(v) for v in row[4:]], np.float32)
@@ -86,4 +92,4 @@ class Journal:
         """Journal one stretch of results atomically: (Id, probabilities) and (Id, file, reason)."""
         rows = [[sample_id, "ok", "", "", *(f"{v:.6f}" for v in p)] for sample_id, p in zip(ids, probs)]
         rows += [[sample_id, "error", path, reason] for sample_id, path, reason in errors]
-        atomic_write_text(self.folder / f"chunk-{len(self.chunks()):06d}.csv", csv_text(rows))
+        atomic_write_text(self.folder / f"chunk-{len(self.chunks()):06d}.csv", csv_text(rows), "surrogateescape")

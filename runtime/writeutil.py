@@ -7,6 +7,7 @@ the umask), so a shared group or a serving account can read the results."""
 
 import json
 import os
+import re
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
@@ -42,14 +43,68 @@ def atomic_path(path):
             os.unlink(tmp)
 
 
+def atomic_write_set(items):
+    """Write several files as one set: every ``(path, text)`` to its temporary file first, then all
+    renamed in the given order (put the file that marks the set complete last). A failure while
+    writing the temporary files leaves every old file in place, byte for byte."""
+    staged = []
+    try:
+        for path, text in items:
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+            staged.append((path, tmp))
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.write(text)
+            os.chmod(tmp, FILE_MODE)
+        for path, tmp in staged:
+            os.replace(tmp, path)
+    except OSError as err:
+        named = dict((str(tmp), str(path)) for path, tmp in staged)
+        if err.filename is None or str(err.filename) in named:  # name the file being written, not its temporary
+            err.filename = named.get(str(err.filename), str(staged[-1][0]) if staged else None)
+            err.filename2 = None
+        raise
+    finally:
+        for _, tmp in staged:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+
+# The name mkstemp gives atomic_path's temporary files: .NAME. + 8 characters of
+# tempfile's alphabet + .tmp
+_TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
+
+
+def remove_stale_temporaries(folder):
+    """Delete the temporary files of atomic writes a killed process left directly in ``folder``;
+    returns how many. Call it only while holding the folder's writer lock (runtime/outlock.py),
+    so no live writer's temporary file is taken. Other files are never touched."""
+    removed = 0
+    try:
+        entries = list(os.scandir(folder))
+    except (FileNotFoundError, NotADirectoryError):
+        return 0
+    for entry in entries:
+        if _TEMPORARY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            try:
+                os.unlink(entry.path)
+                removed += 1
+            except FileNotFoundError:
+                pass
+    return removed
+
+
 def atomic_write_bytes(path, data):
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
 
 
-def atomic_write_text(path, text):
+def atomic_write_text(path, text, errors="strict"):
+    """``errors``: the codec's handling of what UTF-8 cannot encode (``surrogateescape`` writes the
+    undecodable bytes of a file name back as they were)."""
     with atomic_path(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
+        tmp.write_text(text, encoding="utf-8", errors=errors)
 
 
 def atomic_write_json(path, data):

@@ -144,19 +144,25 @@ def cmd_folds(args):
 
 
 def cmd_fit(args):
+    from contextlib import nullcontext
+
+    from runtime.outlock import run_folder_lock
     from train.config import FitConfig
+    from train.distributed import world
     from train.fit import fit
     from train.report import format_report
     from train.run import Run
 
     out = Path(args.out)
     _check_inputs(args)
-    if Run(out).has_config() and not args.resume and not args.fold:
-        raise DataError(out, "run folder already exists; pass --resume to continue it or choose another --out")
-    options = {k: v for k, v in vars(args).items() if k not in ("command", "resume")}
-    cfg = FitConfig(**options)
-    t0 = time.perf_counter()
-    metrics = fit(cfg)
+    # one writer per run folder (runtime/outlock.py); under torchrun only rank 0 writes, and locks
+    with run_folder_lock(out, args.fold) if world()[0] == 0 else nullcontext():
+        if Run(out).has_config() and not args.resume and not args.fold:
+            raise DataError(out, "run folder already exists; pass --resume to continue it or choose another --out")
+        options = {k: v for k, v in vars(args).items() if k not in ("command", "resume")}
+        cfg = FitConfig(**options)
+        t0 = time.perf_counter()
+        metrics = fit(cfg)
     if metrics:
         print(format_report(metrics))
         print(f"trained in {time.perf_counter() - t0:.0f}s; run folder: {out} (metrics.json, thresholds.json, "

@@ -14,6 +14,7 @@ import importlib
 import numpy as np
 
 from runtime.classes import NUM_CLASSES
+from runtime.errors import DataError
 from runtime.tta import predict_views
 
 
@@ -67,8 +68,10 @@ class Backend:
         if limit and len(batch) > limit:
             return np.concatenate([self.infer(batch[i:i + limit]) for i in range(0, len(batch), limit)])
         out = np.asarray(self._infer(np.ascontiguousarray(batch)), dtype=np.float32)
-        if out.shape != (len(batch), NUM_CLASSES):
-            raise RuntimeError(f"{self.name}: model returned {out.shape}, expected ({len(batch)}, {NUM_CLASSES})")
+        if out.shape != (len(batch), NUM_CLASSES):  # a wrong model is the user's file: one line naming it
+            raise DataError(self.file.path if self.file else self.spec.path,
+                            f"the model returned {out.shape} for a batch of {len(batch)}, expected "
+                            f"({len(batch)}, {NUM_CLASSES}): one probability per class")
         return out
 
     def predict(self, batch, views=1):
