@@ -43,6 +43,8 @@ from runtime.errors import DataError, first_line
 log = logging.getLogger(__name__)
 
 DECODERS = ("auto", "wuffs", "opencv")
+DECODER_HELP = ("PNG decoder: wuffs (faster; the fast-png extra), opencv, or auto (wuffs when installed); "
+                "JPEG, TIFF and the PNG kinds Wuffs does not decode exactly always use OpenCV")
 INSTALL_HINT = "pip install 'hpa-toolkit[fast-png]'"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
