@@ -3,17 +3,25 @@ pool of workers feeding a bounded window, so the model never waits while decodin
 Batches come out in input order; a bad sample becomes an error record and never shifts another
 sample's result.
 
-Workers are threads (``processes=False``) or processes. Both run the same ``_load`` (decode,
-resize, normalise), so their batches are byte-identical. Threads need the decoders to release the
-GIL (OpenCV and pywuffs do) and hold it only for the Python between calls; processes hold no
-shared lock at all, at the price of starting (about a second) and of sending each preprocessed
-sample back through a pipe. While a pool runs, OpenCV's own thread pool is held to one thread:
-the pool's workers already fill the cores, and OpenCV's threads (which wait actively for work
-after each call) would take cores from them (docs/benchmarks.md, "Decoding on every core").
+Workers are threads or processes. Both run the same ``_load`` (decode, resize, normalise), so
+their batches are byte-identical. Threads need the decoders to release the GIL (OpenCV and
+pywuffs do) and hold it only for the Python between calls; processes share no lock, at the price
+of starting (about half a second) and of sending each preprocessed sample back through a pipe.
+
+*Decision* (measured on a 16-core Xeon, docs/benchmarks.md "Decoding on every core"): the GIL
+is what stops threads on small images. A 128-px PNG decodes in about 0.1 ms, so the Python around
+each call (reading, checks, the GIL handed back and forth) is a large share of a sample: 16 threads
+decoded demo-size samples at 1.2-1.9x one thread, 16 processes at 5.4x. A 512-px PNG takes
+milliseconds, the share is small, and 16 threads reach 9x while processes pay for sending each
+float sample back (2.9-10x). So ``processes=None`` (auto) takes processes for images under
+PROCESS_BELOW_PIXELS per channel when there are enough samples to pay for starting them
+(PROCESS_MIN_SAMPLES), threads otherwise. While a pool runs, OpenCV's own thread pool is held to
+one thread: the pool's workers already fill the cores (16 threads: 474 against 446 samples/s).
 """
 
 import multiprocessing
 import os
+import struct
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -22,8 +30,10 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from runtime.classes import CHANNELS
 from runtime.errors import DataError
 from runtime.preprocess import preprocess
+from runtime.reader import header_size
 
 # Decode workers by default: one per core, at least 4. Decoding scales with cores (16 workers on a
 # 16-core GPU host set the pace of the whole GPU pipeline); on a 2-core CPU 4 threads keep
@@ -31,6 +41,10 @@ from runtime.preprocess import preprocess
 DEFAULT_WORKERS = max(4, os.cpu_count() or 1)
 # Samples per task sent to a worker process: fewer round trips through the pipe for small images.
 PROCESS_CHUNK = 4
+# auto takes processes for channels under 256x256 pixels (threads won at 512 px, processes at
+# 128 px) and at least this many samples (their start, about 0.5 s, must pay back).
+PROCESS_BELOW_PIXELS = 256 * 256
+PROCESS_MIN_SAMPLES = 1000
 
 
 @dataclass
@@ -133,14 +147,36 @@ class _Threads:
             yield sample_id, future.result()
 
 
-def decoded_batches(folder, ids, pp, batch_size, workers=4, prefetch_batches=3, processes=False):
+def use_processes(folder, ids, workers):
+    """auto's choice: processes for many samples of small images (the module's decision)."""
+    if workers < 2 or len(ids) < PROCESS_MIN_SAMPLES:
+        return False
+    for sample_id in ids[:3]:  # the first readable red channel's header stands for the set
+        try:
+            path = folder.check_inside(folder.channel_path(sample_id, CHANNELS[0]))
+            width, height = header_size(np.fromfile(path, np.uint8), path)
+        except (DataError, OSError, struct.error):
+            continue
+        return width * height < PROCESS_BELOW_PIXELS
+    return False
+
+
+def worker_kind(folder, ids, workers, processes=None):
+    """'threads' or 'processes': what decoded_batches runs ``workers`` on (``processes``: None is auto)."""
+    return "processes" if (use_processes(folder, list(ids), workers) if processes is None else processes) \
+        else "threads"
+
+
+def decoded_batches(folder, ids, pp, batch_size, workers=4, prefetch_batches=3, processes=None):
     """Yield Batch objects in order. ``workers=0`` decodes sequentially in the caller's thread;
-    otherwise ``workers`` threads, or processes with ``processes=True``."""
+    otherwise on ``workers`` processes (``processes=True``), threads (False), or, with None, the
+    kind ``use_processes`` picks."""
     ids = list(ids)
     if workers <= 0:
         results = ((i, _load(folder, pp, i)) for i in ids)
         yield from _batches(results, pp, batch_size)
         return
+    processes = worker_kind(folder, ids, workers, processes) == "processes"
     window = batch_size * prefetch_batches
     with opencv_single_threaded(), (_Processes if processes else _Threads)(folder, pp, workers) as pool:
         yield from _batches(pool.map_ordered(ids, window), pp, batch_size)

@@ -301,3 +301,65 @@ def test_infer_gives_the_same_files_with_either_decoder(tiny_data, tiny_deploy, 
                      "--backend", "onnxruntime", "--precision", "fp32", "--decoder", decoder, "--out", str(out)]) == 0
         outs[decoder] = [(out / f).read_bytes() for f in ("submission.csv", "probabilities.csv", "errors.csv")]
     assert outs["opencv"] == outs["wuffs"]
+
+
+# ------------------------------------------------------------------ decoding on every core
+
+
+def _folder_with_a_bad_sample(root, count=10, size=24):
+    rng = np.random.default_rng(4)
+    for k in range(count):
+        for ch in CHANNELS:
+            cv2.imwrite(str(root / f"s{k:02d}_{ch}.png"), rng.integers(0, 256, (size, size), dtype=np.uint8))
+    data = (root / "s03_green.png").read_bytes()
+    (root / "s03_green.png").write_bytes(data[: len(data) // 2])
+    return root
+
+
+@pytest.mark.parametrize("decoder", ["opencv", pytest.param("wuffs", marks=needs_wuffs)])
+def test_threads_and_processes_give_the_sequential_batches(decoder, tmp_path):
+    from runtime.pipeline import decoded_batches
+    from runtime.preprocess import Preprocess
+
+    folder = ImageFolder(_folder_with_a_bad_sample(tmp_path), decoder=decoder)
+    ids = folder.ids()
+    pp = Preprocess(size=16)
+
+    def run(**kw):
+        batches = list(decoded_batches(folder, ids, pp, 4, **kw))
+        return ([b.ids for b in batches], [b.errors for b in batches], np.concatenate([b.images for b in batches]))
+
+    sequential = run(workers=0)
+    assert sequential[1][0] == [("s03", str(tmp_path / "s03_green.png"), "unreadable or truncated image")]
+    for kw in ({"workers": 3, "processes": False}, {"workers": 2, "processes": True}):
+        got = run(**kw)
+        assert got[:2] == sequential[:2] and got[2].tobytes() == sequential[2].tobytes(), kw
+
+
+def test_auto_takes_processes_for_many_small_images_only(tmp_path, monkeypatch):
+    from runtime import pipeline
+
+    folder = ImageFolder(_folder_with_a_bad_sample(tmp_path, count=6), decoder="opencv")
+    ids = folder.ids()
+    assert pipeline.worker_kind(folder, ids, 4) == "threads"  # too few samples to pay for starting them
+    monkeypatch.setattr(pipeline, "PROCESS_MIN_SAMPLES", 4)
+    assert pipeline.worker_kind(folder, ids, 4) == "processes"
+    assert pipeline.worker_kind(folder, ids, 1) == "threads"
+    assert pipeline.worker_kind(folder, ids, 4, processes=False) == "threads"
+    monkeypatch.setattr(pipeline, "PROCESS_BELOW_PIXELS", 24 * 24)  # the 24x24 images are now "large"
+    assert pipeline.worker_kind(folder, ids, 4) == "threads"
+
+
+def test_a_pool_holds_opencvs_threads_to_one_and_gives_them_back(tmp_path):
+    from runtime.pipeline import decoded_batches
+    from runtime.preprocess import Preprocess
+
+    folder = ImageFolder(_folder_with_a_bad_sample(tmp_path, count=5), decoder="opencv")
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    try:
+        seen = [cv2.getNumThreads() for _ in decoded_batches(folder, folder.ids(), Preprocess(size=16), 1, workers=2)]
+        assert seen and set(seen) == {1}
+        assert cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(before)
