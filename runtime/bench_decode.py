@@ -6,7 +6,6 @@ machine's load hits every variant alike (``scripts/bench_decode.py``; docs/bench
 ``scaling`` = the N-worker rate / the 1-worker rate; the aim is at least 0.8 x the physical cores
 (logical cores share a physical core's decoding units, so they count once)."""
 
-import argparse
 import os
 import shutil
 import statistics
@@ -16,6 +15,7 @@ import time
 from pathlib import Path
 
 from runtime.classes import CHANNELS
+from runtime.cli import ArgumentParser, positive_int, positive_int_list
 from runtime.decoders import wuffs_available
 from runtime.pipeline import decoded_batches
 from runtime.preprocess import Preprocess
@@ -103,19 +103,19 @@ def format_rows(rows, cores):
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(prog="scripts/bench_decode.py", description=__doc__.split("\n\n")[0])
+    p = ArgumentParser(prog="scripts/bench_decode.py", description=__doc__.split("\n\n")[0])
     p.add_argument("folders", nargs="*", help="image folders of four-channel samples")
     p.add_argument("--channels", default="", help="a folder of single-channel PNGs (*_{red,...}.png): "
                                                   "--samples four-channel samples are made from it in a temp folder")
-    p.add_argument("--samples", type=int, default=0, help="samples per run (Ids repeated when a folder has fewer)")
-    p.add_argument("--size", type=int, default=96, help="the model's input size (resize target)")
+    p.add_argument("--samples", type=positive_int, default=None, help="samples per run (Ids repeated when a folder has fewer)")
+    p.add_argument("--size", type=positive_int, default=96, help="the model's input size (resize target)")
     p.add_argument("--workers", default="", help="comma-separated N (default: the physical and the logical cores)")
     p.add_argument("--decoders", default="opencv,wuffs" if wuffs_available() else "opencv")
     p.add_argument("--kinds", default="threads,processes", help="threads, processes or both")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=positive_int, default=3)
     args = p.parse_args(argv)
     cores = physical_cores()
-    workers = [int(w) for w in args.workers.split(",")] if args.workers else sorted({cores, os.cpu_count() or 1})
+    workers = positive_int_list(args.workers) if args.workers else sorted({cores, os.cpu_count() or 1})
     name, _ = cpu_info()
     print(f"CPU: {name}; {os.cpu_count()} logical cores, {cores} physical; load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
