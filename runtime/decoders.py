@@ -3,8 +3,8 @@
 ``imdecode(data, path, decoder)`` returns what ``cv2.imdecode(data, cv2.IMREAD_UNCHANGED)``
 returns for the same bytes (an array, or None for a file OpenCV cannot read), so the reader's
 steps after it (one plane of a colour file, 16 to 8 bits) are the same for both decoders.
-Wuffs (PyPI ``pywuffs``, the ``fast-png`` extra) decodes a 512-px HPA PNG in about 0.6x
-OpenCV's time and releases the GIL; a runtime-only install without it decodes with OpenCV.
+Wuffs (PyPI ``pywuffs``, the ``fast-png`` extra) decodes a 512-px HPA PNG in about two thirds
+of OpenCV's time (docs/benchmarks.md) and releases the GIL; a runtime-only install without it decodes with OpenCV.
 
 ``decoder``: ``auto`` (Wuffs when ``pywuffs`` imports, else OpenCV, said once in a warning),
 ``wuffs`` (refused in one line when ``pywuffs`` is missing) or ``opencv``.
@@ -19,8 +19,8 @@ Which PNGs Wuffs decodes, read from the file's chunks before decoding (:func:`wu
 | RGB | 8 / 16 | BGR / BGRA 16-bit, alpha dropped | 3 planes |
 | gray+alpha, RGBA | 8 / 16 | BGRA / BGRA 16-bit, not premultiplied | 4 planes |
 
-OpenCV decodes the rest: JPEG and TIFF; gray or RGB with a tRNS chunk (Wuffs composites the
-transparent colour, OpenCV keeps it); 16-bit interlaced gray (Wuffs refuses Y_16LE there); APNG
+OpenCV decodes the rest: JPEG and TIFF; gray or RGB with a tRNS chunk (Wuffs applies the
+transparent colour; OpenCV ignores it in gray and adds an alpha plane to RGB); 16-bit interlaced gray (Wuffs refuses Y_16LE there); APNG
 and any chunk outside the PNG spec's still-image set (``_BEFORE_IDAT``, ``_AFTER_IDAT``); and
 every file whose chunks do not run complete from IHDR to IEND, IDATs together, each type four
 ASCII letters. That last rule is where the two differ on damaged files: libpng refuses a missing

@@ -363,3 +363,41 @@ def test_a_pool_holds_opencvs_threads_to_one_and_gives_them_back(tmp_path):
         assert cv2.getNumThreads() == 2
     finally:
         cv2.setNumThreads(before)
+
+
+def test_ctrl_c_while_processes_decode_is_one_line(tmp_path):
+    """SIGINT to the whole process group (what a terminal's Ctrl-C does): the parent's one line,
+    exit 130, and no worker traceback."""
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    _folder_with_a_bad_sample(tmp_path, count=5)
+    code = f"""
+import sys
+from runtime.cli import guarded
+from runtime.pipeline import decoded_batches
+from runtime.preprocess import Preprocess
+from runtime.reader import ImageFolder
+
+def main():
+    folder = ImageFolder({str(tmp_path)!r}, decoder="opencv")
+    for k, _ in enumerate(decoded_batches(folder, folder.ids() * 100000, Preprocess(size=16), 4, 2, processes=True)):
+        if k == 0:
+            print("decoding", flush=True)
+sys.exit(guarded(main, debug=False))
+"""
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env, start_new_session=True)
+    try:
+        assert proc.stdout.readline() == b"decoding\n"
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+    assert proc.returncode == 130
+    assert err.decode().splitlines() == ["error: interrupted (a command with --resume continues where it stopped)"]
