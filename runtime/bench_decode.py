@@ -107,7 +107,8 @@ def main(argv=None):
     p.add_argument("folders", nargs="*", help="image folders of four-channel samples")
     p.add_argument("--channels", default="", help="a folder of single-channel PNGs (*_{red,...}.png): "
                                                   "--samples four-channel samples are made from it in a temp folder")
-    p.add_argument("--samples", type=positive_int, default=None, help="samples per run (Ids repeated when a folder has fewer)")
+    p.add_argument("--samples", type=positive_int, default=None,
+                   help="samples per run (Ids repeated when a folder has fewer)")
     p.add_argument("--size", type=positive_int, default=96, help="the model's input size (resize target)")
     p.add_argument("--workers", default="", help="comma-separated N (default: the physical and the logical cores)")
     p.add_argument("--decoders", default="opencv,wuffs" if wuffs_available() else "opencv")

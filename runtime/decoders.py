@@ -20,15 +20,16 @@ Which PNGs Wuffs decodes, read from the file's chunks before decoding (:func:`wu
 | gray+alpha, RGBA | 8 / 16 | BGRA / BGRA 16-bit, not premultiplied | 4 planes |
 
 OpenCV decodes the rest: JPEG and TIFF; gray or RGB with a tRNS chunk (Wuffs applies the
-transparent colour; OpenCV ignores it in gray and adds an alpha plane to RGB); 16-bit interlaced gray (Wuffs refuses Y_16LE there); APNG
-and any chunk outside the PNG spec's still-image set (``_BEFORE_IDAT``, ``_AFTER_IDAT``); and
-every file whose chunks do not run complete from IHDR to IEND, IDATs together, each type four
-ASCII letters. That last rule is where the two differ on damaged files: libpng refuses a missing
-IEND or a chunk type that is no word, Wuffs (which stops reading at the last IDAT) would not, so
-such a file goes to OpenCV and keeps OpenCV's outcome. Wuffs checks the CRC-32 of every chunk and
-the zlib Adler-32 here (pywuffs ignores both unless told), as libpng does. When Wuffs reports any
-error, OpenCV decodes the same bytes, so a bad file fails with exactly OpenCV's outcome (the
-reader's ``unreadable or truncated image`` line) and a file only Wuffs refuses still reads.
+transparent colour; OpenCV ignores it in gray and adds an alpha plane to RGB); 16-bit interlaced
+gray (Wuffs refuses Y_16LE there); a file with an APNG or any other chunk outside the PNG spec's
+still-image set (``_BEFORE_IDAT``, ``_AFTER_IDAT``); and every file whose chunks do not run complete from IHDR
+to IEND, IDATs together, each type four ASCII letters. That last rule is where the two differ on
+damaged files: libpng refuses a missing IEND or a chunk type that is no word, Wuffs (which stops
+reading at the last IDAT) would not, so such a file goes to OpenCV and keeps OpenCV's outcome.
+Wuffs checks the CRC-32 of every chunk and the zlib Adler-32 here (pywuffs ignores both unless
+told), as libpng does. When Wuffs reports any error, OpenCV decodes the same bytes, so a bad
+file fails with exactly OpenCV's outcome (the reader's ``unreadable or truncated image`` line)
+and a file only Wuffs refuses still reads.
 """
 
 import logging

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from runtime import decoders
-from runtime.decoders import imdecode, resolve_decoder, wuffs_available, wuffs_format
+from runtime.decoders import resolve_decoder, wuffs_available, wuffs_format
 from runtime.errors import DataError
 from runtime.reader import ImageFolder, decode_channel
 from tests.test_fuzz import BAD_BYTES, GOOD
@@ -112,12 +112,15 @@ CASES = {
     **{f"palette{d}{'-adam7' if il else ''}{'-trns' if t else ''}":
        (lambda r, d=d, il=il, t=t: _kind(r, 3, d, interlace=il, trns=t, **ALL_FILTERS), True)
        for d in (1, 2, 4, 8) for il in (False, True) for t in (False, True)},
-    **{f"{name}{d}{'-adam7' if il else ''}": (lambda r, c=c, d=d, il=il: _kind(r, c, d, interlace=il, **ALL_FILTERS), True)
+    **{f"{name}{d}{'-adam7' if il else ''}":
+       (lambda r, c=c, d=d, il=il: _kind(r, c, d, interlace=il, **ALL_FILTERS), True)
        for name, c in (("rgb", 2), ("gray-alpha", 4), ("rgba", 6)) for d in (8, 16) for il in (False, True)},
     "rgb8-trns": (lambda r: _kind(r, 2, 8, trns=True), False),
-    **{f"gray8-{h}x{w}{'-adam7' if il else ''}": (lambda r, h=h, w=w, il=il: _kind(r, 0, 8, h, w, interlace=il, **ALL_FILTERS), True)
+    **{f"gray8-{h}x{w}{'-adam7' if il else ''}":
+       (lambda r, h=h, w=w, il=il: _kind(r, 0, 8, h, w, interlace=il, **ALL_FILTERS), True)
        for h, w in ((1, 1), (3, 5), (7, 1023), (1023, 7), (2, 9)) for il in (False, True)},
-    **{f"gray16-{h}x{w}": (lambda r, h=h, w=w: _kind(r, 0, 16, h, w, **ALL_FILTERS), True) for h, w in ((1, 1), (3, 5), (7, 1023))},
+    **{f"gray16-{h}x{w}": (lambda r, h=h, w=w: _kind(r, 0, 16, h, w, **ALL_FILTERS), True)
+       for h, w in ((1, 1), (3, 5), (7, 1023))},
     **{f"gray8-filter{f}": (lambda r, f=f: _kind(r, 0, 8, 9, 13, filters=(f,)), True) for f in range(5)},
     **{f"rgb8-filter{f}": (lambda r, f=f: _kind(r, 2, 8, 9, 13, filters=(f,)), True) for f in range(5)},
     "gray8-200-idats": (lambda r: _kind(r, 0, 8, 40, 40, filters=(1, 4), idats=200), True),
@@ -129,7 +132,7 @@ CASES = {
 }
 
 
-def _outcome(path, decoder, caplog=None):
+def _outcome(path, decoder):
     """decode_channel's result, or its DataError's one line (the errors.csv row)."""
     try:
         return decode_channel(path, decoder=decoder)
@@ -216,7 +219,8 @@ def test_bad_bytes_give_the_same_one_line_error_with_both_decoders(sample_id, tm
 
 
 DAMAGED = {
-    "gray8": lambda r: _kind(r, 0, 8, 6, 9, filters=(1, 4), idats=2, extra=[(b"tEXt", b"k\0v")], after=[(b"tEXt", b"a\0b")]),
+    "gray8": lambda r: _kind(r, 0, 8, 6, 9, filters=(1, 4), idats=2, extra=[(b"tEXt", b"k\0v")],
+                             after=[(b"tEXt", b"a\0b")]),
     "palette4-trns": lambda r: _kind(r, 3, 4, 5, 7, trns=True, idats=2),
     "rgba16": lambda r: _kind(r, 6, 16, 3, 4, filters=(2, 3)),
     "gray16": lambda r: _kind(r, 0, 16, 4, 5, interlace=False, idats=2),
