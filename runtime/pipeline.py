@@ -3,20 +3,23 @@ pool of workers feeding a bounded window, so the model never waits while decodin
 Batches come out in input order; a bad sample becomes an error record and never shifts another
 sample's result.
 
-Workers are threads or processes. Both run the same ``_load`` (decode, resize, normalise), so
-their batches are byte-identical. Threads need the decoders to release the GIL (OpenCV and
-pywuffs do) and hold it only for the Python between calls; processes share no lock, at the price
-of starting (about half a second) and of sending each preprocessed sample back through a pipe.
+Workers are threads or processes. Threads run ``_load`` (decode, resize, normalise); processes
+decode and resize, send the 8-bit sample back through a pipe (a quarter of the float's bytes),
+and the parent normalises each batch at once: the same arithmetic per element, so the batches are
+byte-identical. Threads need the decoders to release the GIL (OpenCV and pywuffs do) and hold it
+only for the Python between calls; processes share no lock, at the price of starting (about half
+a second) and of the pipe.
 
-*Decision* (measured on a 16-core Xeon, docs/benchmarks.md "Decoding on every core"): the GIL
-is what stops threads on small images. A 128-px PNG decodes in about 0.1 ms, so the Python around
-each call (reading, checks, the GIL handed back and forth) is a large share of a sample: 16 threads
-decoded demo-size samples at 1.2-1.9x one thread, 16 processes at 5.4x. A 512-px PNG takes
-milliseconds, the share is small, and 16 threads reach 9x while processes pay for sending each
-float sample back (2.9-10x). So ``processes=None`` (auto) takes processes for images under
-PROCESS_BELOW_PIXELS per channel when there are enough samples to pay for starting them
-(PROCESS_MIN_SAMPLES), threads otherwise. While a pool runs, OpenCV's own thread pool is held to
-one thread: the pool's workers already fill the cores (16 threads: 474 against 446 samples/s).
+*Decision* (measured on a 16-core Xeon, docs/benchmarks.md "Wuffs and OpenCV, and decoding on
+every core"): the GIL is what stops threads on small images. A 128-px PNG decodes in about 0.1 ms,
+so the Python around each call (reading, checks, the GIL handed back and forth) is a large share
+of a sample: 16 threads decoded demo-size samples at 1.2-1.9x one thread, 16 processes at 6.5x. A
+512-px PNG takes milliseconds, the share is small, and 16 threads reach 9x, while processes pay
+for sending each sample back and normalising it in one process (1.9-11x, depending on the model's
+input size). So ``processes=None`` (auto) takes processes for images under PROCESS_BELOW_PIXELS
+per channel when there are enough samples to pay for starting them (PROCESS_MIN_SAMPLES), threads
+otherwise. While a pool runs, OpenCV's own thread pool is held to one thread: the pool's workers
+already fill the cores (16 threads: 474 against 446 samples/s).
 """
 
 import logging
@@ -34,7 +37,7 @@ import numpy as np
 
 from runtime.classes import CHANNELS
 from runtime.errors import DataError
-from runtime.preprocess import preprocess
+from runtime.preprocess import normalize, preprocess, resize
 from runtime.reader import header_size
 
 # Decode workers by default: one per core, at least 4. Decoding scales with cores (16 workers on a
@@ -89,7 +92,16 @@ def _process_init(folder, pp):
 
 
 def _process_load(sample_ids):
-    return [_load(_process_state["folder"], _process_state["pp"], i) for i in sample_ids]
+    """The samples resized but still 8-bit (a quarter of the float bytes through the pipe; the
+    parent normalises each batch at once, the same arithmetic per element as ``_load``)."""
+    folder, pp = _process_state["folder"], _process_state["pp"]
+    out = []
+    for sample_id in sample_ids:
+        try:
+            out.append(resize(folder.read(sample_id), pp))
+        except DataError as err:
+            out.append(err)
+    return out
 
 
 def _process_context():
@@ -185,10 +197,13 @@ def decoded_batches(folder, ids, pp, batch_size, workers=4, prefetch_batches=3, 
     processes = worker_kind(folder, ids, workers, processes) == "processes"
     window = batch_size * prefetch_batches
     with opencv_single_threaded(), (_Processes if processes else _Threads)(folder, pp, workers) as pool:
-        yield from _batches(pool.map_ordered(ids, window), pp, batch_size)
+        yield from _batches(pool.map_ordered(ids, window), pp, batch_size, normalized=not processes)
 
 
-def _batches(results, pp, batch_size):
+def _batches(results, pp, batch_size, normalized=True):
+    """Batches of the (Id, result) pairs; ``normalized=False``: the results are 8-bit (S, S, 4)
+    samples, normalised here a batch at a time."""
+    stack = np.stack if normalized else (lambda images: normalize(np.stack(images), pp))
     good, images, errors = [], [], []
     for sample_id, result in results:
         if isinstance(result, DataError):
@@ -197,7 +212,7 @@ def _batches(results, pp, batch_size):
             good.append(sample_id)
             images.append(result)
         if len(good) == batch_size:
-            yield Batch(good, np.stack(images), errors)
+            yield Batch(good, stack(images), errors)
             good, images, errors = [], [], []
     if good or errors:
-        yield Batch(good, np.stack(images) if images else np.zeros((0, 4, pp.size, pp.size), np.float32), errors)
+        yield Batch(good, stack(images) if images else np.zeros((0, 4, pp.size, pp.size), np.float32), errors)
