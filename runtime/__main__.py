@@ -10,6 +10,7 @@ from pathlib import Path
 from runtime.backends.base import available_backends
 from runtime.cli import ArgumentParser, dispatch, non_negative_int, positive_float, positive_int, positive_int_list
 from runtime.classes import NUM_CLASSES
+from runtime.decoders import DECODER_HELP, DECODERS
 from runtime.errors import DataError
 from runtime.pipeline import DEFAULT_WORKERS
 
@@ -52,6 +53,7 @@ def parser():
     i.add_argument("--max-pixels", type=positive_int, default=None,
                    help="decoded-size limit per channel image, checked from its header before decoding "
                         "(default: HPA_MAX_PIXELS or 8192x8192); a larger image is that sample's error")
+    i.add_argument("--decoder", default="auto", choices=DECODERS, help=DECODER_HELP)
 
     b = sub.add_parser("bench", help="throughput and latency per backend and batch size")
     b.add_argument("--model", required=True)
@@ -62,6 +64,7 @@ def parser():
     b.add_argument("--images", default="", help="PNG folder for the decode-only and end-to-end figures")
     b.add_argument("--seconds", type=positive_float, default=3.0, help="time per measurement")
     b.add_argument("--workers", type=non_negative_int, default=DEFAULT_WORKERS, help="decode threads, as for infer")
+    b.add_argument("--decoder", default="auto", choices=DECODERS, help=DECODER_HELP)
     b.add_argument("--json", default="", help="also write the results here")
 
     m = sub.add_parser("merge", help="join the outputs of --shard runs into one submission")
@@ -99,7 +102,7 @@ def cmd_infer(args):
     from runtime.writeutil import writable_folder
 
     spec = load_model_spec(args.model)
-    folder = ImageFolder(args.images, args.max_pixels)
+    folder = ImageFolder(args.images, args.max_pixels, args.decoder)
     ids, problems = (read_ids(args.ids), {}) if args.ids else folder.listing()
     ids = shard_ids(ids + list(problems), args.shard)
     for sample_id in (i for i in ids if i in problems):  # tried like any other Id: errors.csv says why
@@ -136,7 +139,7 @@ def cmd_bench(args):
     print(f"CPU: {name} ({' '.join(flags)}); {os.cpu_count()} cores")
     backends = args.backend or default_bench_backends(args.model)
     rows = bench(args.model, backends, args.batch_sizes, args.images or None,
-                 args.seconds, args.workers, args.json or None)
+                 args.seconds, args.workers, args.json or None, args.decoder)
     print(format_table(rows))
     return 0
 

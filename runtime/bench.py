@@ -10,8 +10,13 @@ The ideal: when decoding and the model share the CPU cores, their times per imag
 
 Figures are for one view per image: a model exported with test-time augmentation (model.json
 ``tta``) does that many times the model work per image in ``runtime infer`` unless run with
-``--tta 1``."""
+``--tta 1``.
 
+Decoding alone is measured with one worker and with all of them (``--workers``), in turns, and
+the rows say the decoder (``--decoder``), the kind of worker and the scaling: the N-worker rate
+over the 1-worker rate (runtime/pipeline.py; docs/benchmarks.md)."""
+
+import statistics
 import time
 from contextlib import ExitStack
 
@@ -19,7 +24,7 @@ import numpy as np
 
 from runtime.backends import make_backend
 from runtime.model_spec import load_model_spec
-from runtime.pipeline import decoded_batches
+from runtime.pipeline import decoded_batches, worker_kind
 from runtime.probe import cpu_info, interleaved
 from runtime.reader import ImageFolder
 from runtime.writeutil import atomic_write_json
@@ -60,7 +65,7 @@ def _end_to_end(backend, folder, ids, b, workers, decode, model_rows):
     model = next(r["images_per_s"] for r in model_rows if r["batch_size"] == b)
     best = ideal(decode, model, backend.device)
     rows = []
-    for mode, w in (("e2e-sequential", 0), (f"e2e-pipelined({workers} threads)", workers)):
+    for mode, w in (("e2e-sequential", 0), (f"e2e-pipelined({workers} {worker_kind(folder, ids, workers)})", workers)):
         rate = _through(folder, ids, pp, b, w, backend.infer)
         rows.append({"backend": backend.description, "mode": mode, "batch_size": b, "images_per_s": rate,
                      "images": len(ids), "ideal_per_s": best, "of_ideal": rate / best})
@@ -68,13 +73,13 @@ def _end_to_end(backend, folder, ids, b, workers, decode, model_rows):
 
 
 def bench(model, backends="onnxruntime:fp32", batch_sizes=(1, 8, 32), images=None, seconds=3.0, workers=4,
-          json_path=None):
+          json_path=None, decoder="auto"):
     """Rows per backend: the model alone at each batch size (the backends timed in turns), then
-    (with ``images``) decoding alone (measured once, before the first end-to-end run) and end to
-    end at the largest batch."""
+    (with ``images``) decoding alone with 1 worker and with ``workers`` (measured once, before the
+    first end-to-end run) and end to end at the largest batch."""
     spec = load_model_spec(model)
     rng = np.random.default_rng(0)
-    folder = ImageFolder(images) if images else None
+    folder = ImageFolder(images, decoder=decoder) if images else None
     ids = folder.ids() if folder else []
     rows, decode = [], None
     with ExitStack() as stack:
@@ -88,8 +93,9 @@ def bench(model, backends="onnxruntime:fp32", batch_sizes=(1, 8, 32), images=Non
                           for b, per in zip(batch_sizes, stats)]
             rows += model_rows
             if folder and decode is None:
-                decode = _decode_only(folder, ids, spec.preprocess, max(batch_sizes), workers)
-                rows.append(decode)
+                decode_rows = _decode_only(folder, ids, spec.preprocess, max(batch_sizes), workers)
+                rows += decode_rows
+                decode = decode_rows[-1]
             if folder:
                 rows += _end_to_end(backend, folder, ids, max(batch_sizes), workers, decode["images_per_s"], model_rows)
     if json_path:
@@ -98,17 +104,33 @@ def bench(model, backends="onnxruntime:fp32", batch_sizes=(1, 8, 32), images=Non
     return rows
 
 
-def _decode_only(folder, ids, pp, batch_size, workers):
-    _through(folder, ids, pp, batch_size, workers)  # warm the file cache
-    return {"backend": "-", "mode": f"decode-only({workers} threads)", "batch_size": batch_size,
-            "images_per_s": _through(folder, ids, pp, batch_size, workers), "images": len(ids)}
+def _decode_only(folder, ids, pp, batch_size, workers, rounds=3):
+    """Decode-only rows with 1 worker and with ``workers`` (the kind runtime infer would use),
+    each the median of ``rounds`` runs timed in turns; the second row's ``scaling`` is its rate
+    over the first's."""
+    _through(folder, ids, pp, batch_size, workers)  # warm the file cache (and start nothing twice)
+    counts = [1] if workers <= 1 else [1, workers]
+    rates = {w: [] for w in counts}
+    for _ in range(rounds):
+        for w in counts:
+            rates[w].append(_through(folder, ids, pp, batch_size, w))
+    rows = []
+    for w in counts:
+        kind = worker_kind(folder, ids, w)
+        rows.append({"backend": "-", "mode": f"decode-only({folder.decoder}, {w} {kind[:-1] if w == 1 else kind})",
+                     "decoder": folder.decoder, "workers": w, "worker_kind": kind, "batch_size": batch_size,
+                     "images_per_s": statistics.median(rates[w]), "images": len(ids)})
+    if len(rows) == 2:
+        rows[1]["scaling"] = rows[1]["images_per_s"] / rows[0]["images_per_s"]
+    return rows
 
 
 def format_table(rows):
-    lines = [f"{'backend':<52}{'mode':<28}{'batch':>6}{'img/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
+    lines = [f"{'backend':<52}{'mode':<34}{'batch':>6}{'img/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
              f"{'ideal':>9}{'of ideal':>9}"]
     for r in rows:
         lat = "".join(f"{r[k]:>9.2f}" if k in r else f"{'':>9}" for k in ("p50_ms", "p95_ms", "p99_ms"))
-        vs = f"{r['ideal_per_s']:>9.1f}{r['of_ideal']:>8.0%}" if "ideal_per_s" in r else ""
-        lines.append(f"{r['backend']:<52}{r['mode']:<28}{r['batch_size']:>6}{r['images_per_s']:>10.1f}{lat}{vs}")
+        vs = f"{r['ideal_per_s']:>9.1f}{r['of_ideal']:>8.0%}" if "ideal_per_s" in r else \
+            f"{'':>9}{r['scaling']:>8.2f}x of 1 worker" if "scaling" in r else ""
+        lines.append(f"{r['backend']:<52}{r['mode']:<34}{r['batch_size']:>6}{r['images_per_s']:>10.1f}{lat}{vs}")
     return "\n".join(lines)

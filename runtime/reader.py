@@ -28,6 +28,7 @@ import numpy as np
 from PIL import JpegImagePlugin, PngImagePlugin, TiffImagePlugin
 
 from runtime.classes import CHANNELS
+from runtime.decoders import imdecode, resolve_decoder
 from runtime.errors import DataError, first_line
 from runtime.ids import check_id, is_safe_id
 
@@ -77,8 +78,8 @@ def header_size(data, path):
         raise DataError(path, f"unreadable or truncated image header ({first_line(err)})") from None
 
 
-def decode_channel(path, max_pixels=DEFAULT_MAX_PIXELS):
-    """Decode one grayscale channel file to a 2-D uint8 array."""
+def decode_channel(path, max_pixels=DEFAULT_MAX_PIXELS, decoder="auto"):
+    """Decode one grayscale channel file to a 2-D uint8 array (``decoder``: runtime.decoders)."""
     path = Path(path)
     try:
         data = np.fromfile(path, dtype=np.uint8)
@@ -92,10 +93,7 @@ def decode_channel(path, max_pixels=DEFAULT_MAX_PIXELS):
     if width * height > max_pixels:
         raise DataError(path, f"{width}x{height} pixels is over the decoded-size limit of {max_pixels} "
                               f"per channel (raise it with {MAX_PIXELS_ENV} or --max-pixels)")
-    try:
-        img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
-    except cv2.error as err:
-        raise DataError(path, f"cannot decode ({err.err or first_line(err)})") from None
+    img = imdecode(data, path, decoder)
     if img is None or img.size == 0:
         raise DataError(path, "unreadable or truncated image")
     if img.ndim == 3:
@@ -154,16 +152,18 @@ class ImageFolder:
 
     ``scripts/split_dataset.py`` writes ``manifest.csv`` (``Id,dir``) at the top of a split
     folder; when that file exists, each Id is read from its sub-folder. ``max_pixels``: the
-    decoded-size limit per channel (default ``max_pixels_setting()``).
+    decoded-size limit per channel (default ``max_pixels_setting()``). ``decoder``: ``auto``,
+    ``wuffs`` or ``opencv`` (runtime.decoders).
     """
 
     MANIFEST = "manifest.csv"
 
-    def __init__(self, root, max_pixels=None):
+    def __init__(self, root, max_pixels=None, decoder="auto"):
         self.root = Path(root)
         if not self.root.is_dir():
             raise DataError(self.root, "image folder not found")
         self.max_pixels = max_pixels_setting(max_pixels)
+        self.decoder = resolve_decoder(decoder)
         self._real_root = os.path.realpath(self.root)
         self._subdir = {}
         manifest = self.root / self.MANIFEST
@@ -190,7 +190,7 @@ class ImageFolder:
         return path
 
     def _decode(self, path):
-        return decode_channel(self.check_inside(path), self.max_pixels)
+        return decode_channel(self.check_inside(path), self.max_pixels, self.decoder)
 
     def read(self, sample_id):
         """The sample as uint8 (H, W, 4) in CHANNELS order."""

@@ -1,0 +1,137 @@
+"""How decoding scales with cores: samples/s from PNG files to the model's input (decode the four
+channels, resize, normalise; no model) with 1 worker and with N, per decoder (OpenCV, Wuffs) and
+per kind of worker (threads, processes), timed in interleaved turns so that a change in the
+machine's load hits every variant alike (``scripts/bench_decode.py``; docs/benchmarks.md).
+
+``scaling`` = the N-worker rate / the 1-worker rate; the aim is at least 0.8 x the physical cores
+(logical cores share a physical core's decoding units, so they count once)."""
+
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from runtime.classes import CHANNELS
+from runtime.cli import ArgumentParser, positive_int, positive_int_list
+from runtime.decoders import wuffs_available
+from runtime.pipeline import decoded_batches
+from runtime.preprocess import Preprocess
+from runtime.probe import cpu_info
+from runtime.reader import ImageFolder
+
+
+def physical_cores():
+    """Distinct (package, core) pairs in /proc/cpuinfo; os.cpu_count() where it does not say."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return os.cpu_count() or 1
+    cores, package = set(), "0"
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "physical id":
+            package = value.strip()
+        elif key == "core id":
+            cores.add((package, value.strip()))
+    return len(cores) or os.cpu_count() or 1
+
+
+def samples_from_channels(src, dst, count):
+    """``count`` four-channel samples in ``dst`` from single-channel PNGs ``*_{channel}.png`` in
+    ``src`` (one real file per channel name, taken in turn); returns ``dst``."""
+    files = {c: sorted(Path(src).glob(f"*_{c}.png")) for c in CHANNELS}
+    missing = [c for c, found in files.items() if not found]
+    if missing:
+        raise ValueError(f"{src}: no *_{missing[0]}.png channel files")
+    dst = Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for k in range(count):
+        for c, found in files.items():
+            shutil.copyfile(found[k % len(found)], dst / f"s{k:04d}_{c}.png")
+    return dst
+
+
+def rate(folder, ids, pp, workers, processes=False, batch_size=32):
+    """Samples/s of decoded_batches over ``ids`` (pool start included, as ``runtime infer`` pays it)."""
+    t0 = time.perf_counter()
+    n = sum(len(b.ids) for b in decoded_batches(folder, ids, pp, batch_size, workers, processes=processes))
+    return n / (time.perf_counter() - t0)
+
+
+def scaling(folder, ids, pp, variants, rounds=3):
+    """{variant: median samples/s} for ``variants`` = [(name, workers, processes)], every variant
+    timed once per round, in turns (after one untimed pass that warms the file cache)."""
+    rate(folder, ids, pp, 0)
+    times = {v: [] for v in variants}
+    for _ in range(rounds):
+        for v in variants:
+            times[v].append(rate(folder, ids, pp, v[1], v[2]))
+    return {v: statistics.median(r) for v, r in times.items()}
+
+
+def measure(images, size, workers, decoders, kinds, rounds, samples):
+    """Rows of one folder: per decoder, kind of worker and N in ``workers``, the 1-worker and
+    N-worker rates."""
+    pp = Preprocess(size=size)
+    rows = []
+    for decoder in decoders:
+        folder = ImageFolder(images, decoder=decoder)
+        ids = folder.ids()
+        ids = (ids * (samples // max(1, len(ids)) + 1))[:samples] if samples else ids
+        variants = [(k, w, k == "processes") for k in kinds for w in sorted({1, *workers})]
+        medians = scaling(folder, ids, pp, variants, rounds)
+        for kind in kinds:
+            one = medians[(kind, 1, kind == "processes")]
+            for n in sorted(set(workers) - {1}):
+                many = medians[(kind, n, kind == "processes")]
+                rows.append({"images": str(images), "decoder": decoder, "workers": kind, "n": n, "one_per_s": one,
+                             "n_per_s": many, "scaling": many / one, "samples": len(ids)})
+    return rows
+
+
+def format_rows(rows, cores):
+    lines = [f"{'images':<34}{'decoder':<8}{'workers':<11}{'1 worker':>10}{'N':>4}{'N workers':>11}"
+             f"{'scaling':>9}{'of cores':>10}"]
+    for r in rows:
+        lines.append(f"{Path(r['images']).name[:33]:<34}{r['decoder']:<8}{r['workers']:<11}{r['one_per_s']:>10.1f}"
+                     f"{r['n']:>4}{r['n_per_s']:>11.1f}{r['scaling']:>8.2f}x{r['scaling'] / cores:>9.0%}")
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    p = ArgumentParser(prog="scripts/bench_decode.py", description=__doc__.split("\n\n")[0])
+    p.add_argument("folders", nargs="*", help="image folders of four-channel samples")
+    p.add_argument("--channels", default="", help="a folder of single-channel PNGs (*_{red,...}.png): "
+                                                  "--samples four-channel samples are made from it in a temp folder")
+    p.add_argument("--samples", type=positive_int, default=None,
+                   help="samples per run (Ids repeated when a folder has fewer)")
+    p.add_argument("--size", type=positive_int, default=96, help="the model's input size (resize target)")
+    p.add_argument("--workers", default="", help="comma-separated N (default: the physical and the logical cores)")
+    p.add_argument("--decoders", default="opencv,wuffs" if wuffs_available() else "opencv")
+    p.add_argument("--kinds", default="threads,processes", help="threads, processes or both")
+    p.add_argument("--rounds", type=positive_int, default=3)
+    args = p.parse_args(argv)
+    cores = physical_cores()
+    workers = positive_int_list(args.workers) if args.workers else sorted({cores, os.cpu_count() or 1})
+    name, _ = cpu_info()
+    print(f"CPU: {name}; {os.cpu_count()} logical cores, {cores} physical; load average "
+          f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:
+        folders = list(args.folders)
+        if args.channels:
+            folders.append(samples_from_channels(args.channels, Path(tmp) / "real", args.samples or 200))
+        rows = []
+        for folder in folders:
+            rows += measure(folder, args.size, workers, args.decoders.split(","), args.kinds.split(","),
+                            args.rounds, args.samples)
+            print(format_rows([r for r in rows if r["images"] == str(folder)], cores), flush=True)
+    print(f"load average after: {' '.join(f'{v:.2f}' for v in os.getloadavg())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
