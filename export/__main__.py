@@ -3,8 +3,8 @@
 import sys
 import time
 
-from runtime.cli import (ArgumentParser, debug_requested, dispatch, guarded, non_negative_int, positive_float,
-                         positive_int, positive_int_list)
+from runtime.cli import (ArgumentParser, debug_requested, dispatch, finite_float, guarded, non_negative_int,
+                         positive_float, positive_int, positive_int_list)
 
 
 def parser():
@@ -27,7 +27,7 @@ def _deploy_commands(sub):
                         "the others), cpu (the one for this machine's CPU), tensorrt (symmetric, for TensorRT)")
     o.add_argument("--eval-images", type=positive_int, default=3000,
                    help="out-of-fold images each reduced precision is judged and tuned on")
-    o.add_argument("--max-f1-drop", type=float, default=0.01,
+    o.add_argument("--max-f1-drop", type=finite_float, default=0.01,
                    help="a reduced precision whose out-of-fold macro-F1 falls more than this below FP32's is "
                         "marked unusable (auto never picks it)")
     o.add_argument("--seed", type=int, default=0)
