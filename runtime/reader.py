@@ -1,11 +1,18 @@
 """Decoding of HPA samples: four grayscale files per Id, returned as one uint8 HxWx4 array.
 
-Accepted: ``{Id}_{red,green,blue,yellow}.{png,jpg,jpeg,tif,tiff}`` in one folder (or in the
-sub-folder a split manifest names). 16-bit images are scaled to 8 bits; an RGB file where
-grayscale is expected keeps one plane (with a warning); channels of different sizes are
-resized to the red channel's size. Anything else raises :class:`DataError` naming the file.
+Accepted: ``{Id}_{red,green,blue,yellow}.{png,jpg,jpeg,tif,tiff}``, the extension in any case,
+in one folder (or in the sub-folder a split manifest names). 16-bit images are scaled to 8 bits;
+an RGB file where grayscale is expected keeps one plane (with a warning); channels of different
+sizes are resized to the red channel's size. Anything else raises :class:`DataError` naming the file.
 
 Hostile files:
+- Not a file: only a regular file is opened (runtime.regular): a FIFO, socket, device or folder
+  named like a channel file is that sample's error (``not a regular file (a FIFO)``), never a hang.
+  Any OSError while locating or reading a sample's files (a name too long, a permission, a link
+  loop) is that sample's error too, naming the file.
+- Byte size: before the body of a file is read, its size from stat must fit what an image of its
+  header's width and height can hold (``max_file_bytes``), so a sparse 6 GB file behind a small
+  header is refused without reading it; header parsers read at most HEADER_BUDGET bytes.
 - Decoded size: the width and height in the file's header (read by Pillow, which decodes no
   pixels) must give at most ``max_pixels`` pixels per channel before OpenCV decodes it, so a small
   file that claims 60000x60000 never allocates gigabytes. Default 8192x8192 (HPA fields are
@@ -249,6 +256,13 @@ def _is_file(entry):
         return True
 
 
+def _shown(sample_id):
+    """``sample_id`` with the bytes of a non-UTF-8 file name (which os.scandir gives as surrogate
+    escapes, and which no UTF-8 file can hold) as ``\\xff`` escapes: such an Id is never safe, and
+    errors.csv must still be able to list it."""
+    return os.fsencode(sample_id).decode("utf-8", "backslashreplace")
+
+
 def _id_problem(sample_id):
     try:
         check_id(sample_id)
@@ -339,7 +353,10 @@ class ImageFolder:
         tried, and fail with that reason), so no sample ever vanishes without a word."""
         ids, problems = [], {}
         for sample_id, chans in sorted(self._scan().items()):
-            if not is_safe_id(sample_id):
+            shown = _shown(sample_id)
+            if shown != sample_id:
+                problems[shown] = "file name is not UTF-8 (its bytes shown as \\x escapes); not a safe Id"
+            elif not is_safe_id(sample_id):
                 problems[sample_id] = _id_problem(sample_id)
             elif len(chans) < len(CHANNELS):
                 problems[sample_id] = "missing " + ", ".join(c for c in CHANNELS if c not in chans)

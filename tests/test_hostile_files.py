@@ -132,6 +132,7 @@ def clone(folder, src, new, suffixes=(".png",) * 4):
 
 # ---------------------------------------------------------------- one infer run over every hostile channel file
 
+NON_UTF8_SHOWN = "bad\\xff"  # how errors.csv lists the Id of files named b"bad\xff_red.png"...
 LONG_ID = "a" * 300  # a safe Id whose file names the OS refuses (ENAMETOOLONG)
 CASE_SAMPLES = {  # Id: the upper/mixed-case spellings of its four files
     "upper-all": (".PNG",) * 4,
@@ -160,6 +161,8 @@ def mixed(tiny_data, tiny_deploy, tmp_path_factory):
     expect["sparse"] = ("sparse_green.png", f"{SPARSE_BYTES} bytes is more than a 64x64 image can hold")
     for sample_id, suffixes in CASE_SAMPLES.items():
         clone(folder, src, sample_id, suffixes)
+    for ch in CHANNELS:  # a file name that is not UTF-8: listed (its bytes escaped), never a crash
+        shutil.copy(folder / f"{src}_{ch}.png", os.path.join(os.fsencode(folder), b"bad\xff_%s.png" % ch.encode()))
     clone(folder, src, "both-cases")  # x_red.png and x_red.PNG: the lower-case file is read
     (folder / "both-cases_red.PNG").write_bytes(b"not an image")
     base = ["-m", "runtime", "infer", "--model", tiny_deploy[0], "--tta", "1", "--batch-size", "4",
@@ -191,7 +194,15 @@ def test_good_samples_equal_the_clean_run(mixed, mode):
         got = {r[0]: r for r in rows(mixed["root"] / mode / name)}
         assert [got[r[0]] for r in clean] == clean and len(clean) == len(mixed["good"])
     bad = {r[0] for r in rows(mixed["root"] / mode / "errors.csv")}
-    assert bad == set(mixed["expect"]) | ({LONG_ID} if mode == "ids" else set())
+    assert bad == set(mixed["expect"]) | ({LONG_ID} if mode == "ids" else {NON_UTF8_SHOWN})
+
+
+def test_non_utf8_file_name_is_listed_not_fatal(mixed):
+    result = mixed["scan"]
+    assert result.code == 0, result.err[-2000:]
+    _, path, reason = {r[0]: r for r in rows(mixed["root"] / "scan" / "errors.csv")}[NON_UTF8_SHOWN]
+    assert "unsafe" in reason and path.endswith("images")
+    assert sum("not UTF-8" in line for line in result.err.splitlines()) == 1
 
 
 def test_sparse_file_is_refused_without_reading_it(mixed):
