@@ -11,7 +11,7 @@ that is not a regular file is ever opened (opening a device can have effects of 
 itself uses ``O_NONBLOCK`` and the opened descriptor is checked again with ``fstat``: a path
 swapped for a FIFO between the two checks opens at once (a FIFO opened read-only and
 non-blocking does not wait for a writer) and is then refused like any other, so no race can hang
-a read. (On a regular file ``O_NONBLOCK`` changes nothing; it is cleared anyway.)
+a read.
 """
 
 import os
@@ -48,16 +48,28 @@ def check_regular(path):
     return st
 
 
-def open_regular(path, mode="rb", **kwargs):
-    """(file object, os.stat_result) of ``path`` opened for reading (``mode`` and ``kwargs`` as for
-    ``open``), refusing anything but a regular file before and after opening (see the module)."""
+def open_regular_fd(path):
+    """(file descriptor, os.stat_result) of ``path`` opened read-only, refusing anything but a
+    regular file before and after opening (see the module); the caller closes the descriptor.
+    On a regular file ``O_NONBLOCK`` changes nothing, so it is left set (one system call less
+    for each of the four files of every sample)."""
     check_regular(path)
     fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise NotRegularFile(path, kind_of(st.st_mode))
-        os.set_blocking(fd, True)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd, st
+
+
+def open_regular(path, mode="rb", **kwargs):
+    """(file object, os.stat_result) of ``path`` opened for reading (``mode`` and ``kwargs`` as for
+    ``open``), refusing anything but a regular file before and after opening (see the module)."""
+    fd, st = open_regular_fd(path)
+    try:
         return os.fdopen(fd, mode, **kwargs), st
     except BaseException:
         os.close(fd)
