@@ -8,8 +8,9 @@ can cause (bad files, bad options, missing hardware) into one line on stderr and
   130 with one line. ``--debug`` (any position) or ``HPA_DEBUG=1`` lets the traceback through.
 - Argument types that refuse nonsense numbers in argparse: ``int_at_least(n)``, ``positive_int``,
   ``non_negative_int``, ``positive_float``, ``non_negative_float``, ``finite_float``,
-  ``positive_int_list``, ``finite_float_list``. Every float type refuses nan and inf: no option
-  of the toolkit means an infinite value (``--seconds inf`` would time forever).
+  ``positive_int_list``, ``finite_float_list``, ``seconds`` (a timing command's time per
+  measurement: above 0, at most 600). Every float type refuses nan and inf: no option of the
+  toolkit means an infinite value (``--seconds inf`` would time forever).
 """
 
 import argparse
@@ -56,6 +57,20 @@ non_negative_int = int_at_least(0)
 positive_float = _number(float, 0.0, True, "a number")
 non_negative_float = _number(float, 0.0, False, "a number")
 finite_float = _number(float, None, False, "a number")
+# --seconds (time per measurement) of every timing command: above 0 and at most ten minutes, so a
+# typo like 1e9 cannot keep a bench running for years (runtime bench also bounds its whole plan).
+MAX_MEASUREMENT_SECONDS = 600.0
+
+
+def seconds(text):
+    value = positive_float(text)
+    if value > MAX_MEASUREMENT_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_MEASUREMENT_SECONDS:g} seconds per measurement, "
+                                         f"got {text}")
+    return value
+
+
+seconds.__name__ = "a number of seconds"
 
 
 def positive_int_list(text):

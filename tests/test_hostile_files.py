@@ -239,6 +239,29 @@ def test_lookup_takes_lower_case_first_and_agrees_with_the_scan(tmp_path):
     assert ImageFolder(tmp_path).listing() == ([], {"x": "missing green, blue, yellow"})
 
 
+def test_tiff_header_that_would_read_a_gigabyte_is_refused_unread(tmp_path):
+    """A TIFF whose directory claims a 1 GB tag, in a sparse file: the header parser gets at most
+    HEADER_BUDGET bytes, so the tag is never read."""
+    import struct
+    import tracemalloc
+
+    from runtime.errors import DataError
+    from runtime.reader import HEADER_BUDGET, decode_channel
+
+    entries = [(256, 4, 1, 64), (257, 4, 1, 64), (270, 2, 2 ** 30, 64)]  # width, height, a 1 GB description
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + bytes(4)
+    path = tmp_path / "x_red.tif"
+    path.write_bytes(b"II*\x00" + struct.pack("<I", 8) + ifd)
+    os.truncate(path, 2 ** 30 + 128)
+    tracemalloc.start()
+    try:
+        with pytest.raises(DataError, match=f"needs more than {HEADER_BUDGET} bytes; not read"):
+            decode_channel(path)
+        assert tracemalloc.get_traced_memory()[1] < 4 * HEADER_BUDGET
+    finally:
+        tracemalloc.stop()
+
+
 # ---------------------------------------------------------------- CSV inputs that are not regular files
 
 @pytest.fixture(scope="module")
@@ -320,9 +343,13 @@ ARGS = {  # name: (argv after python, the option the one line names, what it say
     "bench-seconds-inf": (["-m", "runtime", "bench", "--model", "M", "--seconds", "inf"], "--seconds", "finite"),
     "bench-seconds-nan": (["-m", "runtime", "bench", "--model", "M", "--seconds", "nan"], "--seconds", "finite"),
     "bench-seconds-1e400": (["-m", "runtime", "bench", "--model", "M", "--seconds", "1e400"], "--seconds", "finite"),
+    "bench-seconds-1e9": (["-m", "runtime", "bench", "--model", "M", "--seconds", "1e9"], "--seconds", "at most 600"),
     "bench-plan-over-an-hour": (["-m", "runtime", "bench", "--model", "M", "--backend", "onnxruntime:fp32",
-                                 "--batch-sizes", "1,2", "--seconds", "1e9"], "--seconds", "limited to 3600 s"),
-    "gpu-check-seconds-inf": (["-m", "runtime", "gpu-check", "--out", "OUT", "--seconds", "inf"], "--seconds", "finite"),
+                                 "--batch-sizes", "1,2,4,8,16,32,64", "--seconds", "600"], "--seconds",
+                                "limited to 3600 s"),
+    "int8-ceiling-seconds-1e9": (["-m", "export", "int8-ceiling", "--seconds", "1e9"], "--seconds", "at most 600"),
+    "gpu-check-seconds-inf": (["-m", "runtime", "gpu-check", "--out", "OUT", "--seconds", "inf"], "--seconds",
+                              "finite"),
     "export-max-f1-drop-nan": (["-m", "export", "onnx", "--run", "RUN", "--out", "OUT", "--max-f1-drop", "nan"],
                                "--max-f1-drop", "finite"),
     "export-max-f1-drop-inf": (["-m", "export", "onnx", "--run", "RUN", "--out", "OUT", "--max-f1-drop", "inf"],

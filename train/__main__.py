@@ -5,8 +5,8 @@ import sys
 import time
 from pathlib import Path
 
-from runtime.cli import (ArgumentParser, dispatch, finite_float_list, int_at_least, non_negative_float, non_negative_int,
-                         positive_float, positive_int)
+from runtime.cli import (ArgumentParser, dispatch, finite_float_list, int_at_least, non_negative_float,
+                         non_negative_int, positive_float, positive_int)
 from runtime.errors import DataError
 
 
