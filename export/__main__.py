@@ -3,8 +3,8 @@
 import sys
 import time
 
-from runtime.cli import (ArgumentParser, debug_requested, dispatch, guarded, non_negative_int, positive_float,
-                         positive_int, positive_int_list)
+from runtime.cli import (ArgumentParser, debug_requested, dispatch, finite_float, guarded, non_negative_int,
+                         positive_float, positive_int, positive_int_list, seconds)
 
 
 def parser():
@@ -27,7 +27,7 @@ def _deploy_commands(sub):
                         "the others), cpu (the one for this machine's CPU), tensorrt (symmetric, for TensorRT)")
     o.add_argument("--eval-images", type=positive_int, default=3000,
                    help="out-of-fold images each reduced precision is judged and tuned on")
-    o.add_argument("--max-f1-drop", type=float, default=0.01,
+    o.add_argument("--max-f1-drop", type=finite_float, default=0.01,
                    help="a reduced precision whose out-of-fold macro-F1 falls more than this below FP32's is "
                         "marked unusable (auto never picks it)")
     o.add_argument("--seed", type=int, default=0)
@@ -62,7 +62,7 @@ def _int8_study_commands(sub):
     c = sub.add_parser("int8-ceiling", help="INT8 vs FP32 speed of single convolutions on this CPU: the most "
                                             "the INT8 CPU flavour can gain here")
     c.add_argument("--batch-size", type=positive_int, default=32)
-    c.add_argument("--seconds", type=positive_float, default=2.0, help="timing per shape and precision")
+    c.add_argument("--seconds", type=seconds, default=2.0, help="timing per shape and precision")
     c.add_argument("--threads", type=non_negative_int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
     c.add_argument("--json", default=None, help="also write the rows here")
 
@@ -70,7 +70,7 @@ def _int8_study_commands(sub):
     v.add_argument("--run", required=True, help="the training run (calibration and held-out images)")
     v.add_argument("--onnx", required=True, help="the FP32 file, e.g. DEPLOY/ensemble.onnx")
     v.add_argument("--batch-sizes", type=positive_int_list, default=[1, 16])
-    v.add_argument("--seconds", type=positive_float, default=3.0, help="timing per lever and batch size")
+    v.add_argument("--seconds", type=seconds, default=3.0, help="timing per lever and batch size")
     v.add_argument("--calib-images", type=positive_int, default=64,
                    help="as export onnx: the same images (INT8 |dp| is measured on as many others)")
     v.add_argument("--only", default="", help="';'-separated lever names, as the table prints them (default: all)")

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from runtime.backends.base import available_backends
-from runtime.cli import ArgumentParser, dispatch, non_negative_int, positive_float, positive_int, positive_int_list
+from runtime.cli import ArgumentParser, dispatch, non_negative_int, positive_int, positive_int_list, seconds
 from runtime.classes import NUM_CLASSES
 from runtime.decoders import DECODER_HELP, DECODERS
 from runtime.errors import DataError
@@ -62,7 +62,7 @@ def parser():
                         "when the model has an INT8 file for this CPU, and torch where PyTorch is installed)")
     b.add_argument("--batch-sizes", type=positive_int_list, default=[1, 8, 32])
     b.add_argument("--images", default="", help="PNG folder for the decode-only and end-to-end figures")
-    b.add_argument("--seconds", type=positive_float, default=3.0, help="time per measurement")
+    b.add_argument("--seconds", type=seconds, default=3.0, help="time per measurement")
     b.add_argument("--workers", type=non_negative_int, default=DEFAULT_WORKERS, help="decode threads, as for infer")
     b.add_argument("--decoder", default="auto", choices=DECODERS, help=DECODER_HELP)
     b.add_argument("--json", default="", help="also write the results here")
@@ -80,7 +80,7 @@ def parser():
     g = sub.add_parser("gpu-check", help="prove the GPU path here: tiny fit, export, every GPU backend's parity, "
                                          "F1 and speed (seconds on a machine without a GPU: it says what it skipped)")
     g.add_argument("--out", required=True, help="folder for gpu_check.json, gpu_check.md and the steps' files")
-    g.add_argument("--seconds", type=positive_float, default=1.0, help="time per throughput measurement")
+    g.add_argument("--seconds", type=seconds, default=1.0, help="time per throughput measurement")
     return p
 
 

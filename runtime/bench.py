@@ -14,8 +14,15 @@ Figures are for one view per image: a model exported with test-time augmentation
 
 Decoding alone is measured with one worker and with all of them (``--workers``), in turns, and
 the rows say the decoder (``--decoder``), the kind of worker and the scaling: the N-worker rate
-over the 1-worker rate (runtime/pipeline.py; docs/benchmarks.md)."""
+over the 1-worker rate (runtime/pipeline.py; docs/benchmarks.md).
 
+Bounded time: the model is timed ``seconds`` per backend and batch size (the backends in turns), so
+a bench's model timing is about backends x batch sizes x seconds, plus a warm-up call each; that
+plan must be finite and at most MAX_MODEL_SECONDS (one hour), or the bench is refused before
+anything loads. With ``--images`` it adds passes over the folder's samples (two for decode-only,
+two per backend end to end), a time set by the folder's size."""
+
+import math
 import statistics
 import time
 from contextlib import ExitStack
@@ -28,6 +35,19 @@ from runtime.pipeline import decoded_batches, worker_kind
 from runtime.probe import cpu_info, interleaved
 from runtime.reader import ImageFolder
 from runtime.writeutil import atomic_write_json
+
+
+MAX_MODEL_SECONDS = 3600.0
+
+
+def check_plan(n_backends, batch_sizes, seconds):
+    """ValueError (one line) unless the model timing of a bench is finite and at most MAX_MODEL_SECONDS."""
+    if not 0 < seconds < math.inf:
+        raise ValueError(f"--seconds must be a finite number above 0, got {seconds}")
+    planned = n_backends * len(batch_sizes) * seconds
+    if planned > MAX_MODEL_SECONDS:
+        raise ValueError(f"--seconds {seconds:g} for {n_backends} backend(s) x {len(batch_sizes)} batch size(s) plans "
+                         f"{planned:.0f} s of model timing; a bench is limited to {MAX_MODEL_SECONDS:.0f} s")
 
 
 def model_only(backends, batch_size, seconds, rng):
@@ -77,6 +97,8 @@ def bench(model, backends="onnxruntime:fp32", batch_sizes=(1, 8, 32), images=Non
     """Rows per backend: the model alone at each batch size (the backends timed in turns), then
     (with ``images``) decoding alone with 1 worker and with ``workers`` (measured once, before the
     first end-to-end run) and end to end at the largest batch."""
+    items = [b.strip() for b in backends.split(",") if b.strip()]
+    check_plan(len(items), batch_sizes, seconds)
     spec = load_model_spec(model)
     rng = np.random.default_rng(0)
     folder = ImageFolder(images, decoder=decoder) if images else None
@@ -84,7 +106,7 @@ def bench(model, backends="onnxruntime:fp32", batch_sizes=(1, 8, 32), images=Non
     rows, decode = [], None
     with ExitStack() as stack:
         opened = []
-        for item in [b.strip() for b in backends.split(",") if b.strip()]:
+        for item in items:
             name, _, precision = item.partition(":")
             opened.append(stack.enter_context(make_backend(spec, name, "ensemble", precision or None)))
         stats = [model_only(opened, b, seconds, rng) for b in batch_sizes]

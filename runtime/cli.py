@@ -7,11 +7,15 @@ can cause (bad files, bad options, missing hardware) into one line on stderr and
   (runtime.errors.reason_of decides which failures are the user's) and returns 2; Ctrl-C returns
   130 with one line. ``--debug`` (any position) or ``HPA_DEBUG=1`` lets the traceback through.
 - Argument types that refuse nonsense numbers in argparse: ``int_at_least(n)``, ``positive_int``,
-  ``non_negative_int``, ``positive_float``, ``non_negative_float``, ``positive_int_list``.
+  ``non_negative_int``, ``positive_float``, ``non_negative_float``, ``finite_float``,
+  ``positive_int_list``, ``finite_float_list``, ``seconds`` (a timing command's time per
+  measurement: above 0, at most 600). Every float type refuses nan and inf: no option of the
+  toolkit means an infinite value (``--seconds inf`` would time forever).
 """
 
 import argparse
 import logging
+import math
 import os
 import sys
 
@@ -34,7 +38,9 @@ def _number(convert, low, strict, what):
             value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None
-        if value < low or (strict and value == low) or value != value:
+        if value != value or value in (math.inf, -math.inf):  # nan, inf: a number no option means
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text}")
+        if low is not None and (value < low or (strict and value == low)):
             raise argparse.ArgumentTypeError(f"must be {'above' if strict else 'at least'} {low}, got {text}")
         return value
 
@@ -50,6 +56,21 @@ positive_int = int_at_least(1)
 non_negative_int = int_at_least(0)
 positive_float = _number(float, 0.0, True, "a number")
 non_negative_float = _number(float, 0.0, False, "a number")
+finite_float = _number(float, None, False, "a number")
+# --seconds (time per measurement) of every timing command: above 0 and at most ten minutes, so a
+# typo like 1e9 cannot keep a bench running for years (runtime bench also bounds its whole plan).
+MAX_MEASUREMENT_SECONDS = 600.0
+
+
+def seconds(text):
+    value = positive_float(text)
+    if value > MAX_MEASUREMENT_SECONDS:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_MEASUREMENT_SECONDS:g} seconds per measurement, "
+                                         f"got {text}")
+    return value
+
+
+seconds.__name__ = "a number of seconds"
 
 
 def positive_int_list(text):
@@ -58,6 +79,14 @@ def positive_int_list(text):
 
 
 positive_int_list.__name__ = "a comma-separated list of whole numbers"
+
+
+def finite_float_list(text):
+    """``0.25,0.5`` -> (0.25, 0.5): comma-separated finite numbers; empty text -> ()."""
+    return tuple(finite_float(part.strip()) for part in text.split(",")) if text else ()
+
+
+finite_float_list.__name__ = "a comma-separated list of numbers"
 
 
 def debug_requested(argv=None):

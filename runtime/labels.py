@@ -14,6 +14,7 @@ import numpy as np
 from runtime.classes import NUM_CLASSES
 from runtime.errors import DataError
 from runtime.ids import check_id
+from runtime.regular import NotRegularFile, open_regular
 
 
 def read_rows(path, required):
@@ -21,11 +22,14 @@ def read_rows(path, required):
     file that is not UTF-8 text or not CSV (a field over csv's 131,072-character limit, a stray
     NUL) raises DataError naming the file (and the line)."""
     path = Path(path)
-    if not path.exists():
-        raise DataError(path, "missing file")
-    if path.is_dir():
-        raise DataError(path, "is a folder, expected a CSV file")
-    with open(path, newline="", encoding="utf-8-sig") as handle:
+    try:  # only a regular file is opened: a FIFO, socket or device never hangs a read (runtime.regular)
+        handle, _ = open_regular(path, "r", newline="", encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise DataError(path, "missing file") from None
+    except NotRegularFile as err:
+        raise DataError(path, "is a folder, expected a CSV file" if err.kind == "a folder"
+                        else f"{err.reason}, expected a CSV file") from None
+    with handle:
         reader = csv.DictReader(handle)
         try:
             header = [h.strip() for h in (reader.fieldnames or [])]

@@ -1,11 +1,18 @@
 """Decoding of HPA samples: four grayscale files per Id, returned as one uint8 HxWx4 array.
 
-Accepted: ``{Id}_{red,green,blue,yellow}.{png,jpg,jpeg,tif,tiff}`` in one folder (or in the
-sub-folder a split manifest names). 16-bit images are scaled to 8 bits; an RGB file where
-grayscale is expected keeps one plane (with a warning); channels of different sizes are
-resized to the red channel's size. Anything else raises :class:`DataError` naming the file.
+Accepted: ``{Id}_{red,green,blue,yellow}.{png,jpg,jpeg,tif,tiff}``, the extension in any case,
+in one folder (or in the sub-folder a split manifest names). 16-bit images are scaled to 8 bits;
+an RGB file where grayscale is expected keeps one plane (with a warning); channels of different
+sizes are resized to the red channel's size. Anything else raises :class:`DataError` naming the file.
 
 Hostile files:
+- Not a file: only a regular file is opened (runtime.regular): a FIFO, socket, device or folder
+  named like a channel file is that sample's error (``not a regular file (a FIFO)``), never a hang.
+  Any OSError while locating or reading a sample's files (a name too long, a permission, a link
+  loop) is that sample's error too, naming the file.
+- Byte size: before the body of a file is read, its size from stat must fit what an image of its
+  header's width and height can hold (``max_file_bytes``), so a sparse 6 GB file behind a small
+  header is refused without reading it; header parsers read at most HEADER_BUDGET bytes.
 - Decoded size: the width and height in the file's header (read by Pillow, which decodes no
   pixels) must give at most ``max_pixels`` pixels per channel before OpenCV decodes it, so a small
   file that claims 60000x60000 never allocates gigabytes. Default 8192x8192 (HPA fields are
@@ -18,6 +25,7 @@ Hostile files:
 """
 
 import io
+import itertools
 import logging
 import os
 import struct
@@ -31,6 +39,7 @@ from runtime.classes import CHANNELS
 from runtime.decoders import imdecode, resolve_decoder
 from runtime.errors import DataError, first_line
 from runtime.ids import check_id, is_safe_id
+from runtime.regular import NotRegularFile, open_regular_fd
 
 log = logging.getLogger(__name__)
 
@@ -61,38 +70,114 @@ def max_pixels_setting(value=None):
     return value
 
 
-def header_size(data, path):
-    """(width, height) from an encoded image's header, decoding no pixels."""
-    head = bytes(data[:8])
-    if head == PNG_SIGNATURE and bytes(data[12:16]) == b"IHDR":
+# Bytes a header parser may read: Pillow's JPEG and TIFF parsers seek to the markers or the
+# directory they need and read only those, a few kilobytes in a normal file; a header that needs
+# more (a TIFF tag claiming gigabytes) is refused rather than read.
+HEADER_BUDGET = 4 * 2 ** 20
+# The most bytes a channel file may hold for the size its header states: four times the raw
+# pixels at 8 bytes a pixel (16-bit RGBA, the widest pixel any accepted file can hold), plus 16 MiB
+# for metadata (ICC profiles, EXIF, text chunks). Compressed images are smaller than their raw
+# pixels, and even stored (uncompressed) PNG blocks, TIFF strips and quality-100 JPEGs stay well
+# inside this; a larger file (a sparse 6 GB file behind a 64x64 header) is refused before its body
+# is read.
+BYTES_PER_PIXEL_BOUND = 4 * 8
+METADATA_ALLOWANCE = 16 * 2 ** 20
+
+
+def max_file_bytes(width, height):
+    """The byte size a channel file whose header says ``width`` x ``height`` may have."""
+    return BYTES_PER_PIXEL_BOUND * width * height + METADATA_ALLOWANCE
+
+
+class _OverBudget(Exception):
+    pass
+
+
+class _HeaderView:
+    """A read-only view of an open file for a header parser: it may seek anywhere, but all its
+    reads together get at most ``budget`` bytes (more raises _OverBudget)."""
+
+    def __init__(self, handle, budget):
+        self._handle, self._left = handle, budget
+
+    def read(self, n=-1):
+        if n is None or n < 0 or n > self._left:
+            raise _OverBudget()
+        data = self._handle.read(n)
+        self._left -= len(data)
+        return data
+
+    def seek(self, offset, whence=os.SEEK_SET):
+        return self._handle.seek(offset, whence)
+
+    def tell(self):
+        return self._handle.tell()
+
+
+def header_size(source, path):
+    """(width, height) from an encoded image's header, decoding no pixels. ``source``: the file's
+    bytes, or a file descriptor open on it (then at most HEADER_BUDGET bytes are read)."""
+    fd = source if isinstance(source, int) else None
+    head = os.pread(fd, 24, 0) if fd is not None else bytes(source[:24])
+    if head[:8] == PNG_SIGNATURE and head[12:16] == b"IHDR" and len(head) == 24:
         # The PNG spec puts IHDR first, width and height at fixed offsets: read directly, as
         # Pillow would, at 1 us instead of ~36 us a file (a sixth of decoding a 128-px demo PNG).
-        return struct.unpack(">II", bytes(data[16:24]))
+        return struct.unpack(">II", head[16:24])
     opener = next((cls for magic, cls in _HEADERS if head.startswith(magic)), None)
     if opener is None:
         raise DataError(path, "unreadable image (not a PNG, JPEG or TIFF file)")
+    handle = os.fdopen(fd, "rb", closefd=False) if fd is not None else io.BytesIO(bytes(source))
     try:
-        with opener(io.BytesIO(data)) as image:
+        with handle, opener(_HeaderView(handle, HEADER_BUDGET)) as image:
             return image.size
+    except _OverBudget:
+        raise DataError(path, f"unreadable image header (needs more than {HEADER_BUDGET} bytes; not read)") from None
     except Exception as err:  # Pillow raises many types for a damaged header; all mean this file
         raise DataError(path, f"unreadable or truncated image header ({first_line(err)})") from None
 
 
-def decode_channel(path, max_pixels=DEFAULT_MAX_PIXELS, decoder="auto"):
-    """Decode one grayscale channel file to a 2-D uint8 array (``decoder``: runtime.decoders)."""
-    path = Path(path)
-    try:
-        data = np.fromfile(path, dtype=np.uint8)
-    except FileNotFoundError:
-        raise DataError(path, "missing file") from None
-    except OSError as err:
-        raise DataError(path, f"cannot read ({err.strerror})") from None
-    if data.size == 0:
-        raise DataError(path, "empty file (0 bytes)")
-    width, height = header_size(data, path)
+def _read_checked(fd, size, path, max_pixels):
+    """The whole file as uint8, read only after its header's size and its byte size pass."""
+    width, height = header_size(fd, path)
     if width * height > max_pixels:
         raise DataError(path, f"{width}x{height} pixels is over the decoded-size limit of {max_pixels} "
                               f"per channel (raise it with {MAX_PIXELS_ENV} or --max-pixels)")
+    if size > max_file_bytes(width, height):
+        raise DataError(path, f"{size} bytes is more than a {width}x{height} image can hold "
+                              f"(at most {max_file_bytes(width, height)}); not read")
+    data = np.empty(size, np.uint8)  # the size from stat: a file grown since is read no further
+    view, got = memoryview(data), 0
+    while got < size:
+        n = os.preadv(fd, [view[got:]], got)
+        if n == 0:
+            break
+        got += n
+    return data[:got]
+
+
+def decode_channel(path, max_pixels=DEFAULT_MAX_PIXELS, decoder="auto"):
+    """Decode one grayscale channel file to a 2-D uint8 array (``decoder``: runtime.decoders). Nothing but a regular file is
+    opened (runtime.regular), and nothing of it is read into memory beyond its header before its
+    header's width and height and its byte size (from stat) are checked."""
+    path = Path(path)
+    try:
+        fd, st = open_regular_fd(path)
+    except FileNotFoundError:
+        raise DataError(path, "missing file") from None
+    except NotRegularFile as err:
+        raise DataError(path, f"cannot read: {err.reason}") from None
+    except OSError as err:
+        raise DataError(path, f"cannot read ({err.strerror})") from None
+    try:
+        if st.st_size == 0:
+            raise DataError(path, "empty file (0 bytes)")
+        data = _read_checked(fd, st.st_size, path, max_pixels)
+    except OSError as err:
+        raise DataError(path, f"cannot read ({err.strerror})") from None
+    finally:
+        os.close(fd)
+    if data.size == 0:
+        raise DataError(path, "empty file (0 bytes)")
     img = imdecode(data, path, decoder)
     if img is None or img.size == 0:
         raise DataError(path, "unreadable or truncated image")
@@ -114,23 +199,53 @@ def _one_plane(img, path):
     return np.ascontiguousarray(planes[..., keep])
 
 
+def _spellings(ext):
+    """Every upper/lower-case spelling of ``ext``: lower case first, then upper case, then the
+    mixed ones in sorted order (a fixed order, so the choice among several files is too)."""
+    mixed = {"".join(chars) for chars in itertools.product(*({c.lower(), c.upper()} for c in ext))}
+    first = [ext.lower(), ext.upper()]
+    return first + sorted(mixed - set(first))
+
+
+# Extensions are accepted in any case (``x_red.PNG``), by the folder scan and by the lookup alike.
+# When several files of one channel exist, the lookup takes the first in this order: EXTENSIONS'
+# order (PNG first), and for each, lower case before upper case before mixed case.
+SUFFIXES = tuple(spelling for ext in EXTENSIONS for spelling in _spellings(ext))
+
+
 def find_channel_file(folder, sample_id, channel):
-    """The path of one channel file, trying each accepted extension (PNG first)."""
-    for ext in EXTENSIONS:
-        path = Path(folder) / f"{sample_id}_{channel}{ext}"
-        if path.exists():
-            return path
-    return Path(folder) / f"{sample_id}_{channel}.png"
+    """The path of one channel file: the first of SUFFIXES that exists (an lstat each: a dangling
+    link or a FIFO is found here and refused by the reader with its reason); the ``.png`` path when
+    none does. A name the OS refuses (too long, say) raises DataError naming it."""
+    stem = os.path.join(folder, f"{sample_id}_{channel}")
+    for suffix in SUFFIXES:
+        try:
+            os.lstat(stem + suffix)
+            return Path(stem + suffix)
+        except (FileNotFoundError, NotADirectoryError):
+            continue
+        except OSError as err:
+            raise DataError(stem + suffix, f"cannot read ({err.strerror})") from None
+    return Path(stem + ".png")
+
+
+def _channel_name(name):
+    """(Id, channel) when ``name`` is a channel file's name (extension in any case), else None."""
+    stem, ext = os.path.splitext(name)
+    if ext.lower() in EXTENSIONS and "_" in stem:
+        sample_id, channel = stem.rsplit("_", 1)
+        if channel in CHANNELS:
+            return sample_id, channel
+    return None
 
 
 def channel_files(folder):
-    """(Id, channel, file name) for every channel image directly in ``folder``."""
+    """(Id, channel, file name) for every channel image directly in ``folder`` that is a regular
+    file (or a link to one)."""
     for entry in os.scandir(folder):
-        stem, ext = os.path.splitext(entry.name)
-        if ext.lower() in EXTENSIONS and "_" in stem and _is_file(entry):
-            sample_id, channel = stem.rsplit("_", 1)
-            if channel in CHANNELS:
-                yield sample_id, channel, entry.name
+        found = _channel_name(entry.name)
+        if found and _is_file(entry):
+            yield *found, entry.name
 
 
 def _is_file(entry):
@@ -138,6 +253,13 @@ def _is_file(entry):
         return entry.is_file()
     except OSError:  # a symlink loop: listed, so reading it reports the error for its sample
         return True
+
+
+def _shown(sample_id):
+    """``sample_id`` with the bytes of a non-UTF-8 file name (which os.scandir gives as surrogate
+    escapes, and which no UTF-8 file can hold) as ``\\xff`` escapes: such an Id is never safe, and
+    errors.csv must still be able to list it."""
+    return os.fsencode(sample_id).decode("utf-8", "backslashreplace")
 
 
 def _id_problem(sample_id):
@@ -193,13 +315,21 @@ class ImageFolder:
         return decode_channel(self.check_inside(path), self.max_pixels, self.decoder)
 
     def read(self, sample_id):
-        """The sample as uint8 (H, W, 4) in CHANNELS order."""
-        planes = [self._decode(self.channel_path(sample_id, ch)) for ch in CHANNELS]
+        """The sample as uint8 (H, W, 4) in CHANNELS order. Every failure, an OSError included
+        (a name too long, a permission, a link loop), is a DataError naming the file: that
+        sample's error, never the run's."""
+        paths, planes = [], []
+        try:
+            for ch in CHANNELS:
+                paths.append(self.channel_path(sample_id, ch))
+                planes.append(self._decode(paths[-1]))
+        except OSError as err:
+            raise DataError(err.filename or (paths[-1] if paths else self.folder_of(sample_id)),
+                            f"cannot read ({err.strerror or first_line(err)})") from None
         shape = planes[0].shape
         for i, plane in enumerate(planes[1:], start=1):
             if plane.shape != shape:
-                log.warning("%s: size %s differs from red's %s; resized",
-                            self.channel_path(sample_id, CHANNELS[i]), plane.shape, shape)
+                log.warning("%s: size %s differs from red's %s; resized", paths[i], plane.shape, shape)
                 planes[i] = cv2.resize(plane, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
         return np.stack(planes, axis=-1)
 
@@ -208,8 +338,13 @@ class ImageFolder:
         folders = {self.root} | {self.root / d for d in set(self._subdir.values())}
         for folder in folders:
             if folder.is_dir():
-                for sample_id, channel, _ in channel_files(folder):
-                    seen.setdefault(sample_id, set()).add(channel)
+                # Every entry with a channel file's name counts, whatever it is (a FIFO, a folder, a
+                # dangling link), as find_channel_file's lookup finds it: the sample is then tried
+                # and its errors.csv row says what the entry is, rather than "missing".
+                for entry in os.scandir(folder):
+                    found = _channel_name(entry.name)
+                    if found:
+                        seen.setdefault(found[0], set()).add(found[1])
         return seen
 
     def listing(self):
@@ -219,7 +354,10 @@ class ImageFolder:
         tried, and fail with that reason), so no sample ever vanishes without a word."""
         ids, problems = [], {}
         for sample_id, chans in sorted(self._scan().items()):
-            if not is_safe_id(sample_id):
+            shown = _shown(sample_id)
+            if shown != sample_id:
+                problems[shown] = "file name is not UTF-8 (its bytes shown as \\x escapes); not a safe Id"
+            elif not is_safe_id(sample_id):
                 problems[sample_id] = _id_problem(sample_id)
             elif len(chans) < len(CHANNELS):
                 problems[sample_id] = "missing " + ", ".join(c for c in CHANNELS if c not in chans)

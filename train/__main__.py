@@ -5,13 +5,9 @@ import sys
 import time
 from pathlib import Path
 
-from runtime.cli import (ArgumentParser, dispatch, int_at_least, non_negative_float, non_negative_int, positive_float,
-                         positive_int)
+from runtime.cli import (ArgumentParser, dispatch, finite_float_list, int_at_least, non_negative_float,
+                         non_negative_int, positive_float, positive_int)
 from runtime.errors import DataError
-
-
-def _floats(text):
-    return tuple(float(v) for v in text.split(",")) if text else ()
 
 
 def _ints(text):
@@ -79,7 +75,7 @@ def _fit_command(t):
                         "(the demo takes 0.3: docs/training.md)")
     t.add_argument("--loss", default="focal", choices=["focal", "bce"])
     t.add_argument("--gamma", type=non_negative_float, default=2.0)
-    t.add_argument("--alpha", type=_floats, default=(), help="focal alpha: one value or 28 comma-separated")
+    t.add_argument("--alpha", type=finite_float_list, default=(), help="focal alpha: one value or 28 comma-separated")
     t.add_argument("--sampler", default="balanced", choices=["balanced", "uniform"])
     t.add_argument("--sampler-power", type=non_negative_float, default=0.5,
                    help="balanced sampler: an image weighs (N / count of its rarest class)^power; 1 = fully balanced")

@@ -1,7 +1,6 @@
 """Training throughput and memory for given settings: images/s for a full optimizer step
 (forward, focal loss, backward, AdamW) and inference, plus the process's peak memory."""
 
-import argparse
 import json
 import resource
 import time
@@ -9,6 +8,7 @@ import time
 import torch
 
 from runtime.classes import NUM_CLASSES
+from runtime.cli import ArgumentParser, non_negative_int, positive_int
 from train.losses import FocalLoss
 from train.model import build_model
 
@@ -63,13 +63,13 @@ def bench_train(arch="resnet18", width=32, size=128, batch_size=16, steps=20, wa
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="CPU/GPU training throughput of the CBAM-ResNet")
+    p = ArgumentParser(prog="scripts/bench_train.py", description="CPU/GPU training throughput of the CBAM-ResNet")
     p.add_argument("--arch", default="resnet18")
-    p.add_argument("--width", type=int, default=32)
-    p.add_argument("--size", type=int, default=128)
-    p.add_argument("--batch-size", type=int, default=16)
-    p.add_argument("--steps", type=int, default=20)
-    p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--width", type=positive_int, default=32)
+    p.add_argument("--size", type=positive_int, default=128)
+    p.add_argument("--batch-size", type=positive_int, default=16)
+    p.add_argument("--steps", type=positive_int, default=20)
+    p.add_argument("--threads", type=non_negative_int, default=0)
     p.add_argument("--device", default="cpu", help="cpu or cuda (float16 autocast, as train fit uses there)")
     p.add_argument("--compare-plain", action="store_true", help="also time the same ResNet without CBAM")
     p.add_argument("--json", action="store_true")
