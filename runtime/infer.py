@@ -92,29 +92,23 @@ def resolve_thresholds(spec, views, thresholds=None, model_file=None):
     return np.asarray(tuned, np.float32), mode
 
 
-def folder_identity(root):
-    """(real path, 'device:inode') of an image folder: two folders holding the same Ids differ here,
-    and a folder renamed or mounted elsewhere is still told apart from a copy."""
-    real = os.path.realpath(root)
-    st = os.stat(real)
-    return real, f"{st.st_dev}:{st.st_ino}"
-
-
 def run_settings(backend, folder, views, thresholds, batch_size):
     """Everything that decides a result: a resumed run and the shards of one merge must agree on it.
 
-    The image folder (``folder``: a runtime.reader.ImageFolder) is named by its real path and its
-    device and inode, and the decoded-size limit in force (``--max-pixels`` or HPA_MAX_PIXELS)
-    decides which samples are errors. ``model.json`` counts by the sha256 of its bytes (its
-    preprocessing and thresholds), besides the sha256 of the file or checkpoints the backend runs,
-    which the backend verified when it loaded them.
+    The image folder (``folder``: a runtime.reader.ImageFolder) counts by its real path and by its
+    content's fingerprint (every channel file's name, size and modification time:
+    ImageFolder.fingerprint), so another folder with the same Ids, or images replaced since, is a
+    difference; the decoded-size limit in force (``--max-pixels`` or HPA_MAX_PIXELS) decides which
+    samples are errors. ``model.json`` counts by the sha256 of its bytes (its preprocessing and
+    thresholds), besides the sha256 of the file or checkpoints the backend runs, which the backend
+    verified when it loaded them.
 
-    *Decision*: the device and inode make shards of one run on several machines comparable only
-    where they see the folder as one file system object; shards made from copies of a dataset
-    are refused by ``merge``, since nothing proves the copies equal."""
+    *Decision*: the path is compared too, so shards of one run made on several machines must see
+    the folder at one path (a shared mount, or copies at the same path with their times kept);
+    nothing else proves two folders hold the same images without reading them all."""
     f = backend.file
-    images, inode = folder_identity(folder.root)
-    return {"images": images, "images_inode": inode, "max_pixels": int(folder.max_pixels),
+    return {"images": os.path.realpath(folder.root), "images_content": folder.fingerprint(),
+            "max_pixels": int(folder.max_pixels),
             "model.json": sha256_of(backend.spec.path), "model": backend.model,
             "file": f.path.name if f else "checkpoints",
             "sha256": f.sha256 if f else ",".join(c.sha256 for c in backend.spec.checkpoints),

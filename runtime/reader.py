@@ -24,6 +24,7 @@ Hostile files:
   that sample's error (never a silent read of, say, another user's files).
 """
 
+import hashlib
 import io
 import itertools
 import logging
@@ -332,6 +333,29 @@ class ImageFolder:
                 log.warning("%s: size %s differs from red's %s; resized", paths[i], plane.shape, shape)
                 planes[i] = cv2.resize(plane, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
         return np.stack(planes, axis=-1)
+
+    def fingerprint(self):
+        """sha256 of what the folder holds: every channel file's path below the root, byte size and
+        modification time (nanoseconds), sorted. Two folders with the same Ids but other images
+        differ here, and so does a folder whose images were replaced since; a copy made with its
+        times kept (``cp -p``, ``rsync -a``) or the same folder mounted elsewhere does not. Costs one
+        stat per file, no read (about a second per 100,000 files on a local disk)."""
+        h = hashlib.sha256()
+        rows = []
+        for folder in sorted({self.root} | {self.root / d for d in set(self._subdir.values())}):
+            if not folder.is_dir():
+                continue
+            rel = os.path.relpath(folder, self.root)
+            for entry in os.scandir(folder):
+                if _channel_name(entry.name):
+                    try:
+                        st = entry.stat()
+                        rows.append((rel, entry.name, st.st_size, st.st_mtime_ns))
+                    except OSError:  # a dangling link or a loop: its sample's error says so
+                        rows.append((rel, entry.name, -1, -1))
+        for row in sorted(rows):
+            h.update(os.fsencode("\0".join(map(str, row))) + b"\n")
+        return h.hexdigest()
 
     def _scan(self):
         seen = {}

@@ -279,8 +279,18 @@ def test_a_model_output_that_is_not_n_by_28_is_refused_naming_the_model_file(tin
 # --- every setting that changes a result is compared ------------------------------------------
 
 def other_folder(tiny_data, tmp_path):
-    """A copy of the test folder: the same Ids, another folder."""
-    return shutil.copytree(tiny_data / "test", tmp_path / "copy")
+    """A copy of the test folder: the same Ids, another folder, one of whose images is another
+    (re-written: its modification time differs)."""
+    copy = shutil.copytree(tiny_data / "test", tmp_path / "copy")
+    touch_one(copy)
+    return copy
+
+
+def touch_one(folder):
+    """Give one channel file of ``folder`` another modification time, as re-writing it would."""
+    first = sorted(folder.glob("*_green.png"))[0]
+    st = first.stat()
+    os.utime(first, ns=(st.st_atime_ns, st.st_mtime_ns - 10**9))
 
 
 def edit_preprocess(folder, data):
@@ -290,6 +300,7 @@ def edit_preprocess(folder, data):
 # (first run's extra arguments, resumed run's, environment of the first run, setting named)
 RESUMES = {
     "images folder": ((), ("--images", "COPY"), {}, "images "),
+    "images replaced": ((), ("--images", "COPY"), {}, "images_content "),  # first run on COPY too
     "max-pixels flag": (("--max-pixels", "100"), (), {}, "max_pixels 100 -> 67108864"),
     "HPA_MAX_PIXELS": ((), (), {"HPA_MAX_PIXELS": "100"}, "max_pixels 100 -> 67108864"),
     "model.json preprocess": ((), ("--model", "EDITED"), {}, "model.json "),
@@ -305,10 +316,13 @@ def test_resume_with_another_setting_is_refused_naming_it(case, tiny_data, tiny_
     model = deploy_copy(tiny_deploy, tmp_path / "deploy")
     copy = other_folder(tiny_data, tmp_path)
     out = tmp_path / "out"
+    images = copy if case == "images replaced" else tiny_data / "test"
     with monkeypatch.context() as m:
         for key, value in env.items():
             m.setenv(key, value)
-        assert main(infer_args(model, tiny_data / "test", out, *first)) == 0
+        assert main(infer_args(model, images, out, *first)) == 0
+    if case == "images replaced":  # the same folder, an image re-written since the first run
+        touch_one(copy)
     if case == "model.json preprocess":  # the same file and checkpoints, another preprocessing
         data = json.loads((model / "model.json").read_text())
         edit_preprocess(model, data)
@@ -318,7 +332,7 @@ def test_resume_with_another_setting_is_refused_naming_it(case, tiny_data, tiny_
         chunks[-1].unlink()  # as if killed before the last chunk
     before = files(out)
     capsys.readouterr()
-    argv = infer_args(model, tiny_data / "test", out, "--resume", *resumed)
+    argv = infer_args(model, images, out, "--resume", *resumed)
     assert main([str(copy) if a == "COPY" else str(model) if a == "EDITED" else a for a in argv]) == 2
     line = error_line(capsys)
     assert line.startswith(f"error: {out / '.chunks' / 'settings.json'}: --resume with other settings than the "
@@ -326,6 +340,8 @@ def test_resume_with_another_setting_is_refused_naming_it(case, tiny_data, tiny_
     assert named in line
     if case == "images folder":
         assert f"images {os.path.realpath(tiny_data / 'test')} -> {os.path.realpath(copy)}" in line
+    if case == "images replaced":
+        assert "images " + os.path.realpath(copy) not in line  # the same path; only the content differs
     assert files(out) == before  # the journal and the outputs as they were
 
 
@@ -342,7 +358,7 @@ def test_merge_refuses_shards_made_from_different_image_folders(infer, tiny_data
     assert line.startswith(f"error: {tmp_path / 's1' / 'summary.json'}: made with other settings than "
                            f"{tmp_path / 's0'} (")
     assert f"images {os.path.realpath(tiny_data / 'test')} -> {os.path.realpath(copy)}" in line
-    assert "images_inode" in line and not (tmp_path / "m").exists()
+    assert "images_content" in line and not (tmp_path / "m").exists()
     merge[2] = str(tmp_path / "s1-same")  # the shards of one run merge into the unsharded files
     assert main(merge) == 0
     assert infer(tmp_path / "whole") == 0
