@@ -24,6 +24,7 @@ from tqdm import tqdm
 from runtime.classes import NUM_CLASSES
 from runtime.errors import DataError
 from runtime.labels import read_labels
+from runtime.reader import ImageFolder
 from runtime.preprocess import Preprocess
 from runtime.tta import check_views, predict_views
 from train import distributed as ddp
@@ -103,6 +104,7 @@ def fit(cfg, progress=True, merge_when_done=True, samples=None):
     progress = progress and ddp.is_main()
     if samples is None:
         labels_csv, image_dir = cfg.dataset()
+        ImageFolder(image_dir)  # the folder first, as Samples checks it: a wrong --data names the folder
         _check_counts(cfg, len(read_labels(labels_csv)), labels_csv, "labelled Ids")
         samples = Samples(labels_csv, image_dir, Preprocess(size=cfg.size), cfg.cache_gb, progress=progress)
     _check_counts(cfg, len(samples.ids), cfg.dataset()[0], "readable samples")
