@@ -59,6 +59,7 @@ REFUSED = [
     (["--fold", "0,0"], "--fold 0,0: a fold is listed twice"),
     (["--fold", "2"], "--fold 2 outside 0..1"),
     (["--fold", "-1"], "--fold -1: must be at least 0"),
+    (["--threads", "100000"], "--threads 100000: must be at most"),
 ]
 if NO_GPU:
     REFUSED += [(["--device", "cuda"], "--device cuda: no CUDA GPU found (torch sees: cpu); use --device cpu or auto"),
@@ -124,6 +125,21 @@ def test_refused_through_the_real_command_line(tiny_data, tmp_path):
                            *FIT, "--device", "tpu"], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("error: --device tpu: not a training device") and not out.exists()
+
+
+def test_pretrained_weights_of_another_width_are_refused_before_decoding(tiny_data, tmp_path, capsys,
+                                                                                 monkeypatch):
+    from train import data
+    from train.model import build_model
+
+    weights = tmp_path / "r18.pt"
+    torch.save(build_model("resnet18", "none", 16).state_dict(), weights)  # FIT trains width 8
+    monkeypatch.setattr(data.Samples, "__init__", lambda *a, **k: pytest.fail("decoded the images"))
+    out = tmp_path / "run"
+    code = train(["fit", "--data", str(tiny_data), "--out", str(out), *FIT, "--pretrained", str(weights)])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1 and "Traceback" not in err, err
+    assert f"error: {weights}: weights do not match this architecture" in err and not out.exists()
 
 
 def test_fewer_readable_samples_than_folds_is_refused_after_decoding(tiny_data, tmp_path, capsys):

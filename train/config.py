@@ -2,6 +2,7 @@
 every checkpoint and as RUN/config.json."""
 
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
@@ -111,7 +112,9 @@ class FitConfig:
             _number("--alpha", value, 0.0, high=1.0)
         _whole("--seed", self.seed, 0, MAX_SEED)
         _whole("--workers", self.workers, 0)
-        _whole("--threads", self.threads, 0)
+        # *Decision*: more torch threads than logical cores never trains faster, and a typo of
+        # 100000 would start that many OpenMP threads
+        _whole("--threads", self.threads, 0, os.cpu_count() or 1, high_why="the CPU cores of this machine")
         _whole("--jobs", self.jobs, 1)
         if isinstance(self.cache_gb, bool) or not isinstance(self.cache_gb, (int, float)) or not self.cache_gb >= 0:
             raise ValueError(f"--cache-gb must be a number at least 0, got {self.cache_gb}")  # inf: always cache

@@ -16,6 +16,7 @@ either never happened (before the commit) or is completed (after it).
 import logging
 import re
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -94,6 +95,7 @@ def fit(cfg, progress=True, merge_when_done=True, samples=None):
         raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the {size} processes")
     run = Run(cfg.out)
     _check_config(run, cfg)
+    _check_pretrained(cfg)
     todo = cfg.fold or tuple(range(cfg.folds))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -136,6 +138,19 @@ def _train_folds(cfg, run, samples, folds, todo, device, size, progress, merge_w
         return merge(run.path)
     log.info("folds %s done; run `python -m train merge --run %s` once every fold is trained", list(todo), run.path)
     return None
+
+
+def _check_pretrained(cfg):
+    """A --pretrained file that is not a matching ResNet state dict is refused before the data is
+    decoded: loaded into the model built on the meta device (shapes only, no memory), as each
+    fold will load it."""
+    if not cfg.pretrained:
+        return
+    with torch.device("meta"):
+        probe = build_model(cfg.arch, cfg.attention, cfg.width, dropout=cfg.dropout)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "copying ... to a meta parameter is a no-op": the point
+        load_pretrained(probe, cfg.pretrained)
 
 
 def _check_counts(cfg, count, labels_csv, what):
