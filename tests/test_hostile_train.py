@@ -46,6 +46,10 @@ REFUSED = [
     (["--cache-gb", "-1"], "--cache-gb"),
     (["--cache-gb", "nan"], "--cache-gb"),
     (["--lr", "inf"], "--lr must be a finite number, got inf"),
+    (["--lr", "1e300"], "--lr 1e+300: must be at most 1.0"),
+    (["--lr", "0.5", "--weight-decay", "2"], "--lr 0.5 x --weight-decay 2.0 must be below 1"),
+    (["--gamma", "1e300"], "--gamma 1e+300: must be at most 10.0"),
+    (["--sampler-power", "1e300"], "--sampler-power 1e+300: must be at most 4.0"),
     (["--weight-decay", "inf"], "--weight-decay must be a finite number"),
     (["--gamma", "inf"], "--gamma must be a finite number"),
     (["--sampler-power", "inf"], "--sampler-power must be a finite number"),
@@ -125,6 +129,21 @@ def test_refused_through_the_real_command_line(tiny_data, tmp_path):
                            *FIT, "--device", "tpu"], capture_output=True, text=True, env=env, timeout=300, cwd=ROOT)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1, proc.stderr
     assert proc.stderr.startswith("error: --device tpu: not a training device") and not out.exists()
+
+
+@pytest.mark.parametrize("where,says", [("file", "--out is a file, not a run folder"),
+                                        ("file/run", "Not a directory")])
+def test_an_out_that_cannot_be_a_folder_is_refused_before_decoding(where, says, tiny_data, tmp_path, capsys,
+                                                                   monkeypatch):
+    from train import data
+
+    (tmp_path / "file").write_text("not a folder")
+    monkeypatch.setattr(data.Samples, "__init__", lambda *a, **k: pytest.fail("decoded the images"))
+    code = train(["fit", "--data", str(tiny_data), "--out", str(tmp_path / where), *FIT])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("error:") == 1 and "Traceback" not in err, err
+    assert f"error: {tmp_path / 'file'}: {says}" in err
+    assert (tmp_path / "file").read_text() == "not a folder"
 
 
 def test_pretrained_weights_of_another_width_are_refused_before_decoding(tiny_data, tmp_path, capsys,

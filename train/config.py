@@ -22,6 +22,9 @@ DOWNSAMPLING = 32
 # 100 GB with AdamW's two moments and the gradients): more than any one GPU holds.
 MAX_WIDTH = 512
 MAX_SEED = 2 ** 32 - 1                             # numpy's seed range; per-fold seeds derive from it
+MAX_LR = 1.0            # AdamW moves each weight by about lr a step: above 1 training diverges
+MAX_GAMMA = 10.0        # focal loss: at 10 an image predicted at p 0.5 weighs 0.001; usual values are 0-5
+MAX_SAMPLER_POWER = 4.0  # 1 balances the classes fully; beyond 4 the rarest class's images are all that is drawn
 
 
 def dataset_paths(data, labels="", images=""):
@@ -99,13 +102,18 @@ class FitConfig:
         if self.batch_size == 1 and self.size <= DOWNSAMPLING:
             raise ValueError(f"--batch-size 1 at --size {self.size}: BatchNorm needs more than one value per "
                              f"channel, and the last stage's map is 1x1; use --batch-size 2 or more")
-        _number("--lr", self.lr, 0.0, strict=True)
+        # *Decision* on the upper bounds below: values past them are not slow training but none
+        # (NaN losses, or a float overflow in torch after the data is decoded)
+        _number("--lr", self.lr, 0.0, strict=True, high=MAX_LR)
         _number("--weight-decay", self.weight_decay, 0.0)
+        if self.lr * self.weight_decay >= 1:
+            raise ValueError(f"--lr {self.lr} x --weight-decay {self.weight_decay} must be below 1 (AdamW scales "
+                             "the weights by 1 - lr x weight decay at every step)")
         _number("--dropout", self.dropout, 0.0)
         if self.dropout >= 1:
             raise ValueError(f"--dropout must be below 1, got {self.dropout} (1 drops every feature)")
-        _number("--gamma", self.gamma, 0.0)
-        _number("--sampler-power", self.sampler_power, 0.0)
+        _number("--gamma", self.gamma, 0.0, high=MAX_GAMMA)
+        _number("--sampler-power", self.sampler_power, 0.0, high=MAX_SAMPLER_POWER)
         if len(self.alpha) not in (0, 1, NUM_CLASSES):
             raise ValueError(f"--alpha needs 1 or {NUM_CLASSES} values, got {len(self.alpha)}")
         for value in self.alpha:

@@ -14,6 +14,7 @@ either never happened (before the commit) or is completed (after it).
 """
 
 import logging
+import os
 import re
 import time
 import warnings
@@ -94,6 +95,7 @@ def fit(cfg, progress=True, merge_when_done=True, samples=None):
     if cfg.batch_size % size:
         raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the {size} processes")
     run = Run(cfg.out)
+    _check_out(run.path)
     _check_config(run, cfg)
     _check_pretrained(cfg)
     todo = cfg.fold or tuple(range(cfg.folds))
@@ -138,6 +140,19 @@ def _train_folds(cfg, run, samples, folds, todo, device, size, progress, merge_w
         return merge(run.path)
     log.info("folds %s done; run `python -m train merge --run %s` once every fold is trained", list(todo), run.path)
     return None
+
+
+def _check_out(path):
+    """The run folder, or the folder it will be made in, is a folder this process can write to;
+    checked before decoding, and nothing is made yet."""
+    target = path
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    if not target.is_dir():
+        raise NotADirectoryError(20, "Not a directory" if target != path else "--out is a file, not a run folder",
+                                 str(target))
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise PermissionError(13, "folder not writable", str(target))
 
 
 def _check_pretrained(cfg):
