@@ -262,3 +262,23 @@ def test_a_fifo_channel_never_hangs_a_screenshot(folder_with_fifo, tiny_deploy, 
     code, out, err = viewer("--data", folder, "--model", tiny_deploy[0], "--screenshot", tmp_path / "shot")
     assert code == 0 and "Traceback" not in err, err
     assert (tmp_path / "shot-composite.png").is_file() and (tmp_path / "shot-cam.png").is_file()
+
+
+# ---------------------------------------------------------------------- the same in a real X window
+@pytest.mark.parametrize("case", ["empty-folder", "27-classes"])
+def test_a_failing_screenshot_in_a_real_window_is_one_line(case, tiny_data, deploy_27_classes, tmp_path):
+    # as tests/test_viewer_window.py runs it: Xvfb with Mesa, the screen grabbed rather than rendered
+    if shutil.which("xvfb-run") is None:
+        pytest.skip("xvfb-run is not installed (make xvfb installs it on Debian/Ubuntu as root)")
+    if case == "empty-folder":
+        data, model, says = tmp_path / "empty", [], "no images"
+        data.mkdir()
+    else:
+        data, model, says = tiny_data / "test", ["--model", str(deploy_27_classes)], "27), expected ("
+    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "QT_XCB_GL_INTEGRATION")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", sys.executable, "-m", "viewer",
+                           "--data", str(data), *model, "--screenshot", str(tmp_path / "shot")],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=CLI_TIMEOUT_S)
+    assert_one_line_error(proc.returncode, proc.stderr, says, "--screenshot")
+    assert not (tmp_path / "shot-cam.png").exists()
