@@ -8,6 +8,8 @@ from pathlib import Path
 from runtime.cli import (ArgumentParser, dispatch, finite_float_list, int_at_least, non_negative_float,
                          non_negative_int, positive_float, positive_int)
 from runtime.errors import DataError
+from runtime.tta import VIEW_COUNTS
+from train.config import ARCHS, ATTENTIONS, LOSSES, SAMPLERS
 
 
 def _ints(text):
@@ -61,8 +63,8 @@ def _fit_command(t):
     t.add_argument("--folds", type=int_at_least(2), default=3)
     t.add_argument("--fold", type=_ints, default=(), help="train only these folds, e.g. 0 or 0,2")
     t.add_argument("--folds-file", default="", help="reuse an Id,fold split")
-    t.add_argument("--arch", default="resnet18", choices=["resnet18", "resnet34", "resnet50"])
-    t.add_argument("--attention", default="cbam", choices=["cbam", "none"])
+    t.add_argument("--arch", default="resnet18", choices=ARCHS)
+    t.add_argument("--attention", default="cbam", choices=ATTENTIONS)
     t.add_argument("--width", type=positive_int, default=64, help="stem width (64 = torchvision ResNet)")
     t.add_argument("--pretrained", default="", help="local torchvision ResNet weights file")
     t.add_argument("--dropout", type=non_negative_float, default=0.0)
@@ -73,18 +75,18 @@ def _fit_command(t):
     t.add_argument("--weight-decay", type=non_negative_float, default=0.05,
                    help="AdamW's decoupled weight decay; short schedules on small data want more "
                         "(the demo takes 0.3: docs/training.md)")
-    t.add_argument("--loss", default="focal", choices=["focal", "bce"])
+    t.add_argument("--loss", default="focal", choices=LOSSES)
     t.add_argument("--gamma", type=non_negative_float, default=2.0)
     t.add_argument("--alpha", type=finite_float_list, default=(), help="focal alpha: one value or 28 comma-separated")
-    t.add_argument("--sampler", default="balanced", choices=["balanced", "uniform"])
+    t.add_argument("--sampler", default="balanced", choices=SAMPLERS)
     t.add_argument("--sampler-power", type=non_negative_float, default=0.5,
                    help="balanced sampler: an image weighs (N / count of its rarest class)^power; 1 = fully balanced")
     t.add_argument("--no-augment", dest="augment", action="store_false")
-    t.add_argument("--tta", type=int, default=4, choices=[1, 2, 4, 8],
+    t.add_argument("--tta", type=int, default=4, choices=VIEW_COUNTS,
                    help="test-time augmentation: out-of-fold predictions (and the thresholds tuned on them) "
                         "average this many flips/quarter turns; the runtime applies the same")
     t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--device", default="auto")
+    t.add_argument("--device", default="auto", help="auto (cuda when present, else cpu), cpu, cuda or cuda:N")
     t.add_argument("--no-amp", dest="amp", action="store_false")
     t.add_argument("--workers", type=non_negative_int, default=0)
     t.add_argument("--cache-gb", type=non_negative_float, default=8.0)

@@ -2,16 +2,34 @@
 every checkpoint and as RUN/config.json."""
 
 import math
+import os
 from dataclasses import asdict, dataclass, fields
 from numbers import Real
 from pathlib import Path
 
+from runtime.classes import NUM_CLASSES
 from runtime.preprocess import SIZE_RANGE
+from runtime.tta import VIEW_COUNTS
 
-# *Decision*: the stem widths a run may have. 64 is torchvision's ResNet; 1024 makes a ResNet-18
-# of 700 million weights, past any model this toolkit trains, so a checkpoint claiming a width of
-# 10**9 is refused here rather than by the allocator.
-WIDTH_RANGE = (1, 1024)
+ARCHS = ("resnet18", "resnet34", "resnet50")       # train.model.ARCHS (which imports torch)
+ATTENTIONS = ("cbam", "none")
+LOSSES = ("focal", "bce")
+SAMPLERS = ("balanced", "uniform")
+
+# The network halves the image five times (stem, max-pool, three strided stages): below 32 pixels
+# the last stages see a single pixel padded with zeros, and a 1-pixel image breaks the flipped
+# views of test-time augmentation after a whole fold has trained.
+DOWNSAMPLING = 32
+# *Decision*: 8x torchvision's width. ResNet-50 at width 1024 would hold 6.5e9 parameters (about
+# 100 GB with AdamW's two moments and the gradients): more than any one GPU holds.
+MAX_WIDTH = 512
+MAX_SEED = 2 ** 32 - 1                             # numpy's seed range; per-fold seeds derive from it
+MAX_LR = 1.0            # AdamW moves each weight by about lr a step: above 1 training diverges
+MAX_GAMMA = 10.0        # focal loss: at 10 an image predicted at p 0.5 weighs 0.001; usual values are 0-5
+MAX_SAMPLER_POWER = 4.0  # 1 balances the classes fully; beyond 4 the rarest class's images are all that is drawn
+# The stem widths any config may have (the command line, a checkpoint, RUN/config.json), so that a
+# checkpoint claiming a width of 10**9 is refused before the allocator sees it.
+WIDTH_RANGE = (1, MAX_WIDTH)
 
 
 def dataset_paths(data, labels="", images=""):
@@ -75,6 +93,58 @@ class FitConfig:
         """(labels CSV, image folder) this run trains on."""
         return dataset_paths(self.data, self.labels, self.images)
 
+    def check(self):
+        """Refuse, in one line naming the option, every setting that cannot train (ValueError),
+        before anything is read or written. What needs the data (how many samples there are) is
+        checked by ``train.fit`` once the labels are read; the device once torch is imported."""
+        _choice("--arch", self.arch, ARCHS)
+        _choice("--attention", self.attention, ATTENTIONS)
+        _choice("--loss", self.loss, LOSSES)
+        _choice("--sampler", self.sampler, SAMPLERS)
+        _choice("--tta", self.tta, VIEW_COUNTS)
+        _whole("--folds", self.folds, 2)
+        for k in self.fold:
+            _whole("--fold", k, 0)
+            if k >= self.folds:
+                raise ValueError(f"--fold {k} outside 0..{self.folds - 1}")
+        if len(set(self.fold)) != len(self.fold):
+            raise ValueError(f"--fold {','.join(map(str, self.fold))}: a fold is listed twice")
+        _whole("--width", self.width, 1, MAX_WIDTH, high_why="8x torchvision's ResNet; wider does not fit in one GPU")
+        _whole("--size", self.size, DOWNSAMPLING, _max_size(), f"the network downsamples by {DOWNSAMPLING}",
+               "its square is over the decoded-size limit, HPA_MAX_PIXELS")
+        _whole("--epochs", self.epochs, 1)
+        _whole("--batch-size", self.batch_size, 1)
+        if self.batch_size == 1 and self.size <= DOWNSAMPLING:
+            raise ValueError(f"--batch-size 1 at --size {self.size}: BatchNorm needs more than one value per "
+                             f"channel, and the last stage's map is 1x1; use --batch-size 2 or more")
+        # *Decision* on the upper bounds below: values past them are not slow training but none
+        # (NaN losses, or a float overflow in torch after the data is decoded)
+        _number("--lr", self.lr, 0.0, strict=True, high=MAX_LR)
+        _number("--weight-decay", self.weight_decay, 0.0)
+        if self.lr * self.weight_decay >= 1:
+            raise ValueError(f"--lr {self.lr} x --weight-decay {self.weight_decay} must be below 1 (AdamW scales "
+                             "the weights by 1 - lr x weight decay at every step)")
+        _number("--dropout", self.dropout, 0.0)
+        if self.dropout >= 1:
+            raise ValueError(f"--dropout must be below 1, got {self.dropout} (1 drops every feature)")
+        _number("--gamma", self.gamma, 0.0, high=MAX_GAMMA)
+        _number("--sampler-power", self.sampler_power, 0.0, high=MAX_SAMPLER_POWER)
+        if len(self.alpha) not in (0, 1, NUM_CLASSES):
+            raise ValueError(f"--alpha needs 1 or {NUM_CLASSES} values, got {len(self.alpha)}")
+        for value in self.alpha:
+            _number("--alpha", value, 0.0, high=1.0)
+        _whole("--seed", self.seed, 0, MAX_SEED)
+        _whole("--workers", self.workers, 0)
+        # *Decision*: more torch threads than logical cores never trains faster, and a typo of
+        # 100000 would start that many OpenMP threads
+        _whole("--threads", self.threads, 0, os.cpu_count() or 1, high_why="the CPU cores of this machine")
+        _whole("--jobs", self.jobs, 1)
+        if isinstance(self.cache_gb, bool) or not isinstance(self.cache_gb, (int, float)) or not self.cache_gb >= 0:
+            raise ValueError(f"--cache-gb must be a number at least 0, got {self.cache_gb}")  # inf: always cache
+        if not isinstance(self.device, str) or not self.device:
+            raise ValueError(f"--device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
+        return self
+
     @classmethod
     def from_dict(cls, data):
         """From a checkpoint's or RUN/config.json's ``config``. Keys this version does not know are
@@ -110,3 +180,32 @@ def _typed(name, kind, value):
     if not isinstance(value, kind):
         raise ValueError(f"config.{name} is {type(value).__name__}, expected {kind.__name__}")
     return value
+
+
+def _max_size():
+    from runtime.reader import max_pixels_setting
+
+    return math.isqrt(max_pixels_setting())
+
+
+def _choice(option, value, valid):
+    if value not in valid:
+        raise ValueError(f"{option} {value}: valid values are {', '.join(map(str, valid))}")
+
+
+def _whole(option, value, low, high=None, low_why="", high_why=""):
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError(f"{option} must be a whole number, got {value!r}")
+    if value < low:
+        raise ValueError(f"{option} {value}: must be at least {low}" + (f" ({low_why})" if low_why else ""))
+    if high is not None and value > high:
+        raise ValueError(f"{option} {value}: must be at most {high}" + (f" ({high_why})" if high_why else ""))
+
+
+def _number(option, value, low, strict=False, high=None):
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{option} must be a finite number, got {value!r}")
+    if value < low or (strict and value == low):
+        raise ValueError(f"{option} {value}: must be {'above' if strict else 'at least'} {low}")
+    if high is not None and value > high:
+        raise ValueError(f"{option} {value}: must be at most {high}")

@@ -14,8 +14,10 @@ either never happened (before the commit) or is completed (after it).
 """
 
 import logging
+import os
 import re
 import time
+import warnings
 
 import numpy as np
 import torch
@@ -23,6 +25,8 @@ from tqdm import tqdm
 
 from runtime.classes import NUM_CLASSES
 from runtime.errors import DataError
+from runtime.labels import read_labels
+from runtime.reader import ImageFolder
 from runtime.preprocess import Preprocess
 from runtime.tta import check_views, predict_views
 from train import distributed as ddp
@@ -42,9 +46,36 @@ _STAGED = re.compile(r"best\.e(\d+)\.(pt|npy)$")
 
 
 def resolve_device(name):
+    """The torch device for ``--device``: auto, cpu, cuda, cuda:N (or mps where torch has it).
+    Anything else, or a GPU that is not there, is refused in one line naming what was found."""
+    kind, colon, index = name.partition(":")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "mps" and _mps_available():
+        return torch.device("mps")
+    if kind == "cuda" and (not colon or index.isdigit()):
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count == 0:
+            raise ValueError(f"--device {name}: no CUDA GPU found (torch sees: {_found_devices()}); "
+                             "use --device cpu or auto")
+        if colon and int(index) >= count:
+            raise ValueError(f"--device {name}: no such GPU (torch sees: {_found_devices()})")
+        return torch.device(name)
+    raise ValueError(f"--device {name}: not a training device; valid: auto, cpu, cuda, cuda:N "
+                     f"(torch sees: {_found_devices()})")
+
+
+def _mps_available():
+    mps = getattr(torch.backends, "mps", None)
+    return bool(mps is not None and mps.is_available())
+
+
+def _found_devices():
+    count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    names = ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(count)]
+    return ", ".join(names + (["mps"] if _mps_available() else []))
 
 
 def journal_point(name):
@@ -53,18 +84,23 @@ def journal_point(name):
 
 def fit(cfg, progress=True, merge_when_done=True, samples=None):
     """Train the folds named by cfg (all by default); returns the metrics dict when every fold is done.
-    ``samples``: the decoded dataset when the caller has it already (the --jobs fold processes)."""
-    run = Run(cfg.out)
-    run.path.mkdir(parents=True, exist_ok=True)
-    _check_config(run, cfg)
-    todo = cfg.fold or tuple(range(cfg.folds))
-    bad = [k for k in todo if not 0 <= k < cfg.folds]
-    if bad:
-        raise ValueError(f"--fold {bad[0]} outside 0..{cfg.folds - 1}")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
+    ``samples``: the decoded dataset when the caller has it already (the --jobs fold processes).
+
+    Every setting is checked before anything is read or written (``FitConfig.check``, the
+    device, the number of labelled Ids against the folds and the batch); what depends on which
+    samples can be read is checked once they are decoded, before the run folder is touched."""
+    cfg.check()
     device = resolve_device(cfg.device)
     _, size, local = ddp.setup(device.type)
+    if cfg.batch_size % size:
+        raise ValueError(f"--batch-size {cfg.batch_size} must be divisible by the {size} processes")
+    run = Run(cfg.out)
+    _check_out(run.path)
+    _check_config(run, cfg)
+    _check_pretrained(cfg)
+    todo = cfg.fold or tuple(range(cfg.folds))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     if size > 1 and device.type == "cuda":
         device = torch.device("cuda", local)
         torch.cuda.set_device(device)
@@ -72,10 +108,22 @@ def fit(cfg, progress=True, merge_when_done=True, samples=None):
     progress = progress and ddp.is_main()
     if samples is None:
         labels_csv, image_dir = cfg.dataset()
+        ImageFolder(image_dir)  # the folder first, as Samples checks it: a wrong --data names the folder
+        _check_counts(cfg, len(read_labels(labels_csv)), labels_csv, "labelled Ids")
         samples = Samples(labels_csv, image_dir, Preprocess(size=cfg.size), cfg.cache_gb, progress=progress)
-    pp, folds = _prepare(run, cfg, samples)
-    samples.pp = pp
+    _check_counts(cfg, len(samples.ids), cfg.dataset()[0], "readable samples")
+    folds = _split(run, cfg, samples, todo)
+    run.path.mkdir(parents=True, exist_ok=True)
+    with run.claim(todo, lock=ddp.is_main()) as removed:
+        if removed:
+            log.info("removed %d temporary file(s) left by an interrupted write: %s", len(removed),
+                     ", ".join(str(p.relative_to(run.path)) for p in removed))
+        return _train_folds(cfg, run, samples, folds, todo, device, size, progress, merge_when_done)
 
+
+def _train_folds(cfg, run, samples, folds, todo, device, size, progress, merge_when_done):
+    pp, folds = _prepare(run, cfg, samples, folds)
+    samples.pp = pp
     if cfg.jobs > 1 and len(todo) > 1 and device.type == "cpu" and size == 1:
         from train.parallel import train_in_processes
 
@@ -94,6 +142,51 @@ def fit(cfg, progress=True, merge_when_done=True, samples=None):
     return None
 
 
+def _check_out(path):
+    """The run folder, or the folder it will be made in, is a folder this process can write to;
+    checked before decoding, and nothing is made yet."""
+    target = path
+    while not target.exists() and target != target.parent:
+        target = target.parent
+    if not target.is_dir():
+        raise NotADirectoryError(20, "Not a directory" if target != path else "--out is a file, not a run folder",
+                                 str(target))
+    if not os.access(target, os.W_OK | os.X_OK):
+        raise PermissionError(13, "folder not writable", str(target))
+
+
+def _check_pretrained(cfg):
+    """A --pretrained file that is not a matching ResNet state dict is refused before the data is
+    decoded: loaded into the model built on the meta device (shapes only, no memory), as each
+    fold will load it."""
+    if not cfg.pretrained:
+        return
+    with torch.device("meta"):
+        probe = build_model(cfg.arch, cfg.attention, cfg.width, dropout=cfg.dropout)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # "copying ... to a meta parameter is a no-op": the point
+        load_pretrained(probe, cfg.pretrained)
+
+
+def _check_counts(cfg, count, labels_csv, what):
+    """Enough samples for the folds and for one training batch (each fold keeps at least one
+    sample to validate on); checked on the labels before decoding and on the readable samples after."""
+    if count < cfg.folds:
+        raise DataError(labels_csv, f"{count} {what} cannot make {cfg.folds} folds (--folds)")
+    if count - 1 < cfg.batch_size:
+        raise DataError(labels_csv, f"{count} {what} leave fewer training images than one batch of "
+                                    f"{cfg.batch_size} (--batch-size)")
+
+
+def _check_split(cfg, folds, todo):
+    """Every fold to train has at least one training batch."""
+    for k in todo:
+        train = int(np.sum(folds != k))
+        if train < cfg.batch_size:
+            raise ValueError(f"--batch-size {cfg.batch_size}: fold {k} has {train} training images, "
+                             "fewer than one batch")
+
+
 def _fold_process(cfg, samples):
     """One fold in a process of its own (train.parallel)."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
@@ -110,24 +203,33 @@ def _check_config(run, cfg):
         raise DataError(run.file("config.json"), f"run was made with other settings ({', '.join(diff)}); use another --out")
 
 
-def _prepare(run, cfg, samples):
+def _split(run, cfg, samples, todo):
+    """Rank 0: the fold of each sample (the --folds-file, the run's folds.csv, or a new stratified
+    split), checked before anything is written; None on the other ranks (they read folds.csv)."""
+    if not ddp.is_main():
+        return None
+    folds_csv = run.file("folds.csv")
+    if cfg.folds_file:
+        folds = read_folds(cfg.folds_file, samples.ids)
+    elif folds_csv.exists():
+        folds = read_folds(folds_csv, samples.ids)
+    else:
+        folds = assign_folds(samples.y, cfg.folds, cfg.seed)
+    if set(np.unique(folds)) != set(range(cfg.folds)):
+        raise DataError(cfg.folds_file or folds_csv, f"folds must be 0..{cfg.folds - 1}")
+    _check_split(cfg, folds, todo)
+    return folds
+
+
+def _prepare(run, cfg, samples, folds):
     """(Preprocess, fold per sample): decided once by rank 0 and written to the run folder
-    (mean/std from the data, the stratified split), then read back by every other rank."""
+    (mean/std from the data, the split ``folds``), then read back by every other rank."""
     if ddp.is_main():
         run.write_errors(samples.errors)
         if not run.has_config():
             mean, std = samples.channel_stats(seed=cfg.seed)
             run.write_config(cfg, Preprocess(size=cfg.size, mean=mean, std=std))
-        folds_csv = run.file("folds.csv")
-        if cfg.folds_file:
-            folds = read_folds(cfg.folds_file, samples.ids)
-        elif folds_csv.exists():
-            folds = read_folds(folds_csv, samples.ids)
-        else:
-            folds = assign_folds(samples.y, cfg.folds, cfg.seed)
-        if set(np.unique(folds)) != set(range(cfg.folds)):
-            raise DataError(cfg.folds_file or folds_csv, f"folds must be 0..{cfg.folds - 1}")
-        if not folds_csv.exists():
+        if not run.file("folds.csv").exists():
             run.write_split(samples.ids, folds)
     ddp.barrier()
     reader = Run(run.path)  # the other ranks read what rank 0 decided
@@ -152,15 +254,14 @@ class _FoldParts:
         if ddp.world()[1] > 1:
             self.net = torch.nn.parallel.DistributedDataParallel(
                 ddp.global_batchnorm(self.model), device_ids=[device.index] if device.type == "cuda" else None)
-        alpha = None
-        if cfg.alpha:
-            alpha = cfg.alpha * NUM_CLASSES if len(cfg.alpha) == 1 else cfg.alpha
-            if len(alpha) != NUM_CLASSES:
-                raise ValueError(f"--alpha needs 1 or {NUM_CLASSES} values, got {len(cfg.alpha)}")
+        alpha = (cfg.alpha * NUM_CLASSES if len(cfg.alpha) == 1 else cfg.alpha) or None  # checked by FitConfig.check
         self.criterion = build_loss(cfg.loss, cfg.gamma, alpha).to(device)
         self.optimizer = torch.optim.AdamW(self.net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=cfg.lr,
-                                                             total_steps=cfg.epochs * steps, pct_start=0.2)
+        total = cfg.epochs * steps
+        # OneCycleLR divides by its warm-up length less one step, 0.2 * total - 1: zero at exactly
+        # 5 steps, so there the warm-up is 0.25 of them
+        self.scheduler = torch.optim.lr_scheduler.OneCycleLR(self.optimizer, max_lr=cfg.lr, total_steps=total,
+                                                             pct_start=0.25 if total == 5 else 0.2)
         self.amp = cfg.amp and device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
 

@@ -20,11 +20,17 @@ Run folder::
                             without test-time augmentation, overall and per fold
     RUN/metrics.json        macro-F1 (0.5, tuned, cross-fitted) overall and per fold, per-class F1
     RUN/curves.png          loss and macro-F1 per epoch per fold
+
+A kill during a write leaves the writer's temporary file (``.NAME.XXXXXXXX.tmp``,
+runtime.writeutil) behind; :meth:`Run.claim` removes those when the next fit starts.
 """
 
 import csv
 import io
 import json
+import os
+import re
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +42,15 @@ from runtime.labels import multi_hot, read_labels
 from runtime.preprocess import Preprocess
 from runtime.writeutil import atomic_path, atomic_write_json, atomic_write_text
 from train.config import FitConfig
+
+try:
+    import fcntl
+except ImportError:  # Windows: a fit removes only its own folds' temporaries
+    fcntl = None
+
+# runtime.writeutil.atomic_path's temporary names: mkstemp(prefix=".NAME.", suffix=".tmp"), whose
+# random part is 8 letters, digits or underscores
+_TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")
 
 
 def _float_array(values, path, what):
@@ -114,6 +129,38 @@ class Run:
             return json.loads(path.read_text(encoding="utf-8"))
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise DataError(path, f"not valid JSON ({err})") from None
+
+    # ------------------------------------------------------------------ writers
+    @contextmanager
+    def claim(self, folds, lock=True):
+        """Held while a fit writes to the folder; yields the stale temporaries it removed.
+
+        Several fits may write to one run folder at once (``--fold 0`` and ``--fold 1`` in two
+        processes, the ``--jobs`` fold processes), so another's temporary file may be a write in
+        progress. Each fit holds a shared flock on the run folder itself (its directory
+        descriptor: no lock file is left behind, and the kernel drops the lock when the process
+        dies, kill -9 included). A fit that gets it exclusively is the only writer and removes
+        every temporary in the folder and its fold folders; otherwise (or where the file system
+        has no flock) it removes those of the folds it trains (``folds``), which no other process
+        writes. ``lock=False`` (torchrun's other ranks, which write nothing) removes nothing."""
+        if not lock:
+            yield []
+            return
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            alone = _flock(fd, exclusive=True)
+            places = [self.path, *sorted(self.path.glob("fold*"))] if alone else [self.fold_file(k, "") for k in folds]
+            removed = []
+            for folder in places:
+                if folder.is_dir():
+                    for path in sorted(folder.iterdir()):
+                        if _TEMPORARY.fullmatch(path.name) and path.is_file() and not path.is_symlink():
+                            path.unlink(missing_ok=True)
+                            removed.append(path)
+            _flock(fd, exclusive=False)  # from exclusive, or alongside the other fits
+            yield removed
+        finally:
+            os.close(fd)  # releases the lock
 
     # ------------------------------------------------------------------ settings
     def _read_config(self):
@@ -245,3 +292,15 @@ class Run:
             return [r[0] for r in rows], np.array([[float(v) for v in r[2:]] for r in rows], np.float32).reshape(-1, NUM_CLASSES)
         except ValueError:
             raise DataError(path, "malformed out-of-fold table") from None
+
+
+def _flock(fd, exclusive):
+    """Lock ``fd`` without waiting for an exclusive lock (waiting for a shared one); False when the
+    lock is held by another process or the platform or file system has no flock."""
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB if exclusive else fcntl.LOCK_SH)
+        return True
+    except OSError:
+        return False

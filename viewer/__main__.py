@@ -2,12 +2,18 @@
 
 This file only parses the command line, builds the app and the window (or runs the score)."""
 
+import os
 import sys
 from pathlib import Path
 
 from runtime.cli import ArgumentParser
 
 SAMPLE = Path(__file__).resolve().parent / "sample"
+SCREENSHOT_TIMEOUT_S = 180  # the longest --screenshot waits for one thing (the image, predictions, the CAM)
+
+
+class ScreenshotFailed(Exception):
+    """--screenshot cannot be taken; the message is the one line the user sees."""
 
 
 def parser():
@@ -41,7 +47,8 @@ def main(argv=None):
     from runtime.cli import guarded
 
     args = parser().parse_args([a for a in argv if a != "--debug"])
-    return guarded(_view, args, debug="--debug" in argv or None)  # a bad --data/--model/--run: one line
+    # a bad --data/--model/--run, a failed or timed-out --screenshot: one line
+    return guarded(_view, args, debug="--debug" in argv or None, user_errors=(ScreenshotFailed,))
 
 
 def build(args, sync=False):
@@ -93,23 +100,39 @@ def _score(args):
     return 0
 
 
-def _screenshots(app, window, prefix, timeout=180):
+def _screenshots(app, window, prefix, timeout=None):
     """PREFIX-composite.png and PREFIX-cam.png: the window at 1400x860 on the first labelled Id
     with auto contrast, without and with its CAM overlay. In a real window (xvfb-run or a
-    desktop) they are grabbed from the screen; offscreen (make demo) the window renders itself."""
+    desktop) they are grabbed from the screen; offscreen (make demo) the window renders itself.
+
+    Every wait is bounded (``SCREENSHOT_TIMEOUT_S`` each) and ends at the first failed worker
+    request (the image, the predictions, the CAM): either is ``ScreenshotFailed``, one line and
+    exit status 2, never a screenshot of a half-shown window. *Decision*: a folder without
+    images is refused the same way (nothing worth a screenshot), not captured empty."""
     import time
 
     from viewer.app import headless
 
+    timeout = SCREENSHOT_TIMEOUT_S if timeout is None else timeout
+
+    def check(what):
+        if window.failures:
+            kind, sample_id, message = window.failures[0]
+            request = {"load": f"reading {sample_id}", "probs": f"predicting {sample_id}",
+                       "predict": "predicting the folder", "cam": f"the CAM of {sample_id}"}.get(kind, kind)
+            raise ScreenshotFailed(f"{message} (--screenshot: {request} failed while waiting for {what})")
+
     def settle(condition, what):
         end = time.monotonic() + timeout
         while not condition():
+            check(what)
             if time.monotonic() > end:
-                raise TimeoutError(f"--screenshot: gave up waiting {timeout} s for {what}")
+                raise ScreenshotFailed(f"--screenshot: gave up after waiting {timeout:g} s for {what}")
             app.processEvents()
             time.sleep(0.01)
         for _ in range(10):
             app.processEvents()
+        check(what)
 
     def grab(path):
         screen = app.primaryScreen()
@@ -118,24 +141,38 @@ def _screenshots(app, window, prefix, timeout=180):
             raise OSError(f"{path}: could not write the PNG")
         return path
 
-    window.resize(1400, 860)
-    window.show()
-    labelled = [i for i in window.session.ids if window.session.labels.get(i)]
-    if labelled:
-        window.id_panel.select(labelled[0])
-    settle(lambda: window.current.sample is not None, "the image")
-    window.auto_contrast()
-    window.state.update(show_cam=False)
-    settle(lambda: window.current.probs is not None or not window.models.can_predict, "the predictions")
-    first = grab(f"{prefix}-composite.png")
-    window.state.update(show_cam=True)
-    settle(lambda: window.current.cam is not None or not window.models.can_explain
-           or "failed" in window.image_panel.caption.text(), "the CAM")
-    second = grab(f"{prefix}-cam.png")
-    print(f"wrote {first} and {second}")
-    window.close()
-    return 0
+    try:
+        if not window.session.listed_ids():
+            raise ScreenshotFailed(f"{window.session.dataset.empty_reason()}; nothing for --screenshot")
+        window.resize(1400, 860)
+        window.show()
+        labelled = [i for i in window.session.ids if window.session.labels.get(i)]
+        if labelled:
+            window.id_panel.select(labelled[0])
+        settle(lambda: window.current.sample is not None, "the image")
+        window.auto_contrast()
+        window.state.update(show_cam=False)
+        settle(lambda: window.current.probs is not None or not window.models.can_predict, "the predictions")
+        first = grab(f"{prefix}-composite.png")
+        window.state.update(show_cam=True)
+        settle(lambda: window.current.cam is not None or not window.models.can_explain, "the CAM")
+        second = grab(f"{prefix}-cam.png")
+        print(f"wrote {first} and {second}")
+        return 0
+    finally:
+        window.close()
+
+
+def _exit(code):
+    """Exit with ``code``; a worker thread still blocked in a request (viewer.worker.stuck) is not
+    waited for, as Qt would abort the process when destroying it."""
+    worker = sys.modules.get("viewer.worker")
+    if worker is not None and worker.stuck:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit(main())

@@ -24,7 +24,7 @@ from runtime.errors import DataError
 from runtime.infer import predicted_classes
 from runtime.labels import read_labels
 from runtime.preprocess import preprocess
-from runtime.reader import ImageFolder
+from runtime.reader import EXTENSIONS, ImageFolder
 from viewer.cam_request import CAM_METHODS, check_cam_request, check_fold
 
 
@@ -56,6 +56,13 @@ class Dataset:
         self.labels = _labels_for(self.path) if data else {}
         # problems: Ids the scan finds that cannot be read (a missing channel, an unsafe name), with the reason
         self.ids, self.problems = self.folder.listing() if self.folder else ([], {})
+
+    def empty_reason(self):
+        """Why there is nothing to show, in one line (for a Dataset without Ids)."""
+        if self.folder is None:
+            return "no image folder: open one (File > Open, or --data DIR / --sample)"
+        return (f"{self.folder.root}: no images (a sample is four files {{Id}}_red, _green, _blue and _yellow, "
+                f"each {' or '.join(EXTENSIONS)})")
 
     def read(self, sample_id):
         if sample_id in self.problems:

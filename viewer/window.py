@@ -56,6 +56,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.rendered = None         # the composite as shown, uint8 (H, W, 3)
         self.predictions = {}        # Id -> ensemble probabilities, filled in behind the first image
         self.unreadable = {}         # Id -> reason
+        self.failures = []           # (kind, Id, one-line message) of every worker request that failed
         self._build_panels()
         self._build_menus()
         self._unbind = [self.state.subscribe(self._on_state), self.channel_controls.unbind, self.cam_controls.unbind]
@@ -137,7 +138,20 @@ class MainWindow(QtWidgets.QMainWindow):
             "" if self.models.can_predict else "; no model: open with --model or --run for predictions"))
         if listed:
             self.id_panel.select(listed[0])
+        else:
+            self._show_empty()
         self._predict_next_chunk()
+
+    def _show_empty(self):
+        """A folder without a single sample: say so where the image would be, and why."""
+        message = self.session.dataset.empty_reason()
+        self.rendered = None
+        self.image_panel.clear()
+        self.image_panel.hide_overlay()
+        self.image_panel.set_caption(f"<span style='color:#c08000'>{_escape(message)}</span>")
+        self.chart.show_waiting([])
+        self.pred_label.setText(_escape(message))
+        self.statusBar().showMessage(message)
 
     def open_folder(self, data):
         """File > Open: another folder with the same models (nothing is reloaded)."""
@@ -288,6 +302,7 @@ class MainWindow(QtWidgets.QMainWindow):
         worker = self.cams if kind == "cam" else self.images
         if not worker.is_latest(rid, kind):
             return
+        self.failures.append((kind, self.state.sample_id, message))
         if kind == "load":
             self._show_failure(self.state.sample_id, message)
         elif kind == "cam":
@@ -298,6 +313,12 @@ class MainWindow(QtWidgets.QMainWindow):
             self.statusBar().showMessage(f"predictions stopped: {message}")
             self.id_panel.note.setText(f"predictions stopped: {message}")
             self.id_panel.note.setVisible(True)
+        elif kind == "probs":
+            self.current.error = message
+            self.chart.show_waiting(self.session.labels.get(self.current.sample_id))
+            self.pred_label.setText(f"<b>{_escape(self.current.sample_id)}</b><br>"
+                                    f"<span style='color:#d04040'>prediction failed: {_escape(message)}</span>")
+            self.statusBar().showMessage(f"prediction failed: {message}")
         else:
             self.statusBar().showMessage(f"{kind}: {message}")
 
@@ -468,11 +489,16 @@ class MainWindow(QtWidgets.QMainWindow):
         QtWidgets.QMessageBox.information(self, "Shortcuts", shortcuts_html())
 
     def closeEvent(self, event):
-        for unbind in self._unbind:
-            unbind()
-        self.images.stop()
-        self.cams.stop()
-        self.session.close()
+        unbind, self._unbind = self._unbind, []  # a second close finds nothing left to undo
+        for undo in unbind:
+            undo()
+        stopped = True
+        for worker in (self.images, self.cams) if unbind else ():
+            worker.result.disconnect(self._on_result)  # what still arrives is for no window
+            worker.error.disconnect(self._on_error)
+            stopped = worker.stop() and stopped  # bounded (viewer.worker.STOP_WAIT_MS)
+        if unbind and stopped:  # a worker still busy may be using the models: they go with the process
+            self.session.close()
         super().closeEvent(event)
 
 

@@ -17,14 +17,23 @@ import threading
 
 from PyQt5 import QtCore
 
+from runtime import errors
+from runtime.cli import debug_requested
+
 log = logging.getLogger(__name__)
+STOP_WAIT_MS = 10000
+# Worker threads that did not stop within STOP_WAIT_MS (a request blocked in a system call that
+# never returns). Kept referenced: Qt aborts the process when a running QThread is destroyed;
+# ``python -m viewer`` exits without waiting for them (viewer/__main__.py).
+stuck = []
 
 
 def one_line(err):
-    """The user-facing line for an exception: DataError's own message (it names the file),
-    anything else prefixed with its type."""
-    text = str(err).splitlines()[0] if str(err) else ""
-    return text if hasattr(err, "path") else f"{type(err).__name__}: {text}".rstrip(": ")
+    """The user-facing line for an exception: what the command line would print for it
+    (runtime.errors: DataError's own message naming the file, OpenCV's, ONNX Runtime's, an
+    OSError's...), anything else its type and the first line of its message."""
+    line = errors.one_line(err)
+    return line if line is not None else errors.first_line(err)
 
 
 class Worker(QtCore.QObject):
@@ -71,14 +80,21 @@ class Worker(QtCore.QObject):
         try:
             value = fn()
         except Exception as err:  # every failure becomes a message for the user, never a crash
-            if not hasattr(err, "path"):
+            if not hasattr(err, "path") and debug_requested():  # the traceback only with --debug / HPA_DEBUG
                 log.exception("%s request failed", kind)
             self.error.emit(rid, kind, one_line(err))
             return
         self.result.emit(rid, kind, value)
 
     def stop(self):
-        if self._thread is not None:
-            self._thread.quit()
-            self._thread.wait(10000)
-            self._thread = None
+        """Stop the thread, waiting at most STOP_WAIT_MS for the request it runs; False when it
+        is still running then (it is left to finish, or to die with the process)."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return True
+        thread.quit()
+        if thread.wait(STOP_WAIT_MS):
+            return True
+        log.warning("%s worker still busy after %d s; not waiting for it", thread.objectName(), STOP_WAIT_MS // 1000)
+        stuck.append((thread, self))
+        return False
