@@ -31,9 +31,11 @@ REFUSED = [
     (["--size", "1"], "--size 1: must be at least 32 (the network downsamples by 32)"),
     (["--size", "7"], "--size 7: must be at least 32"),
     (["--size", "31"], "--size 31: must be at least 32"),
-    (["--size", "100000"], "--size 100000: must be at most 8192 (its square is over the decoded-size limit"),
+    (["--size", "10000"], "--size 10000: must be at most 8192 (its square is over the decoded-size limit"),
+    (["--size", "100000"], "--size 100000: must be at most 8192"),
     (["--width", "0"], "--width"),
     (["--width", "100000"], "--width 100000: must be at most 512"),
+    (["--width", "600"], "--width 600: must be at most 512"),
     (["--folds", "49"], "train.csv: 48 labelled Ids cannot make 49 folds (--folds)"),
     (["--folds", "1000000"], "48 labelled Ids cannot make 1000000 folds"),
     (["--batch-size", "48"], "train.csv: 48 labelled Ids leave fewer training images than one batch of 48"),
@@ -45,19 +47,19 @@ REFUSED = [
     (["--tta", "0"], "--tta"),
     (["--cache-gb", "-1"], "--cache-gb"),
     (["--cache-gb", "nan"], "--cache-gb"),
-    (["--lr", "inf"], "--lr must be a finite number, got inf"),
+    (["--lr", "inf"], "argument --lr: must be a finite number, got inf"),
     (["--lr", "1e300"], "--lr 1e+300: must be at most 1.0"),
     (["--lr", "0.5", "--weight-decay", "2"], "--lr 0.5 x --weight-decay 2.0 must be below 1"),
     (["--gamma", "1e300"], "--gamma 1e+300: must be at most 10.0"),
     (["--sampler-power", "1e300"], "--sampler-power 1e+300: must be at most 4.0"),
-    (["--weight-decay", "inf"], "--weight-decay must be a finite number"),
-    (["--gamma", "inf"], "--gamma must be a finite number"),
-    (["--sampler-power", "inf"], "--sampler-power must be a finite number"),
+    (["--weight-decay", "inf"], "argument --weight-decay: must be a finite number"),
+    (["--gamma", "inf"], "argument --gamma: must be a finite number"),
+    (["--sampler-power", "inf"], "argument --sampler-power: must be a finite number"),
     (["--dropout", "1"], "--dropout must be below 1"),
     (["--dropout", "5"], "--dropout must be below 1"),
     (["--alpha", "0.1,0.2"], "--alpha needs 1 or 28 values, got 2"),
     (["--alpha", "2"], "--alpha 2.0: must be at most 1.0"),
-    (["--alpha", "nan"], "--alpha must be a finite number"),
+    (["--alpha", "nan"], "argument --alpha: must be a finite number"),
     (["--seed", "-1"], "--seed -1: must be at least 0"),
     (["--seed", str(2 ** 64)], "--seed 18446744073709551616: must be at most 4294967295"),
     (["--fold", "0,0"], "--fold 0,0: a fold is listed twice"),
@@ -107,7 +109,7 @@ RUN_ARGS = [a for k, v in TINY_SETTINGS.items() for a in (f"--{k.replace('_', '-
 
 @pytest.mark.parametrize("extra,says", [
     (["--size", "7"], "--size 7: must be at least 32"),
-    (["--lr", "inf"], "--lr must be a finite number"),
+    (["--lr", "inf"], "argument --lr: must be a finite number"),
     (["--device", "tpu"], "--device tpu"),
 ], ids=["size", "lr", "device"])
 def test_a_refused_resume_leaves_the_run_folder_as_it_was(extra, says, tiny_run, tmp_path, capsys):
@@ -131,7 +133,7 @@ def test_refused_through_the_real_command_line(tiny_data, tmp_path):
     assert proc.stderr.startswith("error: --device tpu: not a training device") and not out.exists()
 
 
-@pytest.mark.parametrize("where,says", [("file", "--out is a file, not a run folder"),
+@pytest.mark.parametrize("where,says", [("file", "--out is a file, not a"),
                                         ("file/run", "Not a directory")])
 def test_an_out_that_cannot_be_a_folder_is_refused_before_decoding(where, says, tiny_data, tmp_path, capsys,
                                                                    monkeypatch):

@@ -76,16 +76,6 @@ class FitConfig:
     threads: int = 0                # torch CPU threads (0: torch's default)
     jobs: int = 1                   # CPU: train this many folds at once, one process each
 
-    def __post_init__(self):
-        # The sizes a model is built from, checked wherever a config is made (the command line, a
-        # checkpoint, RUN/config.json) before anything is allocated.
-        for name, (low, high) in (("width", WIDTH_RANGE), ("size", SIZE_RANGE)):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ValueError(f"config.{name} {repr(value)[:60]} is outside {low}..{high}")
-        if not 0 <= self.dropout < 1:
-            raise ValueError(f"config.dropout {self.dropout!r} is outside [0, 1)")
-
     def to_dict(self):
         return asdict(self)
 
@@ -159,6 +149,15 @@ class FitConfig:
         missing = [f.name for f in fields(cls) if f.name not in values and f.name in ("data", "out")]
         if missing:
             raise ValueError(f"config lacks {missing[0]!r}")
+        # The sizes a model is built from, checked before anything is allocated (a checkpoint
+        # claiming a width of 10**9). The command line's values go through check() instead, whose
+        # messages name the option.
+        for name, (low, high) in (("width", WIDTH_RANGE), ("size", SIZE_RANGE)):
+            value = values.get(name, getattr(cls, name))
+            if not low <= value <= high:
+                raise ValueError(f"config.{name} {repr(value)[:60]} is outside {low}..{high}")
+        if not 0 <= values.get("dropout", cls.dropout) < 1:
+            raise ValueError(f"config.dropout {values['dropout']!r} is outside [0, 1)")
         return cls(**values)
 
 
