@@ -242,3 +242,30 @@ def test_a_fold_beside_a_running_fit_removes_only_its_own_folds_temporaries(tiny
         os.close(held)
     assert theirs.exists() and top.exists()
 
+
+
+@pytest.mark.parametrize("damage,says", [("shape", "has shape"), ("history", "no training history"),
+                                         ("fifo", "not a regular file (a FIFO)")])
+def test_a_damaged_last_checkpoint_is_refused_on_resume(damage, says, tiny_run, tmp_path, capsys):
+    # fold 1 left unfinished, with a last.pt that does not fit the run: one line naming it, no traceback
+    import torch
+
+    out = tmp_path / "run"
+    settings = copy_run(tiny_run[0], out)
+    history = json.loads((out / "fold1" / "history.json").read_text())
+    (out / "fold1" / "history.json").write_text(json.dumps({**history, "done": False}))
+    last = out / "fold1" / "last.pt"
+    if damage == "fifo":
+        os.mkfifo(last)
+    else:
+        ckpt = torch.load(out / "fold1" / "best.pt", weights_only=True)
+        ckpt["history"] = [1, 2] if damage == "history" else {"epochs": [], "best": {"epoch": -1, "macro_f1": -1.0}}
+        if damage == "shape":
+            key = next(k for k, v in ckpt["model"].items() if v.ndim == 4)
+            ckpt["model"][key] = ckpt["model"][key][:1]
+        torch.save(ckpt, last)
+    code = train(["fit", "--data", settings["data"], "--out", str(out), "--resume", *RUN_ARGS])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("error:")]
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"error: {last}: ") and says in lines[0], lines[0]

@@ -18,6 +18,7 @@ from runtime.classes import CLASS_NAMES
 from runtime.errors import DataError, loading
 from runtime.model_spec import read_verified
 from runtime.preprocess import Preprocess
+from runtime.regular import open_regular
 from runtime.writeutil import atomic_path
 from train.config import FitConfig
 from train.model import ARCHS, ATTENTIONS, build_model
@@ -36,9 +37,14 @@ def load_checkpoint(path, sha256=None):
     """The checkpoint dict; a clear DataError for a missing, corrupt or foreign file. With
     ``sha256`` (model.json's), the file is read once, checked, and those very bytes are loaded."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DataError(path, "checkpoint not found")
-    source = path if sha256 is None else io.BytesIO(read_verified(path, sha256))
+    if sha256 is not None:
+        source = io.BytesIO(read_verified(path, sha256))
+    else:  # a FIFO or a device never blocks or floods the read (runtime.regular)
+        handle, _ = open_regular(path)
+        with handle:
+            source = io.BytesIO(handle.read())
     with loading(path, "not a readable checkpoint: damaged, or not a PyTorch file"):  # torch raises many types
         try:
             payload = torch.load(source, map_location="cpu", weights_only=True)

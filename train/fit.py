@@ -24,13 +24,13 @@ import torch
 from tqdm import tqdm
 
 from runtime.classes import NUM_CLASSES
-from runtime.errors import DataError
+from runtime.errors import DataError, loading
 from runtime.labels import read_labels
 from runtime.reader import ImageFolder
 from runtime.preprocess import Preprocess
 from runtime.tta import check_views, predict_views
 from train import distributed as ddp
-from train.checkpoint import load_checkpoint, save_checkpoint
+from train.checkpoint import check_state, load_checkpoint, save_checkpoint
 from train.data import FoldDataset, Samples, balanced_weights, collate
 from train.folds import assign_folds, read_folds
 from train.losses import build_loss
@@ -319,8 +319,13 @@ def _resume(run, k, parts):
         history = {"epochs": [], "best": {"epoch": -1, "macro_f1": -1.0}}
     else:
         state = load_checkpoint(last)
-        parts.load(state)
-        history = state["history"]
+        check_state(last, state["model"], parts.model.state_dict())
+        history = state.get("history")
+        if not (isinstance(history, dict) and isinstance(history.get("epochs"), list)
+                and isinstance(history.get("best"), dict)):
+            raise DataError(last, "not a last.pt of train fit (no training history); rerun without --resume")
+        with loading(last, "optimizer or schedule state does not fit this run; rerun without --resume"):
+            parts.load(state)
         log.info("fold %d: resuming after epoch %d", k, len(history["epochs"]))
     if ddp.is_main():
         _commit_staged(run, k, history)

@@ -21,7 +21,7 @@ def check_fold(fold, folds):
     if fold == "mean":
         return fold
     text = str(fold)
-    if not (text.startswith("fold") and text[4:].isdigit() and int(text[4:]) < folds):
+    if not (text.startswith("fold") and text[4:].isascii() and text[4:].isdecimal() and int(text[4:]) < folds):
         raise ValueError(f"unknown model {fold!r}; valid: mean, " + ", ".join(f"fold{k}" for k in range(folds)))
     return text
 
