@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from runtime.errors import DataError
-from runtime.preprocess import preprocess
+from runtime.preprocess import image_chw
 
 # Decode threads by default: one per core, at least 4. Decoding scales with cores (16 threads on a
 # 16-core GPU host decoded 353 real-size samples/s, and set the pace of the whole GPU pipeline);
@@ -22,13 +22,13 @@ DEFAULT_WORKERS = max(4, os.cpu_count() or 1)
 @dataclass
 class Batch:
     ids: list          # Ids in this batch that decoded
-    images: np.ndarray  # float32 (len(ids), 4, S, S)
+    images: np.ndarray  # uint8 (len(ids), 4, S, S): resized, channels first, not normalised
     errors: list       # (Id, file, reason) for the Ids of this stretch that could not be read
 
 
 def _load(folder, pp, sample_id):
     try:
-        return preprocess(folder.read(sample_id), pp)
+        return image_chw(folder.read(sample_id), pp)
     except DataError as err:
         return err
 
@@ -57,7 +57,7 @@ def decoded_batches(folder, ids, pp, batch_size, workers=4, prefetch_batches=3):
                 yield Batch(good, np.stack(images), errors)
                 good, images, errors = [], [], []
         if good or errors:
-            yield Batch(good, np.stack(images) if images else np.zeros((0, 4, pp.size, pp.size), np.float32), errors)
+            yield Batch(good, np.stack(images) if images else np.zeros((0, 4, pp.size, pp.size), np.uint8), errors)
 
 
 def _sequential(folder, ids, pp, batch_size):
@@ -68,7 +68,7 @@ def _sequential(folder, ids, pp, batch_size):
             yield Batch(good, np.stack(images), errors)
             good, images, errors = [], [], []
     if good or errors:
-        yield Batch(good, np.stack(images) if images else np.zeros((0, 4, pp.size, pp.size), np.float32), errors)
+        yield Batch(good, np.stack(images) if images else np.zeros((0, 4, pp.size, pp.size), np.uint8), errors)
 
 
 def _collect(sample_id, result, good, images, errors):
