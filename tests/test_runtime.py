@@ -18,8 +18,11 @@ def spec(tiny_deploy):
     return load_model_spec(tiny_deploy[0])
 
 
-def test_backends_agree_on_the_same_inputs(spec):
-    x = np.random.default_rng(0).integers(0, 256, (5, 4, 48, 48), dtype=np.uint8)
+def test_backends_agree_on_the_same_inputs(spec, tiny_data):
+    from runtime.preprocess import image_chw
+
+    folder = ImageFolder(tiny_data / "test")  # images like those INT8 was calibrated on
+    x = np.stack([image_chw(folder.read(i), spec.preprocess) for i in folder.ids()[:5]])
     with make_backend(spec, "onnxruntime", precision="fp32") as ort_fp32, make_backend(spec, "torch") as ref:
         a, b = ort_fp32.infer(x), ref.infer(x)
     np.testing.assert_allclose(a, b, atol=1e-4)

@@ -319,8 +319,12 @@ def test_engines_match_onnxruntime_on_the_cpu(engines, precision, bound):
 
 
 @needs_trt
-def test_int8_engine_builds_from_the_qdq_graph_and_stays_close(engines):
-    x = np.random.default_rng(2).integers(0, 256, (16, 4, 48, 48), dtype=np.uint8)
+def test_int8_engine_builds_from_the_qdq_graph_and_stays_close(engines, tiny_data):
+    from runtime.preprocess import image_chw
+    from runtime.reader import ImageFolder
+
+    folder = ImageFolder(tiny_data / "test")  # images like those INT8 was calibrated on
+    x = np.stack([image_chw(folder.read(i), engines.preprocess) for i in folder.ids()])
     with make_backend(engines, "tensorrt", precision="int8") as trt, \
             make_backend(engines, "onnxruntime", precision="fp32", device="cpu") as cpu:
         assert np.abs(trt.infer(x) - cpu.infer(x)).mean() < 0.05
