@@ -208,3 +208,35 @@ def test_backends_take_the_uint8_image_and_normalise_once(tiny_deploy, v2_deploy
         assert (a.host_normalizes, b.host_normalizes, c.host_normalizes) == (False, True, False)
         pa, pb, pc = a.infer(x), b.infer(x), c.infer(x)
     assert np.abs(pa - pb).max() <= 1e-6 and np.abs(pa - pc).max() <= 1e-4
+
+
+def test_the_pipeline_yields_the_uint8_images_channels_first(tiny_deploy, tiny_data):
+    from runtime.pipeline import decoded_batches
+
+    pp = tiny_deploy[1].preprocess
+    folder = ImageFolder(tiny_data / "test")
+    ids = folder.ids()
+    for workers in (0, 2):
+        batches = list(decoded_batches(folder, ids, pp, 5, workers))
+        images = np.concatenate([b.images for b in batches])
+        assert all(b.images.dtype == np.uint8 for b in batches) and images.shape == (len(ids), 4, 48, 48)
+        assert np.array_equal(normalize_chw(images, pp), np.stack([preprocess(folder.read(i), pp) for i in ids]))
+
+
+@pytest.mark.parametrize("which, triton_type", [("v3", "TYPE_UINT8"), ("v2", "TYPE_FP32")])
+def test_triton_configs_state_the_input_type_of_model_json(tiny_deploy, v2_deploy, tmp_path, which, triton_type):
+    pytest.importorskip("tritonclient")
+    from tritonclient.grpc import model_config_pb2
+
+    from export.triton import check_config, write_repository
+
+    deploy = tiny_deploy[0] if which == "v3" else v2_deploy
+    folder, _ = write_repository(deploy, tmp_path / "repo")
+    text = (folder / "config.pbtxt").read_text()
+    cfg = check_config(folder / "config.pbtxt", load_model_spec(deploy))
+    assert f"data_type: {triton_type}" in text.split("output")[0]  # the input's
+    assert cfg.input[0].data_type == getattr(model_config_pb2, triton_type)
+    other = "TYPE_FP32" if triton_type == "TYPE_UINT8" else "TYPE_UINT8"
+    (folder / "config.pbtxt").write_text(text.replace(f"data_type: {triton_type}", f"data_type: {other}", 1))
+    with pytest.raises(DataError, match=f"input is {triton_type} \\(model.json's input.dtype\\)"):
+        check_config(folder / "config.pbtxt", load_model_spec(deploy))
