@@ -21,8 +21,8 @@ pooling and its two products over whole feature maps run in 8 bits, through the 
 ``export.int8_graph`` (``integer_pooling``): in float they cost INT8 more than they cost FP32. The
 stem stays quantized: in float it cost a third of INT8's speed. The normalisation of the uint8
 input (``/normalize/`` nodes) is excluded from quantization and runs in float32: the first
-QuantizeLinear takes its result, calibrated on it as on any activation, so the INT8 files quantize
-the same tensor as when the host normalised.
+QuantizeLinear takes its result, calibrated on it as on any activation, so an INT8 file computes
+what the same quantization of a float-input graph computes on host-normalised images.
 """
 
 import tempfile
