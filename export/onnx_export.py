@@ -1,5 +1,12 @@
 """Export a training run to ONNX: one file per fold and one fold-ensemble graph, verified.
 
+Every graph takes the resized uint8 image ``image`` (N, 4, S, S), channels first, and normalises
+it in its first nodes (``train.image_input.ImageInput``: Cast, Mul by float32(1/255), Sub mean,
+Div std, named ``/normalize/...``), once at the input of an ensemble too: model.json version 3.
+Channels first, as the network computes: ONNX Runtime's CPU kernels take NCHW, so the uint8
+input costs the CPU path nothing (docs/benchmarks.md measures it) and a GPU receives a quarter of
+float32's bytes.
+
 Every FP32 file is verified before it is listed: ``onnx.checker``, then ONNX Runtime against
 PyTorch on real images from the run's data and on random inputs at several batch sizes; it must
 agree to 1e-4 on probabilities or the export fails with the figures. Reduced-precision variants
@@ -17,16 +24,23 @@ from torch import nn
 from runtime.errors import DataError
 from runtime.model_spec import INPUT_NAME, PROBS, sha256_of
 from runtime.onnx_session import make_session
-from runtime.preprocess import normalize, resize
+from runtime.preprocess import image_chw
 from runtime.reader import ImageFolder
 from runtime.writeutil import atomic_path
 from train.checkpoint import model_from_checkpoint
+from train.image_input import ImageInput
 
 
 OPSET = 17  # fixed: supported by ONNX Runtime >= 1.14 and TensorRT 8.6-11
 FP32_TOLERANCE = 1e-4
 PARITY_BATCHES = (1, 3, 8)
 PRECISIONS = ("fp32", "fp16", "int8")
+NORMALIZE_SCOPE = "/normalize/"  # the names of ImageInput's nodes in an exported graph
+
+
+def normalization_nodes(model):
+    """Names of an exported graph's normalisation nodes (ImageInput's), in graph order."""
+    return [n.name for n in model.graph.node if n.name.startswith(NORMALIZE_SCOPE)]
 
 
 class ExportError(Exception):
@@ -76,14 +90,15 @@ class Exported:
                 "bytes": self.path.stat().st_size, **self.checks}
 
 
-def export_graph(module, path, size, outputs):
-    """torch -> ONNX with a dynamic batch axis, named input 'image'.
+def export_graph(module, path, size, outputs, input_dtype=torch.uint8):
+    """torch -> ONNX with a dynamic batch axis, named input 'image' of ``input_dtype`` (the
+    uint8 image for an ``ImageInput``; float32 for a bare network, as a version-2 file took).
 
     Decision: the TorchScript-based exporter (``dynamo=False``). It needs no extra package
     (the dynamo exporter needs onnxscript), exports this graph exactly (parity 1e-6) and its
     dynamic_axes API is stable; revisit when torch removes it."""
     module = module.eval()
-    dummy = torch.zeros(2, 4, size, size)
+    dummy = torch.zeros(2, 4, size, size, dtype=input_dtype)
     with atomic_path(path) as tmp, torch.no_grad():
         torch.onnx.export(module, (dummy,), str(tmp), input_names=[INPUT_NAME], output_names=list(outputs),
                           dynamic_axes={INPUT_NAME: {0: "batch"}, **{o: {0: "batch"} for o in outputs}},
@@ -99,12 +114,13 @@ def torch_probs(module, x):
 
 
 def parity(module, path, real_images, seed=0):
-    """Max and mean |p_torch - p_onnx| over real images and random inputs at several batch sizes."""
+    """Max and mean |p_torch - p_onnx| over real images and random uint8 images at several batch
+    sizes (``module`` and the file take the uint8 image)."""
     session = make_session(path, device="cpu")
     rng = np.random.default_rng(seed)
     worst, total, count = 0.0, 0.0, 0
     for batch in PARITY_BATCHES:
-        inputs = [rng.standard_normal((batch, *real_images.shape[1:]), dtype=np.float32)]
+        inputs = [rng.integers(0, 256, (batch, *real_images.shape[1:]), dtype=np.uint8)]
         if len(real_images):
             inputs.append(real_images[:batch])
         for x in inputs:
@@ -117,8 +133,8 @@ def parity(module, path, real_images, seed=0):
 
 
 class RunData:
-    """The run's images, preprocessed the way the run was trained, for parity, calibration and
-    evaluation. Kept resized as uint8 (a quarter of float32's memory) once read."""
+    """The run's images as the exported graphs take them (resized uint8, channels first), for
+    parity, calibration and evaluation; kept once read."""
 
     def __init__(self, run):
         self.ids, self.folds = run.split()
@@ -130,12 +146,12 @@ class RunData:
 
     def images(self, ids):
         if not ids:
-            return np.zeros((0, 4, self.pp.size, self.pp.size), np.float32)
-        return normalize(np.stack([self._get(i) for i in ids]), self.pp)
+            return np.zeros((0, 4, self.pp.size, self.pp.size), np.uint8)
+        return np.stack([self._get(i) for i in ids])
 
     def _get(self, sample_id):
         if sample_id not in self._cache:
-            self._cache[sample_id] = resize(self.folder.read(sample_id), self.pp)
+            self._cache[sample_id] = image_chw(self.folder.read(sample_id), self.pp)
         return self._cache[sample_id]
 
     def sample_ids(self, n, seed=0):

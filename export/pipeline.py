@@ -28,6 +28,7 @@ from runtime.model_spec import FP32, INPUT_NAME, LOGITS, PROBS, sha256_of, write
 from runtime.onnx_session import make_session
 from runtime.probe import cpu_class, cpu_info
 from runtime.writeutil import atomic_path
+from train.image_input import ImageInput
 from train.run import Run
 
 log = logging.getLogger(__name__)
@@ -62,7 +63,9 @@ def export_run(run, out, precisions=("fp32",), calib_images=64, seed=0, report=p
     if not data.available:
         log.warning("the run's images are not reachable; FP32 parity uses random inputs only and F1 is not measured")
     out.mkdir(parents=True, exist_ok=True)
-    graphs = {**{k: FoldGraph(m) for k, m in enumerate(models)}, "ensemble": EnsembleGraph(models).eval()}
+    pp = run.preprocess
+    graphs = {**{k: ImageInput(FoldGraph(m), pp).eval() for k, m in enumerate(models)},
+              "ensemble": ImageInput(EnsembleGraph(models), pp).eval()}
     fp32 = export_fp32(graphs, out, data, seed, report)
     ref = reference(run, eval_subset(len(data.ids), eval_images, seed)) if data.available else None
     variants = {FP32: fp32_variant(run, ref)}
@@ -80,7 +83,7 @@ def export_fp32(graphs, out, data, seed, report):
     """The FP32 files, each checked against PyTorch; {fold index or 'ensemble': Exported}."""
     size = data.pp.size
     real = (data.images(data.sample_ids(max(PARITY_BATCHES), seed)) if data.available
-            else np.zeros((0, 4, size, size), np.float32))
+            else np.zeros((0, 4, size, size), np.uint8))
     files = {}
     for key, graph in graphs.items():
         fold = key != "ensemble"

@@ -1,6 +1,9 @@
 """FP16 and INT8 variants of an FP32 ONNX file, with the well-kept converters.
 
-- FP16: onnxconverter-common, float32 inputs/outputs kept (a Cast at each end).
+- FP16: onnxconverter-common, the uint8 input and float32 output kept (a Cast to FP16 after the
+  normalisation, one to float32 at the end). The normalisation (``/normalize/`` nodes) stays in
+  float32 (``node_block_list``): the converter would otherwise leave its uint8 Cast saying float32
+  with an FP16 output, and in FP16 1/255 and the mean and std would lose bits the FP32 file keeps.
 - INT8: onnxruntime.quantization static QDQ, calibrated on real training images, in three
   flavours (``INT8_FLAVOURS``): ``cpu-vnni`` for ONNX Runtime on CPUs whose u8 x s8 dot products
   cannot saturate (AVX512-VNNI, AVX-VNNI, AMX), ``cpu-avx2`` for the others (7-bit weights,
@@ -16,7 +19,10 @@ save nothing) and the head (everything after the last convolution: pooling, the 
 sigmoid; negligible work, and quantized it moves every probability in steps of 1/255). CBAM's
 pooling and its two products over whole feature maps run in 8 bits, through the exact rewrites of
 ``export.int8_graph`` (``integer_pooling``): in float they cost INT8 more than they cost FP32. The
-stem stays quantized: in float it cost a third of INT8's speed.
+stem stays quantized: in float it cost a third of INT8's speed. The normalisation of the uint8
+input (``/normalize/`` nodes) is excluded from quantization and runs in float32: the first
+QuantizeLinear takes its result, calibrated on it as on any activation, so an INT8 file computes
+what the same quantization of a float-input graph computes on host-normalised images.
 """
 
 import tempfile
@@ -31,6 +37,7 @@ from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, 
                                       quant_pre_process, quantize_static)
 
 from export import int8_graph, int8_tensorrt
+from export.onnx_export import NORMALIZE_SCOPE, normalization_nodes
 from runtime.model_spec import INPUT_NAME, PROBS
 from runtime.writeutil import atomic_path
 
@@ -73,7 +80,8 @@ def to_fp16(src, dst):
     # values under 1e-7); the quality check after export measures what the clamping costs.
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="the float32 number", category=UserWarning)
-        model = float16.convert_float_to_float16(probs_only(onnx.load(str(src))), keep_io_types=True)
+        model = probs_only(onnx.load(str(src)))
+        model = float16.convert_float_to_float16(model, keep_io_types=True, node_block_list=normalization_nodes(model))
     onnx.checker.check_model(model)
     save_model(model, dst)
     return dst
@@ -93,8 +101,9 @@ def float_nodes(model, parts):
         keep |= {n.name for n in nodes if "/attention/" in n.name}
     if "attention-gates" in parts:
         keep |= {n.name for n in nodes if "/attention/" in n.name and n.op_type in _GATE_OPS}
-    if "stem" in parts:
-        keep |= {n.name for n in nodes if n.op_type == "Conv" and n.input[0] == INPUT_NAME}
+    if "stem" in parts:  # the convolutions reading the (normalised) image
+        image = {INPUT_NAME} | {o for n in nodes if n.name.startswith(NORMALIZE_SCOPE) for o in n.output}
+        keep |= {n.name for n in nodes if n.op_type == "Conv" and n.input[0] in image}
     if "head" in parts:
         feeds_conv = set()  # tensors with a convolution downstream (nodes are topologically sorted)
         for n in reversed(nodes):
@@ -122,7 +131,7 @@ def int8_settings(flavour, **overrides):
 
 
 def to_int8(src, dst, calib_images, flavour="cpu-vnni", **overrides):
-    """Static quantization calibrated on ``calib_images`` (N, 4, S, S float32, preprocessed)."""
+    """Static quantization calibrated on ``calib_images`` (the uint8 (N, 4, S, S) images the graph takes)."""
     settings = int8_settings(flavour, **overrides)
     if calib_images is None or len(calib_images) == 0:
         raise ValueError("INT8 calibration needs at least one image")
@@ -137,8 +146,8 @@ def to_int8(src, dst, calib_images, flavour="cpu-vnni", **overrides):
             int8_graph.pooling_for_int8(model)
             onnx.save(model, str(prepared))
         out = Path(tmp) / "int8.onnx"
-        quantize_static(str(prepared), str(out), _Batches(np.ascontiguousarray(calib_images, np.float32)),
-                        nodes_to_exclude=float_nodes(model, keep_float), **settings)
+        quantize_static(str(prepared), str(out), _Batches(np.ascontiguousarray(calib_images)),
+                        nodes_to_exclude=normalization_nodes(model) + float_nodes(model, keep_float), **settings)
         quantized = onnx.load(str(out))
         if integer_pooling:
             int8_graph.integer_max(quantized)
@@ -166,13 +175,14 @@ class Recipe:
     def settings(self):
         """What model.json records about how the variant was made."""
         if self.precision == "fp16":
-            return {"converter": "onnxconverter-common float16, float32 inputs and outputs kept"}
+            return {"converter": "onnxconverter-common float16, uint8 input and float32 output kept, "
+                                 "normalisation in float32"}
         s = int8_settings(self.flavour)
         return {"quantizer": "onnxruntime.quantization.quantize_static", "format": s["quant_format"].name,
                 "activations": s["activation_type"].name, "weights": s["weight_type"].name,
                 "per_channel": s["per_channel"], "reduce_range": s["reduce_range"],
                 "calibration": s["calibrate_method"].name, "kept_in_float": list(s["keep_float"]),
-                "integer_pooling": s["integer_pooling"],
+                "integer_pooling": s["integer_pooling"], "normalisation": "float32, not quantized",
                 **{k: v for k, v in s["extra_options"].items()}}
 
 

@@ -2,8 +2,9 @@
 
 The config is built as Triton's own ``ModelConfig`` protobuf (tritonclient's model_config_pb2)
 and written as text, then parsed back strictly (an unknown field or a wrong type is an error)
-and compared with ``model.json``: input/output names and dims, max batch within the engine's
-optimization profile.
+and compared with ``model.json``: input/output names, types and dims (the input is TYPE_UINT8 for
+a version-3 model.json, whose graphs normalise the 8-bit image themselves), max batch within the
+engine's optimization profile.
 
 A TensorRT plan (``tensorrt_plan``) runs only on GPU instances (Triton refuses KIND_CPU for it),
 only with the TensorRT release it was built with, on GPUs of the compute capability it was built
@@ -54,11 +55,17 @@ def _pick(spec, backend, precision):
     return onnx_file, "onnxruntime_onnx", "model.onnx", None
 
 
+def _input_type(spec):
+    """Triton's type of model.json's input: TYPE_UINT8 (version 3: the graph normalises), TYPE_FP32
+    (version 2)."""
+    return {"uint8": _mc().TYPE_UINT8, "float32": _mc().TYPE_FP32}[spec.input["dtype"]]
+
+
 def build_config(spec, name, platform, max_batch, preferred, instances, kind):
     mc = _mc()
     size = spec.preprocess.size
     cfg = mc.ModelConfig(name=name, platform=platform, max_batch_size=max_batch)
-    cfg.input.add(name=INPUT_NAME, data_type=mc.TYPE_FP32, dims=[4, size, size])
+    cfg.input.add(name=INPUT_NAME, data_type=_input_type(spec), dims=[4, size, size])
     cfg.output.add(name=PROBS, data_type=mc.TYPE_FP32, dims=[NUM_CLASSES], label_filename="labels.txt")
     cfg.dynamic_batching.preferred_batch_size.extend([b for b in preferred if b <= max_batch])
     cfg.dynamic_batching.max_queue_delay_microseconds = 500
@@ -80,8 +87,8 @@ def check_config(path, spec, profile_max=None):
         problems.append(f"input must be {INPUT_NAME} [4, {size}, {size}]")
     if [o.name for o in cfg.output] != [PROBS] or list(cfg.output[0].dims) != [NUM_CLASSES]:
         problems.append(f"output must be {PROBS} [{NUM_CLASSES}]")
-    if any(i.data_type != mc.TYPE_FP32 for i in [*cfg.input, *cfg.output]):
-        problems.append("input and output are FP32")
+    if [i.data_type for i in [*cfg.input, *cfg.output]] != [_input_type(spec), mc.TYPE_FP32]:
+        problems.append(f"input is {mc.DataType.Name(_input_type(spec))} (model.json's input.dtype), output TYPE_FP32")
     if cfg.max_batch_size < 1 or (profile_max and cfg.max_batch_size > profile_max):
         problems.append(f"max_batch_size {cfg.max_batch_size} outside 1..{profile_max or 'any'}")
     if any(b > cfg.max_batch_size for b in cfg.dynamic_batching.preferred_batch_size):

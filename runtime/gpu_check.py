@@ -197,13 +197,13 @@ def check_backends(deploy, data, env, seconds):
     from runtime.backends import BackendUnavailable, make_backend
     from runtime.labels import multi_hot, read_labels
     from runtime.model_spec import load_model_spec
-    from runtime.preprocess import preprocess
+    from runtime.preprocess import image_chw
     from runtime.reader import ImageFolder
 
     spec = load_model_spec(deploy)
     folder = ImageFolder(data / "test")
     ids = folder.ids()
-    x = np.stack([preprocess(folder.read(i), spec.preprocess) for i in ids])
+    x = np.stack([image_chw(folder.read(i), spec.preprocess) for i in ids])
     labels = read_labels(data / "test_labels.csv")
     truth = multi_hot([labels[i] for i in ids])
     thresholds = np.asarray(spec.thresholds_for(1)[0], np.float32)

@@ -15,7 +15,11 @@ from runtime.tta import SETTINGS, TRANSFORMS
 FORMAT = "hpa-toolkit-model"
 # 2: thresholds per variant and view count, named test-time views, the decision rule, each
 # file's outputs and variant, defaults per backend and device, checkpoints inside the folder.
-VERSION = 2
+# 3: the graph takes the resized uint8 image (input.dtype uint8) and normalises it itself.
+VERSION = 3
+# What the runtime reads, and the input each version's graphs take: a version-2 file takes the
+# float32 tensor normalised on the host (the runtime still does that for it).
+INPUT_DTYPES = {2: "float32", 3: "uint8"}
 PRECISIONS = ("fp32", "fp16", "int8")
 CPU_CLASSES = ("vnni", "avx2")
 VIEW_KEYS = [str(n) for n in SETTINGS]
@@ -73,7 +77,7 @@ SCHEMA = {
     "description": "Everything a client needs to reproduce `python -m runtime infer` (docs/model-json.md).",
     **_object({
         "format": {"const": FORMAT},
-        "version": {"type": "integer", "const": VERSION},
+        "version": {"type": "integer", "enum": list(INPUT_DTYPES)},
         "class_names": _array(_TEXT, NUM_CLASSES),
         "preprocess": _object({"size": {"type": "integer", "minimum": 8, "maximum": SIZE_RANGE[1]},
                                "mean": _array({"type": "number",
@@ -83,7 +87,7 @@ SCHEMA = {
                                               "minimum": STD_RANGE[0], "maximum": STD_RANGE[1]}, 4),
                                "channels": {"const": list(CHANNELS)},
                                "interpolation": {"enum": list(INTERPOLATIONS)}}),
-        "input": _object({"name": {"const": "image"}, "dtype": {"const": "float32"},
+        "input": _object({"name": {"const": "image"}, "dtype": {"enum": sorted(set(INPUT_DTYPES.values()))},
                           "shape": {"type": "array", "prefixItems": [{"const": "batch"},
                                                                      {"type": "integer", "const": len(CHANNELS)},
                                                                      {"type": "integer"}, {"type": "integer"}],
@@ -115,6 +119,9 @@ SCHEMA = {
         "source": {"type": "object"},
     }, required=["format", "version", "class_names", "preprocess", "input", "outputs", "tta", "decision",
                  "variants", "defaults", "folds", "files", "checkpoints"]),
+    "allOf": [{"if": {"properties": {"version": {"const": v}}, "required": ["version"]},
+               "then": {"properties": {"input": {"properties": {"dtype": {"const": dtype}}}}}}
+              for v, dtype in INPUT_DTYPES.items()],
 }
 
 if __name__ == "__main__":

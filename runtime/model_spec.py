@@ -29,7 +29,7 @@ import jsonschema
 
 from runtime.classes import CLASS_NAMES, NUM_CLASSES
 from runtime.errors import DataError
-from runtime.model_schema import DECISION, FORMAT, SCHEMA, VERSION
+from runtime.model_schema import DECISION, FORMAT, INPUT_DTYPES, SCHEMA, VERSION
 from runtime.onnx_external import external_tensor
 from runtime.preprocess import Preprocess
 from runtime.tta import contract as tta_contract
@@ -39,6 +39,7 @@ INPUT_NAME = "image"
 PROBS = "probs"
 LOGITS = "logits"
 FP32 = "fp32"  # the variant of the FP32 files, and of the checkpoints the torch backend runs
+ONNX_TYPES = {"uint8": "tensor(uint8)", "float32": "tensor(float)"}  # model.json's input.dtype -> ONNX Runtime's
 
 # The draft's "integer" accepts 32.0 (a number with a zero fraction); the runtime wants JSON
 # integers where it counts, indexes or sizes (json gives 32.0 as a float), and a bool is never one.
@@ -122,12 +123,13 @@ class ModelFile:
     sha256: str
     size: int          # the input's spatial size model.json promises
     info: dict
+    input_dtype: str = "uint8"  # model.json's input.dtype: uint8 (version 3) or float32 (version 2)
 
     def verified_bytes(self):
         """The file's bytes, after checking their sha256 and, for ONNX, that the file is
         self-contained and the graph takes (batch, 4, size, size) as model.json says and has the
-        outputs it lists. Backends make their sessions from these bytes, not from the path, so a
-        file replaced after the check is never run."""
+        outputs it lists, of the dtype model.json says. Backends make their sessions from these
+        bytes, not from the path, so a file replaced after the check is never run."""
         data = read_verified(self.path, self.sha256)
         if self.format == "onnx":
             from runtime.onnx_session import make_session
@@ -145,6 +147,10 @@ class ModelFile:
             if [(name, shape[1:]) for name, shape in inputs] != [(INPUT_NAME, [4, self.size, self.size])]:
                 raise DataError(self.path, f"graph input {inputs} does not match model.json "
                                            f"({INPUT_NAME!r} of (batch, 4, {self.size}, {self.size}))")
+            given = session.get_inputs()[0].type
+            if given != ONNX_TYPES[self.input_dtype]:
+                raise DataError(self.path, f"graph input {INPUT_NAME!r} is {given}, model.json says "
+                                           f"{self.input_dtype} ({ONNX_TYPES[self.input_dtype]})")
             missing = set(self.outputs) - {o.name for o in session.get_outputs()}
             if missing:
                 raise DataError(self.path, f"graph lacks the outputs model.json lists: {sorted(missing)}")
@@ -179,6 +185,7 @@ class ModelSpec:
         self.root = self.path.parent
         _validate(self.path, data)
         self.data = data
+        self.version = data["version"]
         self.class_names = tuple(data["class_names"])
         self.preprocess = _preprocess(self.path, data["preprocess"])
         self.input = data["input"]
@@ -191,7 +198,7 @@ class ModelSpec:
                          for name, v in data["variants"].items()}
         self.files = [ModelFile(self.root / f["path"], f["kind"], f["fold"], f["precision"], f["target"],
                                 f["format"], f["variant"], tuple(f["outputs"]), f["sha256"],
-                                self.preprocess.size, f) for f in data["files"]]
+                                self.preprocess.size, f, data["input"]["dtype"]) for f in data["files"]]
         self.checkpoints = [Checkpoint(c["fold"], self.root / c["path"], c["sha256"]) for c in data["checkpoints"]]
         self.defaults = data["defaults"]
 
@@ -273,9 +280,9 @@ def _validate(path, data):
         raise DataError(path, f"not a model.json: the JSON is {kind}, not an object")
     if data.get("format") != FORMAT:
         raise DataError(path, f"not a model.json of this toolkit (format {data.get('format')!r})")
-    if data.get("version") != VERSION:
-        raise DataError(path, f"model.json version {data.get('version')!r} is not the one this runtime reads "
-                              f"({VERSION}): re-export it with `python -m export onnx`")
+    if data.get("version") not in list(INPUT_DTYPES):  # a list compares by ==: any JSON value may be here
+        raise DataError(path, f"model.json version {data.get('version')!r} is not one this runtime reads "
+                              f"({', '.join(map(str, INPUT_DTYPES))}): re-export it with `python -m export onnx`")
     error = jsonschema.exceptions.best_match(_VALIDATOR.iter_errors(data))
     if error is not None:
         where = "/".join(map(str, error.absolute_path)) or "top level"
@@ -360,15 +367,18 @@ def contract_sections(default_views):
 
 
 def input_section(pp):
-    return {"name": INPUT_NAME, "dtype": "float32", "shape": ["batch", 4, pp.size, pp.size],
+    """The ``input`` section: what the graph takes (the resized uint8 image) and how to make it
+    from the files. The normalisation is the graph's own first nodes."""
+    return {"name": INPUT_NAME, "dtype": INPUT_DTYPES[VERSION], "shape": ["batch", 4, pp.size, pp.size],
             "from_files": [
                 "decode {Id}_{channel}.png for each channel of preprocess.channels as grayscale: 8-bit as is, "
                 "16-bit times 255/65535 rounded to 8 bits",
                 "stack the channels in that order: uint8 (H, W, 4)",
                 "resize to (size, size) with OpenCV's resize and interpolation preprocess.interpolation "
                 "(area: cv2.INTER_AREA), unless already that size",
-                "x = float32(pixel) * float32(1/255), then (x - mean[c]) / std[c] per channel, in float32",
-                "move channels first: (4, size, size); stack images into a batch: (N, 4, size, size)",
+                "move channels first: (4, size, size); stack images into a batch: uint8 (N, 4, size, size)",
+                "nothing more: the graph normalises, x = float32(pixel) * float32(1/255), then "
+                "(x - mean[c]) / std[c] per channel, in float32",
             ]}
 
 

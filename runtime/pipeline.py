@@ -3,10 +3,9 @@ pool of workers feeding a bounded window, so the model never waits while decodin
 Batches come out in input order; a bad sample becomes an error record and never shifts another
 sample's result.
 
-Workers are threads or processes. Threads run ``_load`` (decode, resize, normalise); processes
-decode and resize, send the 8-bit sample back through a pipe (a quarter of the float's bytes),
-and the parent normalises each batch at once: the same arithmetic per element, so the batches are
-byte-identical. Threads need the decoders to release the GIL (OpenCV and pywuffs do) and hold it
+Workers are threads or processes; both run ``_load`` (decode, resize, channels first: the model's
+uint8 input, which the graph normalises), processes sending each sample back through a pipe, so
+the batches are byte-identical. Threads need the decoders to release the GIL (OpenCV and pywuffs do) and hold it
 only for the Python between calls; processes share no lock, at the price of starting (about half
 a second) and of the pipe.
 
@@ -15,8 +14,8 @@ every core"): the GIL is what stops threads on small images. A 128-px PNG decode
 so the Python around each call (reading, checks, the GIL handed back and forth) is a large share
 of a sample: 16 threads decoded demo-size samples at 1.2-1.9x one thread, 16 processes at 6.5x. A
 512-px PNG takes milliseconds, the share is small, and 16 threads reach 9x, while processes pay
-for sending each sample back and normalising it in one process (1.9-11x, depending on the model's
-input size). So ``processes=None`` (auto) takes processes for images under PROCESS_BELOW_PIXELS
+for sending each sample back (measured with float samples: 1.9-11x, depending on the model's input
+size). So ``processes=None`` (auto) takes processes for images under PROCESS_BELOW_PIXELS
 per channel when there are enough samples to pay for starting them (PROCESS_MIN_SAMPLES), threads
 otherwise. While a pool runs, OpenCV's own thread pool is held to one thread: the pool's workers
 already fill the cores (16 threads: 474 against 446 samples/s).
@@ -26,7 +25,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import struct
 from collections import deque
 from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from contextlib import contextmanager
@@ -37,8 +35,9 @@ import numpy as np
 
 from runtime.classes import CHANNELS
 from runtime.errors import DataError
-from runtime.preprocess import normalize, preprocess, resize
+from runtime.preprocess import image_chw
 from runtime.reader import header_size
+from runtime.regular import open_regular_fd
 
 # Decode workers by default: one per core, at least 4. Decoding scales with cores (16 workers on a
 # 16-core GPU host set the pace of the whole GPU pipeline); on a 2-core CPU 4 threads keep
@@ -55,13 +54,13 @@ PROCESS_MIN_SAMPLES = 1000
 @dataclass
 class Batch:
     ids: list          # Ids in this batch that decoded
-    images: np.ndarray  # float32 (len(ids), 4, S, S)
+    images: np.ndarray  # uint8 (len(ids), 4, S, S): resized, channels first, not normalised
     errors: list       # (Id, file, reason) for the Ids of this stretch that could not be read
 
 
 def _load(folder, pp, sample_id):
     try:
-        return preprocess(folder.read(sample_id), pp)
+        return image_chw(folder.read(sample_id), pp)
     except DataError as err:
         return err
 
@@ -92,16 +91,9 @@ def _process_init(folder, pp):
 
 
 def _process_load(sample_ids):
-    """The samples resized but still 8-bit (a quarter of the float bytes through the pipe; the
-    parent normalises each batch at once, the same arithmetic per element as ``_load``)."""
+    """The samples as ``_load`` gives them (the model's uint8 input, or the sample's DataError)."""
     folder, pp = _process_state["folder"], _process_state["pp"]
-    out = []
-    for sample_id in sample_ids:
-        try:
-            out.append(resize(folder.read(sample_id), pp))
-        except DataError as err:
-            out.append(err)
-    return out
+    return [_load(folder, pp, sample_id) for sample_id in sample_ids]
 
 
 def _process_context():
@@ -172,8 +164,12 @@ def use_processes(folder, ids, workers):
     for sample_id in ids[:3]:  # the first readable red channel's header stands for the set
         try:
             path = folder.check_inside(folder.channel_path(sample_id, CHANNELS[0]))
-            width, height = header_size(np.fromfile(path, np.uint8), path)
-        except (DataError, OSError, struct.error):
+            fd, _ = open_regular_fd(path)  # never a FIFO's blocking open
+            try:
+                width, height = header_size(fd, path)
+            finally:
+                os.close(fd)
+        except (DataError, OSError):
             continue
         return width * height < PROCESS_BELOW_PIXELS
     return False
@@ -197,13 +193,11 @@ def decoded_batches(folder, ids, pp, batch_size, workers=4, prefetch_batches=3, 
     processes = worker_kind(folder, ids, workers, processes) == "processes"
     window = batch_size * prefetch_batches
     with opencv_single_threaded(), (_Processes if processes else _Threads)(folder, pp, workers) as pool:
-        yield from _batches(pool.map_ordered(ids, window), pp, batch_size, normalized=not processes)
+        yield from _batches(pool.map_ordered(ids, window), pp, batch_size)
 
 
-def _batches(results, pp, batch_size, normalized=True):
-    """Batches of the (Id, result) pairs; ``normalized=False``: the results are 8-bit (S, S, 4)
-    samples, normalised here a batch at a time."""
-    stack = np.stack if normalized else (lambda images: normalize(np.stack(images), pp))
+def _batches(results, pp, batch_size):
+    """Batches of the (Id, result) pairs: uint8 (N, 4, S, S) and the errors among them."""
     good, images, errors = [], [], []
     for sample_id, result in results:
         if isinstance(result, DataError):
@@ -212,7 +206,7 @@ def _batches(results, pp, batch_size, normalized=True):
             good.append(sample_id)
             images.append(result)
         if len(good) == batch_size:
-            yield Batch(good, stack(images), errors)
+            yield Batch(good, np.stack(images), errors)
             good, images, errors = [], [], []
     if good or errors:
-        yield Batch(good, stack(images) if images else np.zeros((0, 4, pp.size, pp.size), np.float32), errors)
+        yield Batch(good, np.stack(images) if images else np.zeros((0, 4, pp.size, pp.size), np.uint8), errors)

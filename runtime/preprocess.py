@@ -1,8 +1,12 @@
 """Preprocessing, defined once: training, export, runtime and viewer all call these functions.
 
 A sample is uint8 (H, W, 4) in CHANNELS order. ``resize`` brings it to the model's size
-(still uint8, so training can cache it compactly); ``normalize`` turns a batch of those into
-the float32 (N, 4, S, S) tensor the model takes. ``preprocess`` is both steps for one sample.
+(still uint8, so training can cache it compactly); ``image_chw`` is that, channels first: the
+uint8 (4, S, S) image an exported graph (model.json version 3) takes and normalises itself.
+``normalize`` turns a batch of resized samples into the float32 (N, 4, S, S) tensor the network
+computes on (training, the viewer's Grad-CAM, and version-2 files, which take it as their input);
+``normalize_chw`` is the same on channels-first images. ``preprocess`` is resize and normalize for
+one sample.
 """
 
 import math
@@ -90,6 +94,17 @@ def normalize(batch, cfg):
     x -= np.asarray(cfg.mean, dtype=np.float32)
     x /= np.asarray(cfg.std, dtype=np.float32)
     return np.ascontiguousarray(np.moveaxis(x, -1, -3))
+
+
+def image_chw(sample, cfg):
+    """uint8 (H, W, 4) -> the resized uint8 (4, S, S) image, channels first."""
+    return np.ascontiguousarray(np.moveaxis(resize(sample, cfg), -1, -3))
+
+
+def normalize_chw(batch, cfg):
+    """uint8 (N, 4, S, S) or (4, S, S) -> float32 of the same shape, by ``normalize`` itself: each
+    element is computed alone, so the layout changes no bit of the result."""
+    return normalize(np.moveaxis(np.asarray(batch), -3, -1), cfg)
 
 
 def preprocess(sample, cfg):

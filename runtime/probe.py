@@ -77,6 +77,14 @@ def interleaved(calls, seconds, block=1.0):
     return times
 
 
+def random_input(session, n, size, rng):
+    """``n`` random images of the kind ``session``'s graph takes: uint8 images (model.json version
+    3), or the normalised float32 tensor (version 2)."""
+    if session.get_inputs()[0].type == "tensor(uint8)":
+        return rng.integers(0, 256, (n, 4, size, size), dtype=np.uint8)
+    return rng.standard_normal((n, 4, size, size), dtype=np.float32)
+
+
 def measure(fp32_path, int8_path, size, seconds=PROBE_SECONDS):
     """INT8 images/s over FP32 images/s on this machine. The batch is the largest (up to 32, the
     runtime's default) whose FP32 call takes a tenth of the time given, so small models are timed
@@ -85,10 +93,9 @@ def measure(fp32_path, int8_path, size, seconds=PROBE_SECONDS):
 
     fp32, int8 = make_session(fp32_path, "cpu"), make_session(int8_path, "cpu")
     rng = np.random.default_rng(0)
-    one = {INPUT_NAME: rng.standard_normal((1, 4, size, size), dtype=np.float32)}
+    one = {INPUT_NAME: random_input(fp32, 1, size, rng)}
     t1 = float(np.median(interleaved([lambda: fp32.run(None, one)], 0, block=0)[0]))
-    feed = {INPUT_NAME: rng.standard_normal((int(np.clip(seconds / 10 / max(t1, 1e-6), 1, 32)), 4, size, size),
-                                            dtype=np.float32)}
+    feed = {INPUT_NAME: random_input(fp32, int(np.clip(seconds / 10 / max(t1, 1e-6), 1, 32)), size, rng)}
     times = interleaved([lambda: fp32.run(None, feed), lambda: int8.run(None, feed)], seconds / 2, block=seconds / 8)
     return float(np.median(times[0]) / np.median(times[1]))
 

@@ -74,7 +74,7 @@ def predict_views(infer, batch, n):
 
 def contract():
     """The ``tta`` section of model.json (without the default count, which the run decides)."""
-    return {"apply_to": "the preprocessed input (N, 4, S, S): i indexes axis 2 (rows), j axis 3 (columns)",
+    return {"apply_to": "the graph's input (N, 4, S, S), the uint8 image: i indexes axis 2 (rows), j axis 3 (columns)",
             "average": f"arithmetic mean of each view's '{AVERAGE}' output (probabilities, not logits)",
             "transforms": {name: rule for name, (_, rule) in TRANSFORMS.items()},
             "views": {str(n): list(names) for n, names in SETTINGS.items()}}

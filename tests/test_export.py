@@ -12,11 +12,13 @@ from train.run import Run
 from runtime.errors import DataError
 from runtime.model_spec import INPUT_NAME, LOGITS, PROBS, load_model_spec
 from runtime.onnx_session import make_session
+from runtime.preprocess import normalize_chw
 from runtime.probe import cpu_class, cpu_info
 
 
 def random_batch(n, size=48, seed=0):
-    return np.random.default_rng(seed).standard_normal((n, 4, size, size), dtype=np.float32)
+    """Random uint8 images, the input every exported graph takes."""
+    return np.random.default_rng(seed).integers(0, 256, (n, 4, size, size), dtype=np.uint8)
 
 
 def run_onnx(path, x):
@@ -34,6 +36,7 @@ def test_every_file_is_listed_with_its_variant_outputs_and_verified(tiny_deploy)
         model = onnx.load(str(f.path))
         assert model.opset_import[0].version >= OPSET
         assert model.graph.input[0].name == INPUT_NAME
+        assert model.graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.UINT8
         assert [o.name for o in model.graph.output] == list(f.outputs)  # what model.json says it outputs
         assert f.outputs == ((LOGITS, PROBS) if (f.kind, f.precision) == ("fold", "fp32") else (PROBS,))
     fp32 = [f for f in spec.files if f.precision == "fp32"]
@@ -47,8 +50,8 @@ def test_fp32_matches_torch_at_several_batch_sizes(tiny_run, tiny_deploy):
     models = load_models(Run(tiny_run[0]))
     for batch in (1, 5):
         x = random_batch(batch, seed=batch)
-        with torch.no_grad():
-            ref = torch.sigmoid(models[1](torch.from_numpy(x))).numpy()
+        with torch.no_grad():  # the network on the host-normalised image
+            ref = torch.sigmoid(models[1](torch.from_numpy(normalize_chw(x, spec.preprocess)))).numpy()
         np.testing.assert_allclose(run_onnx(deploy / "fold1.onnx", x), ref, atol=FP32_TOLERANCE)
 
 

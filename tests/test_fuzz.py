@@ -490,7 +490,7 @@ def raw(content):
 
 
 def THRESHOLDS(data):
-    """The FP32 single-view thresholds list of a model.json (version 2)."""
+    """The FP32 single-view thresholds list of a model.json."""
     return data["variants"]["fp32"]["thresholds"]["1"]["values"]
 
 

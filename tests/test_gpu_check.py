@@ -51,7 +51,7 @@ class Off:
 
 
 def test_parity_beyond_the_bound_fails_the_check(tiny_deploy):
-    x = np.random.default_rng(0).standard_normal((6, 4, 48, 48), dtype=np.float32)
+    x = np.random.default_rng(0).integers(0, 256, (6, 4, 48, 48), dtype=np.uint8)
     truth = np.zeros((6, 28), bool)
     with make_backend(tiny_deploy[1], "onnxruntime", precision="fp32", device="cpu") as cpu:
         reference = cpu.infer(x)

@@ -23,7 +23,7 @@ def test_cbam_pooling_rewritten_as_global_average_pools_gives_the_same_probabili
     assert pooling_for_int8(model) == 16
     onnx.checker.check_model(model)
     assert not [n for n in model.graph.node if n.op_type == "ReduceMean"]
-    x = np.random.default_rng(0).standard_normal((3, 4, 48, 48), dtype=np.float32)
+    x = np.random.default_rng(0).integers(0, 256, (3, 4, 48, 48), dtype=np.uint8)
     want = _run(original, {INPUT_NAME: x})[list(o.name for o in original.graph.output).index(PROBS)]
     got = _run(model, {INPUT_NAME: x})[list(o.name for o in model.graph.output).index(PROBS)]
     np.testing.assert_allclose(got, want, atol=1e-6)

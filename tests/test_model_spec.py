@@ -45,7 +45,7 @@ def _set(keys, value):
 
 FP32_4 = ["variants", "fp32", "thresholds", "4", "values"]
 BAD = {
-    "an old version": (_set(["version"], 1), "version 1 is not the one this runtime reads (2): re-export"),
+    "an old version": (_set(["version"], 1), "version 1 is not one this runtime reads (2, 3): re-export"),
     "a threshold 'nan'": (lambda d: d["variants"]["fp32"]["thresholds"]["4"]["values"].__setitem__(0, "nan"),
                           "variants/fp32/thresholds/4/values/0: 'nan' is not of type 'number'"),
     "a threshold above 1": (lambda d: d["variants"]["int8-cpu-vnni"]["thresholds"]["1"]["values"].__setitem__(3, 1.5),

@@ -105,7 +105,7 @@ def test_backends_import_and_choose_as_a_library():
 
 @pytest.mark.skipif(not gpu_present() or CUDA not in available_providers(), reason="needs a GPU and the CUDA provider")
 def test_cuda_provider_matches_the_cpu_in_fp32(spec):
-    x = np.random.default_rng(0).standard_normal((9, 4, 48, 48), dtype=np.float32)
+    x = np.random.default_rng(0).integers(0, 256, (9, 4, 48, 48), dtype=np.uint8)
     with make_backend(spec, "onnxruntime-cuda") as gpu, make_backend(spec, "onnxruntime", device="cpu") as cpu:
         assert gpu.session.get_providers()[0] == CUDA
         np.testing.assert_allclose(gpu.infer(x), cpu.infer(x), atol=1e-4)  # use_tf32=0: full FP32

@@ -18,8 +18,11 @@ def spec(tiny_deploy):
     return load_model_spec(tiny_deploy[0])
 
 
-def test_backends_agree_on_the_same_inputs(spec):
-    x = np.random.default_rng(0).standard_normal((5, 4, 48, 48), dtype=np.float32)
+def test_backends_agree_on_the_same_inputs(spec, tiny_data):
+    from runtime.preprocess import image_chw
+
+    folder = ImageFolder(tiny_data / "test")  # images like those INT8 was calibrated on
+    x = np.stack([image_chw(folder.read(i), spec.preprocess) for i in folder.ids()[:5]])
     with make_backend(spec, "onnxruntime", precision="fp32") as ort_fp32, make_backend(spec, "torch") as ref:
         a, b = ort_fp32.infer(x), ref.infer(x)
     np.testing.assert_allclose(a, b, atol=1e-4)
@@ -44,10 +47,12 @@ def test_auto_on_a_cpu_runs_int8_only_where_it_measured_faster(spec):
 
 def test_input_is_checked_against_model_json(spec):
     with make_backend(spec, "onnxruntime") as backend:
-        with pytest.raises(ValueError, match=r"expected float32 \(N, 4, 48, 48\)"):
-            backend.infer(np.zeros((1, 4, 32, 32), np.float32))
+        with pytest.raises(ValueError, match=r"expected the uint8 images \(N, 4, 48, 48\)"):
+            backend.infer(np.zeros((1, 4, 32, 32), np.uint8))
+        with pytest.raises(ValueError, match=r"expected the uint8 images .* got float32"):  # never normalised twice
+            backend.infer(np.zeros((1, 4, 48, 48), np.float32))
     with pytest.raises(RuntimeError, match="outside its 'with' block"):
-        make_backend(spec, "onnxruntime").infer(np.zeros((1, 4, 48, 48), np.float32))
+        make_backend(spec, "onnxruntime").infer(np.zeros((1, 4, 48, 48), np.uint8))
 
 
 def test_submission_rule():
@@ -153,11 +158,11 @@ def test_cli_writes_kaggle_submission_for_sample_submission_ids(tiny_data, tiny_
 
 
 def test_infer_averages_the_views_model_json_was_tuned_for(spec, tiny_data, tmp_path):
-    from runtime.preprocess import preprocess
+    from runtime.preprocess import image_chw
 
     folder = ImageFolder(tiny_data / "test")
     ids = folder.ids()
-    x = np.stack([preprocess(folder.read(i), spec.preprocess) for i in ids])
+    x = np.stack([image_chw(folder.read(i), spec.preprocess) for i in ids])
     with make_backend(spec, "onnxruntime", precision="fp32") as backend:
         default = run_inference(backend, folder, ids, tmp_path / "tta", batch_size=4)
         single = run_inference(backend, folder, ids, tmp_path / "single", batch_size=4, views=1)

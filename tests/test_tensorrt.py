@@ -89,7 +89,7 @@ def test_quantize_bias_left_on_is_what_the_checker_refuses(tiny_deploy, tmp_path
 
     src = tmp_path / "probs.onnx"
     onnx.save(probs_only(onnx.load(str(tiny_deploy[0] / "fold0.onnx"))), str(src))
-    x = np.random.default_rng(0).standard_normal((4, 4, 48, 48), dtype=np.float32)
+    x = np.random.default_rng(0).integers(0, 256, (4, 4, 48, 48), dtype=np.uint8)
     quantize_static(str(src), str(tmp_path / "q.onnx"), _Batches(x), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
                     extra_options={"ActivationSymmetric": True, "WeightSymmetric": True})
@@ -309,7 +309,7 @@ def engines(tiny_deploy, tmp_path_factory):
 @needs_trt
 @pytest.mark.parametrize("precision, bound", [("fp32", 1e-4), ("fp16", 1e-2)])
 def test_engines_match_onnxruntime_on_the_cpu(engines, precision, bound):
-    x = np.random.default_rng(1).standard_normal((37, 4, 48, 48), dtype=np.float32)  # > max batch 16: split
+    x = np.random.default_rng(1).integers(0, 256, (37, 4, 48, 48), dtype=np.uint8)  # > max batch 16: split
     with make_backend(engines, "tensorrt", precision=precision) as trt, \
             make_backend(engines, "onnxruntime", precision="fp32", device="cpu") as cpu:
         first = trt.infer(x)
@@ -319,8 +319,12 @@ def test_engines_match_onnxruntime_on_the_cpu(engines, precision, bound):
 
 
 @needs_trt
-def test_int8_engine_builds_from_the_qdq_graph_and_stays_close(engines):
-    x = np.random.default_rng(2).standard_normal((16, 4, 48, 48), dtype=np.float32)
+def test_int8_engine_builds_from_the_qdq_graph_and_stays_close(engines, tiny_data):
+    from runtime.preprocess import image_chw
+    from runtime.reader import ImageFolder
+
+    folder = ImageFolder(tiny_data / "test")  # images like those INT8 was calibrated on
+    x = np.stack([image_chw(folder.read(i), engines.preprocess) for i in folder.ids()])
     with make_backend(engines, "tensorrt", precision="int8") as trt, \
             make_backend(engines, "onnxruntime", precision="fp32", device="cpu") as cpu:
         assert np.abs(trt.infer(x) - cpu.infer(x)).mean() < 0.05
@@ -328,7 +332,7 @@ def test_int8_engine_builds_from_the_qdq_graph_and_stays_close(engines):
 
 @needs_trt
 def test_fold_engine_with_two_outputs_and_a_profile_minimum_above_one(engines):
-    x = np.random.default_rng(3).standard_normal((2, 4, 48, 48), dtype=np.float32)  # below min batch 4: padded
+    x = np.random.default_rng(3).integers(0, 256, (2, 4, 48, 48), dtype=np.uint8)  # below min batch 4: padded
     with make_backend(engines, "tensorrt", model="fold0", precision="fp32") as trt, \
             make_backend(engines, "onnxruntime", model="fold0", precision="fp32", device="cpu") as cpu:
         assert trt.profile[0] == 4

@@ -23,7 +23,7 @@ import numpy as np
 from runtime.errors import DataError
 from runtime.infer import predicted_classes
 from runtime.labels import read_labels
-from runtime.preprocess import preprocess
+from runtime.preprocess import image_chw, preprocess
 from runtime.reader import EXTENSIONS, ImageFolder
 from viewer.cam_request import CAM_METHODS, check_cam_request, check_fold
 
@@ -194,13 +194,12 @@ class Models:
         if not self.can_predict:
             raise DataError("model", "no model: open with --model or --run for predictions")
         check_fold(fold, self.folds)
-        x = np.stack([preprocess(s, self.preprocess) for s in samples])
         backend = self._backend(fold) if self.spec is not None else None
-        if backend is not None:
-            return backend.predict(x, self.views)
+        if backend is not None:  # a runtime backend takes the uint8 image (it normalises where its file does not)
+            return backend.predict(np.stack([image_chw(s, self.preprocess) for s in samples]), self.views)
         cams = self.cam_models()
         with self._torch_lock:
-            return cams.probabilities(x, fold, self.views)
+            return cams.probabilities(np.stack([preprocess(s, self.preprocess) for s in samples]), fold, self.views)
 
     def cam(self, sample, cls, method="gradcam", fold="mean"):
         """A map in 0..1 at the sample's own resolution."""

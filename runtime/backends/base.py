@@ -2,9 +2,15 @@
 
 - Constructing a backend is cheap and allocates nothing.
 - ``__enter__`` loads the model (sessions, engines, device memory, streams); ``__exit__`` frees it.
-- ``infer(batch)`` takes float32 (N, 4, S, S) preprocessed images and returns (N, 28) float32
-  probabilities; ``predict(batch, views)`` averages ``infer`` over test-time views. The public method checks the batch against ``model.json``; backends implement
-  ``_load``, ``_infer`` and ``_free`` only, so adding an engine touches one file.
+- ``infer(batch)`` takes uint8 (N, 4, S, S) images (resized, channels first: what
+  ``runtime.pipeline`` yields) and returns (N, 28) float32 probabilities. A file that normalises
+  in its graph (model.json version 3) gets the uint8 batch as it is; a version-2 file, whose graph
+  takes the normalised float32 tensor, gets it normalised on the host
+  (``runtime.preprocess.normalize_chw``), so a version-2 folder gives the probabilities it was
+  exported with. A backend that normalises on its own device says so (``host_normalizes``).
+  ``predict(batch, views)`` averages ``infer`` over test-time views. The public method checks the
+  batch against ``model.json``; backends implement ``_load``, ``_infer`` and ``_free`` only, so
+  adding an engine touches one file.
 - When ``_load`` fails half-way, ``__enter__`` calls ``_free`` before the error propagates, so
   ``_free`` must release whatever ``_load`` got as far as allocating.
 """
@@ -15,6 +21,7 @@ import numpy as np
 
 from runtime.classes import NUM_CLASSES
 from runtime.errors import DataError
+from runtime.preprocess import normalize_chw
 from runtime.tta import predict_views
 
 
@@ -42,6 +49,12 @@ class Backend:
     def max_batch(self):
         return None
 
+    @property
+    def host_normalizes(self):
+        """Whether ``infer`` normalises the uint8 batch on the host: for a file whose graph takes
+        float32 (model.json version 2)."""
+        return self.spec.input["dtype"] == "float32"
+
     def __enter__(self):
         try:
             self._load()
@@ -61,13 +74,14 @@ class Backend:
             raise RuntimeError(f"{self.name} backend used outside its 'with' block")
         batch = np.asarray(batch)
         size = self.spec.preprocess.size
-        if batch.dtype != np.float32 or batch.ndim != 4 or batch.shape[1:] != (4, size, size):
-            raise ValueError(f"{self.name}: expected float32 (N, 4, {size}, {size}) as model.json says, "
+        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[1:] != (4, size, size):
+            raise ValueError(f"{self.name}: expected the uint8 images (N, 4, {size}, {size}), "
                              f"got {batch.dtype} {batch.shape}")
         limit = self.max_batch
         if limit and len(batch) > limit:
             return np.concatenate([self.infer(batch[i:i + limit]) for i in range(0, len(batch), limit)])
-        out = np.asarray(self._infer(np.ascontiguousarray(batch)), dtype=np.float32)
+        x = normalize_chw(batch, self.spec.preprocess) if self.host_normalizes else batch
+        out = np.asarray(self._infer(np.ascontiguousarray(x)), dtype=np.float32)
         if out.shape != (len(batch), NUM_CLASSES):  # a wrong model is the user's file: one line naming it
             raise DataError(self.file.path if self.file else self.spec.path,
                             f"the model returned {out.shape} for a batch of {len(batch)}, expected "

@@ -7,7 +7,9 @@ address and checks the result, gives every output tensor (a fold engine has ``lo
 stream; host pointers cross into CUDA through ctypes as plain integers. Each batch runs in one
 ``execute_async_v3`` at its own size, so the optimised batch is the batch a caller sends.
 
-What is left here: the engine's input/outputs checked against model.json, batches below the
+What is left here: the engine's input/outputs checked against model.json (a version-3 engine
+takes the uint8 image and normalises it in the network, as its ONNX file did; a version-2 engine
+takes float32, normalised on the host by ``Backend.infer``), batches below the
 profile's minimum padded up to it (``pad_to``), and CUDA/TensorRT failures turned into one line,
 each naming its own cause: TensorRT's libraries not loading, CUDA not starting, or a plan from
 another TensorRT release or GPU.
@@ -159,6 +161,10 @@ class TensorRTBackend(Backend):
         if inputs != [INPUT_NAME] or PROBS not in names:
             raise BackendUnavailable(f"{self.file.path}: engine tensors {names}; model.json expects input "
                                      f"{INPUT_NAME!r} and output {PROBS!r}")
+        wanted = {"uint8": trt.DataType.UINT8, "float32": trt.DataType.FLOAT}[self.spec.input["dtype"]]
+        if engine.get_tensor_dtype(INPUT_NAME) != wanted:
+            raise BackendUnavailable(f"{self.file.path}: engine input {INPUT_NAME!r} is "
+                                     f"{engine.get_tensor_dtype(INPUT_NAME)}, model.json says {self.spec.input['dtype']}")
         classes = engine.get_tensor_shape(PROBS)[-1]
         if classes != len(self.spec.class_names):
             raise BackendUnavailable(f"{self.file.path}: engine gives {classes} classes, model.json lists "
