@@ -185,15 +185,16 @@ def test_fold_jobs_share_a_run_folder_but_not_a_fold(tmp_path):
 # --- a failed rerun keeps the last good outputs -----------------------------------------------
 
 def onnx_with_classes(path, size, classes):
-    """A valid ONNX graph with model.json's input that returns (N, ``classes``) 'probs'."""
+    """A valid ONNX graph with model.json's input (the uint8 image) that returns (N, ``classes``) 'probs'."""
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     weight = numpy_helper.from_array(np.full((4 * size * size, classes), 1e-3, np.float32), "w")
     graph = helper.make_graph(
-        [helper.make_node("Flatten", ["image"], ["flat"], axis=1), helper.make_node("MatMul", ["flat", "w"], ["z"]),
+        [helper.make_node("Cast", ["image"], ["x"], to=TensorProto.FLOAT),
+         helper.make_node("Flatten", ["x"], ["flat"], axis=1), helper.make_node("MatMul", ["flat", "w"], ["z"]),
          helper.make_node("Sigmoid", ["z"], ["probs"])], "wrong_classes",
-        [helper.make_tensor_value_info("image", TensorProto.FLOAT, ["batch", 4, size, size])],
+        [helper.make_tensor_value_info("image", TensorProto.UINT8, ["batch", 4, size, size])],
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["batch", classes])], [weight])
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
@@ -269,7 +270,7 @@ def test_a_model_output_that_is_not_n_by_28_is_refused_naming_the_model_file(tin
 
     model = deploy_copy(tiny_deploy, tmp_path / "deploy", wrong_classes)
     with make_backend(load_model_spec(model), "onnxruntime", precision="fp32") as backend:
-        x = np.zeros((3, 4, backend.spec.preprocess.size, backend.spec.preprocess.size), np.float32)
+        x = np.zeros((3, 4, backend.spec.preprocess.size, backend.spec.preprocess.size), np.uint8)
         for call in (backend.infer, lambda b: backend.predict(b, 2)):
             with pytest.raises(DataError, match=r"returned \(3, 27\) for a batch of 3") as err:
                 call(x)

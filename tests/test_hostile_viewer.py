@@ -151,7 +151,7 @@ def test_a_model_of_27_classes_fails_a_screenshot_in_one_line(tiny_data, deploy_
     t0 = time.monotonic()
     code, out, err = viewer("--data", tiny_data / "test", "--model", deploy_27_classes, "--screenshot",
                             tmp_path / "shot")
-    line = assert_one_line_error(code, err, "model returned (", "27), expected (", "--screenshot: predicting")
+    line = assert_one_line_error(code, err, "model returned (", "27) for a batch of", "--screenshot: predicting")
     assert time.monotonic() - t0 < CLI_TIMEOUT_S and not (tmp_path / "shot-cam.png").exists()
 
 
@@ -274,7 +274,7 @@ def test_a_failing_screenshot_in_a_real_window_is_one_line(case, tiny_data, depl
         data, model, says = tmp_path / "empty", [], "no images"
         data.mkdir()
     else:
-        data, model, says = tiny_data / "test", ["--model", str(deploy_27_classes)], "27), expected ("
+        data, model, says = tiny_data / "test", ["--model", str(deploy_27_classes)], "27) for a batch of"
     env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "QT_XCB_GL_INTEGRATION")}
     env["PYTHONPATH"] = str(ROOT)
     proc = subprocess.run(["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", sys.executable, "-m", "viewer",
