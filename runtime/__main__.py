@@ -10,7 +10,7 @@ from pathlib import Path
 from runtime.backends.base import available_backends
 from runtime.cli import ArgumentParser, dispatch, non_negative_int, positive_int, positive_int_list, seconds
 from runtime.classes import NUM_CLASSES
-from runtime.decoders import DECODER_HELP, DECODERS
+from runtime.decoders import DECODER_HELP, DECODERS, resolve_decoder
 from runtime.errors import DataError
 from runtime.pipeline import DEFAULT_WORKERS
 
@@ -102,7 +102,7 @@ def cmd_infer(args):
     from runtime.writeutil import writable_folder
 
     spec = load_model_spec(args.model)
-    folder = ImageFolder(args.images, args.max_pixels, args.decoder)
+    folder = ImageFolder(args.images, args.max_pixels, resolve_decoder(args.decoder, args.workers))
     ids, problems = (read_ids(args.ids), {}) if args.ids else folder.listing()
     ids = shard_ids(ids + list(problems), args.shard)
     for sample_id in (i for i in ids if i in problems):  # tried like any other Id: errors.csv says why
@@ -139,7 +139,7 @@ def cmd_bench(args):
     print(f"CPU: {name} ({' '.join(flags)}); {os.cpu_count()} cores")
     backends = args.backend or default_bench_backends(args.model)
     rows = bench(args.model, backends, args.batch_sizes, args.images or None,
-                 args.seconds, args.workers, args.json or None, args.decoder)
+                 args.seconds, args.workers, args.json or None, resolve_decoder(args.decoder, args.workers))
     print(format_table(rows))
     return 0
 

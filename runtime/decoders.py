@@ -44,7 +44,8 @@ from runtime.errors import DataError, first_line
 log = logging.getLogger(__name__)
 
 DECODERS = ("auto", "wuffs", "opencv")
-DECODER_HELP = ("PNG decoder: wuffs (faster; the fast-png extra), opencv, or auto (wuffs when installed); "
+DECODER_HELP = ("PNG decoder: wuffs (faster per core; the fast-png extra), opencv, or auto (wuffs when installed, "
+                "opencv with more than 8 decode workers, where it scales further); "
                 "JPEG, TIFF and the PNG kinds Wuffs does not decode exactly always use OpenCV")
 INSTALL_HINT = "pip install 'hpa-toolkit[fast-png]'"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -138,12 +139,25 @@ def _say_once(key, level, message, *args):
     log.log(level, message, *args)
 
 
-def resolve_decoder(name="auto"):
+# *Decision*: ``auto`` takes OpenCV when more than this many decode workers run. Wuffs decodes a
+# real 512-px HPA channel about 1.6x faster on one thread and keeps ahead on two, but on a 16-core
+# Xeon 16 threads decoded 718 samples/s with Wuffs against 850 with OpenCV (Wuffs 5.6x its one
+# thread, OpenCV 9.0x; docs/benchmarks.md). The crossover between 2 and 16 was not measured: 8 is
+# the middle of that range.
+WUFFS_MAX_WORKERS = 8
+
+
+def resolve_decoder(name="auto", workers=None):
     """``auto``, ``wuffs`` or ``opencv`` -> the decoder that runs here, ``wuffs`` or ``opencv``.
-    ``auto`` without pywuffs says once that OpenCV decodes; ``wuffs`` without it is refused."""
+    ``auto`` without pywuffs says once that OpenCV decodes; ``wuffs`` without it is refused.
+    ``workers``: the decode pool's size, when known; ``auto`` takes OpenCV above WUFFS_MAX_WORKERS."""
     if name not in DECODERS:
         raise ValueError(f"unknown decoder {name!r}; valid: {', '.join(DECODERS)}")
     if name == "opencv":
+        return "opencv"
+    if name == "auto" and workers is not None and workers > WUFFS_MAX_WORKERS:
+        _say_once("many", logging.INFO, "%d decode workers: images decode with OpenCV, which scales further "
+                  "across cores than Wuffs (--decoder wuffs to choose it)", workers)
         return "opencv"
     if wuffs_available():
         _say_once("wuffs", logging.INFO, "PNG channels decode with Wuffs (pywuffs), others with OpenCV")
