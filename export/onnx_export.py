@@ -28,7 +28,6 @@ from runtime.preprocess import image_chw
 from runtime.reader import ImageFolder
 from runtime.writeutil import atomic_path
 from train.checkpoint import model_from_checkpoint
-from train.image_input import ImageInput
 
 
 OPSET = 17  # fixed: supported by ONNX Runtime >= 1.14 and TensorRT 8.6-11

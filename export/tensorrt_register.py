@@ -2,9 +2,9 @@
 with what the plan is tied to: the TensorRT release and the GPU compute capability it was built for
 (a plan runs only with that release, on GPUs of that compute capability)."""
 
-import json
 from pathlib import Path
 
+from runtime.jsonfile import read_json
 from runtime.model_spec import sha256_of
 from runtime.writeutil import atomic_write_json
 
@@ -14,7 +14,7 @@ def register_engine(onnx_path, engine_path, info):
     spec_path = onnx_path.parent / "model.json"
     if not spec_path.is_file() or engine_path.resolve().parent != onnx_path.resolve().parent:
         return None  # an engine outside a deployment folder is simply a file
-    data = json.loads(spec_path.read_text())
+    data = read_json(spec_path)
     source = next((f for f in data["files"] if f["path"] == onnx_path.name), None)
     if source is None:
         return None

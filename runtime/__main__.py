@@ -104,6 +104,9 @@ def cmd_infer(args):
     spec = load_model_spec(args.model)
     folder = ImageFolder(args.images, args.max_pixels, resolve_decoder(args.decoder, args.workers))
     ids, problems = (read_ids(args.ids), {}) if args.ids else folder.listing()
+    if not ids and not problems:  # the data root given for its test/ folder: refused, outputs kept
+        raise DataError(folder.root, "no samples here (no {Id}_{red,green,blue,yellow} image files); "
+                                     "give the folder that holds them, or --ids")
     ids = shard_ids(ids + list(problems), args.shard)
     for sample_id in (i for i in ids if i in problems):  # tried like any other Id: errors.csv says why
         print(f"warning: {folder.root}: Id {sample_id!r}: {problems[sample_id]}; listed in errors.csv",

@@ -30,6 +30,7 @@ from contextlib import ExitStack
 import numpy as np
 
 from runtime.backends import make_backend
+from runtime.errors import DataError
 from runtime.model_spec import load_model_spec
 from runtime.pipeline import decoded_batches, worker_kind
 from runtime.probe import cpu_info, interleaved
@@ -92,6 +93,11 @@ def _end_to_end(backend, folder, ids, b, workers, decode, model_rows):
     return rows
 
 
+# *Decision*: a batch of the default 512-px model at 1024 images is 4 GiB as float32; no engine here
+# gains from a larger one, and a typo of 100000 would take the machine's memory.
+MAX_BATCH_BYTES = 4 << 30
+
+
 def bench(model, backends="onnxruntime:fp32", batch_sizes=(1, 8, 32), images=None, seconds=3.0, workers=4,
           json_path=None, decoder="auto"):
     """Rows per backend: the model alone at each batch size (the backends timed in turns), then
@@ -103,6 +109,14 @@ def bench(model, backends="onnxruntime:fp32", batch_sizes=(1, 8, 32), images=Non
     rng = np.random.default_rng(0)
     folder = ImageFolder(images, decoder=decoder) if images else None
     ids = folder.ids() if folder else []
+    if folder and not ids:
+        raise DataError(folder.root, "no samples here (no {Id}_{red,green,blue,yellow} image files)")
+    size = spec.preprocess.size
+    for b in batch_sizes:  # the random model input is made whole: bound it before allocating
+        if b * 4 * size * size * 4 > MAX_BATCH_BYTES:
+            gib = b * 16 * size * size / 2**30
+            raise DataError("--batch-sizes", f"{b} images of 4 x {size} x {size} are {gib:.1f} GiB as float32, "
+                                             f"over the {MAX_BATCH_BYTES >> 30} GiB a bench batch may take")
     rows, decode = [], None
     with ExitStack() as stack:
         opened = []
@@ -142,6 +156,8 @@ def _decode_only(folder, ids, pp, batch_size, workers, rounds=3):
         rows.append({"backend": "-", "mode": f"decode-only({folder.decoder}, {w} {kind[:-1] if w == 1 else kind})",
                      "decoder": folder.decoder, "workers": w, "worker_kind": kind, "batch_size": batch_size,
                      "images_per_s": statistics.median(rates[w]), "images": len(ids)})
+    if any(r["images_per_s"] == 0 for r in rows):
+        raise DataError(folder.root, "no sample here could be read (runtime infer's errors.csv says why for each)")
     if len(rows) == 2:
         rows[1]["scaling"] = rows[1]["images_per_s"] / rows[0]["images_per_s"]
     return rows

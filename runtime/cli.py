@@ -35,6 +35,9 @@ class ArgumentParser(argparse.ArgumentParser):
 def _number(convert, low, strict, what):
     def parse(text):
         try:
+            # Python also reads '1_0' and other scripts' digits ('٣'); a number here is ASCII
+            if not text.isascii() or "_" in text:
+                raise ValueError(text)
             value = convert(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {what}") from None

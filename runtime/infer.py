@@ -26,7 +26,6 @@ is what it is. (An Id that is unsafe as a file name cannot be a Kaggle Id and is
 """
 
 import csv
-import io
 import json
 import logging
 import os
@@ -38,8 +37,10 @@ import numpy as np
 from runtime.classes import CLASS_NAMES, NUM_CLASSES
 from runtime.errors import DataError, about
 from runtime.ids import is_safe_id
+from runtime.jsonfile import read_json
 from runtime.journal import FOLDER, Journal, difference
-from runtime.labels import csv_text
+from runtime.labels import bounded_lines, csv_text, parse_target
+from runtime.regular import open_regular
 from runtime.model_spec import sha256_of
 from runtime.outlock import writer_lock
 from runtime.pipeline import decoded_batches
@@ -143,7 +144,11 @@ def _run(backend, folder, ids, out, batch_size, thresholds, threshold_mode, sett
     todo = [i for i in ids if i not in done_probs and i not in done_errors]
     bar = progress(total=len(ids), initial=len(ids) - len(todo), unit="img", desc="infer") if progress else None
     t0 = time.perf_counter()
-    processed = _infer(backend, folder, todo, views, batch_size, workers, chunk_batches, journal, bar)
+    try:
+        processed = _infer(backend, folder, todo, views, batch_size, workers, chunk_batches, journal, bar)
+    finally:  # closed on any failure too, so the error line starts a line of its own
+        if bar:
+            bar.close()
     seconds = time.perf_counter() - t0
     probs, errors = journal.read()
     summary = {"images": len(ids), "done": sum(i in probs for i in ids), "failed": sum(i in errors for i in ids),
@@ -178,8 +183,6 @@ def _infer(backend, folder, todo, views, batch_size, workers, chunk_batches, jou
             buffered = ([], [], [])
     if buffered[0] or buffered[2]:
         journal.append(*buffered)
-    if bar:
-        bar.close()
     return processed
 
 
@@ -220,21 +223,54 @@ def output_texts(ids, probs, errors, thresholds):
 def _read_output(path):
     """The data rows of one output CSV of a finished run (DataError when missing, empty or not ours)."""
     name = path.name
-    if not path.is_file():
-        raise DataError(path, "missing: is this the output folder of a finished --shard run?")
-    text = path.read_text(encoding="utf-8")
-    if not text.startswith(HEADERS[name]):
-        raise DataError(path, "empty file" if not text else f"not a {name} written by runtime infer (header differs)")
+    try:  # a regular file only, a bounded line at a time (runtime.regular, runtime.labels)
+        handle, _ = open_regular(path, "r", newline="", encoding="utf-8")
+    except FileNotFoundError:
+        raise DataError(path, "missing: is this the output folder of a finished --shard run?") from None
+    with handle:
+        lines = bounded_lines(handle, path)
+        try:
+            header = next(lines, "")
+            if header != HEADERS[name]:
+                raise DataError(path, "empty file" if not header else
+                                f"not a {name} written by runtime infer (header differs)")
+            rows = list(csv.reader(lines))
+        except UnicodeDecodeError:
+            raise DataError(path, "not a UTF-8 text CSV file") from None
+        except csv.Error as err:
+            raise DataError(path, f"not a valid CSV ({err})") from None
+    for line, row in enumerate(rows, start=2):
+        problem = _row_problem(name, row)
+        if problem:
+            raise DataError(f"{path} line {line}", f"{problem}: not a row runtime infer writes")
+    return rows
+
+
+def _row_problem(name, row):
+    """What is wrong with one data row of a shard's output CSV ('' when nothing is)."""
+    if name == "errors.csv":
+        return "" if len(row) == 3 else f"{len(row)} fields, expected 3"
+    if name == "submission.csv":
+        if len(row) != 2:
+            return f"{len(row)} fields, expected 2"
+        try:
+            parse_target(row[1], "")
+        except DataError as err:
+            return err.reason
+        return ""
+    if len(row) != 1 + NUM_CLASSES:
+        return f"{len(row)} fields, expected {1 + NUM_CLASSES}"
     try:
-        return list(csv.reader(io.StringIO(text[len(HEADERS[name]):])))
-    except csv.Error as err:
-        raise DataError(path, f"not a valid CSV ({err})") from None
+        p = np.array([float(v) for v in row[1:]])
+    except ValueError:
+        return "a probability that is not a number"
+    return "" if np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all() else "a probability outside 0..1"
 
 
 def _shard_settings(folder):
     path = folder / SUMMARY
     try:
-        return json.loads(path.read_text(encoding="utf-8"))["settings"]
+        return read_json(path)["settings"]
     except FileNotFoundError:
         raise DataError(path, "missing: is this the output folder of a finished --shard run?") from None
     except (ValueError, KeyError, TypeError):
@@ -253,6 +289,9 @@ def merge_shards(shard_dirs, out, ids):
 
 def _merge(shard_dirs, out, ids):
     folders = [Path(d) for d in shard_dirs]
+    for folder in folders:  # the merged files would overwrite a shard's own before all are read
+        if folder.exists() and out.exists() and os.path.samefile(folder, out):
+            raise DataError(out, f"--out is one of the shards ({folder}); merge into another folder")
     settings = _shard_settings(folders[0])
     for folder in folders[1:]:
         diff = difference(settings, _shard_settings(folder))

@@ -13,7 +13,6 @@ Chunks are UTF-8 with ``surrogateescape``: an Id from a file name that is not va
 """
 
 import csv
-import json
 import shutil
 from pathlib import Path
 
@@ -21,7 +20,9 @@ import numpy as np
 
 from runtime.classes import NUM_CLASSES
 from runtime.errors import DataError
-from runtime.labels import csv_text
+from runtime.jsonfile import read_json
+from runtime.labels import bounded_lines, csv_text
+from runtime.regular import open_regular
 from runtime.writeutil import atomic_write_json, atomic_write_text
 
 FOLDER = ".chunks"
@@ -56,9 +57,9 @@ class Journal:
         (runtime.infer), so a run that fails keeps them."""
         if resume and self.settings_path.is_file():
             try:
-                old = json.loads(self.settings_path.read_text(encoding="utf-8"))
-            except (ValueError, UnicodeDecodeError):
-                raise DataError(self.settings_path, "damaged journal; rerun without --resume") from None
+                old = read_json(self.settings_path)
+            except DataError as err:
+                raise DataError(self.settings_path, f"damaged journal ({err.reason}); rerun without --resume") from None
             if old != settings:
                 raise DataError(self.settings_path, f"--resume with other settings than the interrupted run "
                                                     f"({difference(old, settings)}); rerun without --resume to "
@@ -75,15 +76,21 @@ class Journal:
         """({Id: probabilities}, {Id: (file, reason)}) of every journaled Id."""
         probs, errors = {}, {}
         for path in self.chunks():
-            try:
-                with open(path, newline="", encoding="utf-8", errors="surrogateescape") as handle:
-                    for row in csv.reader(handle):
+            try:  # a regular file only, read a bounded line at a time: a chunk may be hostile too
+                handle, _ = open_regular(path, "r", newline="", encoding="utf-8", errors="surrogateescape")
+                with handle:
+                    for row in csv.reader(bounded_lines(handle, path)):
                         if len(row) == 4 + NUM_CLASSES and row[1] == "ok":
-                            probs[row[0]] = np.array([float(v) for v in row[4:]], np.float32)
+                            p = np.array([float(v) for v in row[4:]], np.float32)
+                            if not (np.isfinite(p).all() and (p >= 0).all() and (p <= 1).all()):
+                                raise ValueError("a probability outside 0..1")
+                            probs[row[0]] = p
                         elif len(row) == 4 and row[1] == "error":
                             errors[row[0]] = (row[2], row[3])
                         else:
                             raise ValueError(row[:2])
+            except DataError as err:  # not a regular file, or a line no chunk holds
+                raise DataError(path, f"damaged journal chunk ({err.reason}); rerun without --resume") from None
             except (ValueError, csv.Error):
                 raise DataError(path, "damaged journal chunk; rerun without --resume") from None
         return probs, errors

@@ -17,6 +17,22 @@ from runtime.ids import check_id
 from runtime.regular import NotRegularFile, open_regular
 
 
+# *Decision*: no line of a CSV this toolkit reads or writes is near this long (a probabilities row
+# is about 300 characters); csv reads a whole line before its field-size limit applies, so without
+# a bound one line of a sparse 20 GB file would be read into memory.
+MAX_LINE = 1 << 20
+
+
+def bounded_lines(handle, path, limit=MAX_LINE):
+    """The lines of a text ``handle``, each read at most ``limit`` characters far: a longer line is
+    DataError naming ``path``, before the rest of it is read."""
+    while line := handle.readline(limit + 1):
+        if len(line) > limit:
+            raise DataError(path, f"a line longer than {limit} characters: not a CSV file of this kind "
+                                  "(not read further)")
+        yield line
+
+
 def read_rows(path, required):
     """(line number, row dict) of a CSV with the ``required`` columns. A missing file, a folder, a
     file that is not UTF-8 text or not CSV (a field over csv's 131,072-character limit, a stray
@@ -30,7 +46,7 @@ def read_rows(path, required):
         raise DataError(path, "is a folder, expected a CSV file" if err.kind == "a folder"
                         else f"{err.reason}, expected a CSV file") from None
     with handle:
-        reader = csv.DictReader(handle)
+        reader = csv.DictReader(bounded_lines(handle, path), strict=True)  # an unclosed quote is an error
         try:
             header = [h.strip() for h in (reader.fieldnames or [])]
             missing = [c for c in required if c not in header]

@@ -28,11 +28,13 @@ and no result depends on it.
 import errno
 import logging
 import os
+import stat
 import time
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 from runtime.errors import DataError
+from runtime.regular import kind_of
 from runtime.writeutil import FILE_MODE
 
 try:
@@ -88,13 +90,18 @@ def _same_file(fd, path):
 
 def _acquire(path, shared, option, what):
     """The locked descriptor of ``path``; None where the file system has no locks."""
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)  # never write through a planted link
+    # never write through a planted link; never wait on a planted FIFO
+    flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
     for _ in range(100):  # each retry means another process deleted the file or folder just then
         path.parent.mkdir(parents=True, exist_ok=True)
         try:
             fd = os.open(path, flags, FILE_MODE)  # an OSError names the path: one line through runtime.cli
         except FileNotFoundError:
             continue  # the folder's last holder removed it, empty, just now: make it again
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):  # a FIFO or device put there: never truncated or written
+            os.close(fd)
+            raise DataError(path, f"not a regular file ({kind_of(mode)}); remove it, or choose another {option}")
         try:
             fcntl.flock(fd, (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
         except OSError as err:

@@ -8,7 +8,6 @@ version and core count, in ``$HPA_TOOLKIT_CACHE`` (default ``~/.cache/hpa-toolki
 machine pays for the probe once per model.
 """
 
-import json
 import logging
 import os
 import time
@@ -16,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from runtime.errors import DataError
+from runtime.jsonfile import read_json
 from runtime.model_spec import INPUT_NAME
 from runtime.writeutil import atomic_write_json
 
@@ -109,8 +110,9 @@ def speedup(fp32_file, int8_file):
                     str(os.cpu_count())])
     path = _cache_path()
     try:
-        cache = json.loads(path.read_text()) if path.is_file() else {}
-    except (OSError, ValueError):
+        cache = read_json(path) if path.is_file() else {}
+        cache = cache if isinstance(cache, dict) else {}
+    except (OSError, DataError):
         cache = {}
     if key not in cache:
         t0 = time.perf_counter()

@@ -63,6 +63,8 @@ def max_pixels_setting(value=None):
         if not text:
             return DEFAULT_MAX_PIXELS
         try:
+            if not text.isascii() or "_" in text:  # int() also reads '1_0' and '٣٠٠'
+                raise ValueError(text)
             value = int(text)
         except ValueError:
             raise DataError(MAX_PIXELS_ENV, f"must be a whole number of pixels, got {text!r}") from None

@@ -27,7 +27,6 @@ runtime.writeutil) behind; :meth:`Run.claim` removes those when the next fit sta
 
 import csv
 import io
-import json
 import os
 import re
 from contextlib import contextmanager
@@ -38,6 +37,7 @@ import numpy as np
 
 from runtime.classes import CLASS_NAMES, NUM_CLASSES
 from runtime.errors import DataError
+from runtime.jsonfile import read_json
 from runtime.labels import multi_hot, read_labels
 from runtime.preprocess import Preprocess
 from runtime.writeutil import atomic_path, atomic_write_json, atomic_write_text
@@ -125,10 +125,7 @@ class Run:
             raise DataError(self.path, "not a training run folder (no config.json; python -m train fit makes one)")
         if not path.is_file():
             raise DataError(path, f"missing: {what}")
-        try:
-            return json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise DataError(path, f"not valid JSON ({err})") from None
+        return read_json(path)
 
     # ------------------------------------------------------------------ writers
     @contextmanager
@@ -231,7 +228,7 @@ class Run:
     def history(self, k):
         """Fold k's history.json (written atomically, so never half-read); empty before its first epoch."""
         path = self.fold_file(k, "history.json")
-        return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {"epochs": []}
+        return read_json(path) if path.exists() else {"epochs": []}
 
     def write_history(self, k, history):
         atomic_write_json(self.fold_file(k, "history.json"), history)
