@@ -77,7 +77,7 @@ def choose(spec, backend="auto", precision=None, device=None, model="ensemble", 
     if backend == "tensorrt":
         f = spec.find(kind, precision, fmt="engine", fold=fold)
         if f is None:
-            raise DataError(spec.path, f"lists no {precision or ''} TensorRT engine for {model}; "
+            raise DataError(spec.path, f"lists no {precision + ' ' if precision else ''}TensorRT engine for {model}; "
                                        "build one with `python -m export tensorrt`")
         return Choice("tensorrt", f, "cuda", "asked for TensorRT")
     if backend in ("onnxruntime-cuda", "onnxruntime-tensorrt"):
