@@ -282,3 +282,23 @@ def test_a_failing_screenshot_in_a_real_window_is_one_line(case, tiny_data, depl
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=CLI_TIMEOUT_S)
     assert_one_line_error(proc.returncode, proc.stderr, says, "--screenshot")
     assert not (tmp_path / "shot-cam.png").exists()
+
+
+# ---------------------------------------------------------------------- bad samples first in line
+@pytest.mark.parametrize("bad", [1, "all"])
+def test_a_screenshot_skips_unreadable_samples(bad, tiny_data, tiny_deploy, tmp_path):
+    # the first labelled samples unreadable: the screenshots show the first one that reads; a
+    # folder where none reads is one line naming the first
+    folder = tmp_path / "test"
+    shutil.copytree(tiny_data / "test", folder)
+    shutil.copy(tiny_data / "test_labels.csv", tmp_path / "test_labels.csv")
+    ids = sorted({p.name.rsplit("_", 1)[0] for p in folder.glob("*.png")})
+    for sample_id in ids if bad == "all" else ids[:bad]:
+        (folder / f"{sample_id}_green.png").write_bytes(b"not a png")
+    code, out, err = viewer("--data", folder, "--model", tiny_deploy[0], "--screenshot", tmp_path / "shot")
+    if bad == "all":
+        assert_one_line_error(code, err, "--screenshot: none of the first", f"{ids[0]} was the first")
+        assert not (tmp_path / "shot-composite.png").exists()
+    else:
+        assert code == 0 and "Traceback" not in err, err
+        assert (tmp_path / "shot-composite.png").stat().st_size > 0 and (tmp_path / "shot-cam.png").exists()

@@ -9,6 +9,7 @@ from pathlib import Path
 from runtime.cli import ArgumentParser
 
 SAMPLE = Path(__file__).resolve().parent / "sample"
+SCREENSHOT_TRIES = 20  # samples --screenshot tries, in turn, until one reads
 SCREENSHOT_TIMEOUT_S = 180  # the longest --screenshot waits for one thing (the image, predictions, the CAM)
 
 
@@ -115,24 +116,25 @@ def _screenshots(app, window, prefix, timeout=None):
 
     timeout = SCREENSHOT_TIMEOUT_S if timeout is None else timeout
 
-    def check(what):
-        if window.failures:
-            kind, sample_id, message = window.failures[0]
+    def check(what, tolerate=()):
+        failures = [f for f in window.failures if f[0] not in tolerate]
+        if failures:
+            kind, sample_id, message = failures[0]
             request = {"load": f"reading {sample_id}", "probs": f"predicting {sample_id}",
                        "predict": "predicting the folder", "cam": f"the CAM of {sample_id}"}.get(kind, kind)
             raise ScreenshotFailed(f"{message} (--screenshot: {request} failed while waiting for {what})")
 
-    def settle(condition, what):
+    def settle(condition, what, tolerate=()):
         end = time.monotonic() + timeout
         while not condition():
-            check(what)
+            check(what, tolerate)
             if time.monotonic() > end:
                 raise ScreenshotFailed(f"--screenshot: gave up after waiting {timeout:g} s for {what}")
             app.processEvents()
             time.sleep(0.01)
         for _ in range(10):
             app.processEvents()
-        check(what)
+        check(what, tolerate)
 
     def grab(path):
         screen = app.primaryScreen()
@@ -147,9 +149,23 @@ def _screenshots(app, window, prefix, timeout=None):
         window.resize(1400, 860)
         window.show()
         labelled = [i for i in window.session.ids if window.session.labels.get(i)]
-        if labelled:
-            window.id_panel.select(labelled[0])
-        settle(lambda: window.current.sample is not None, "the image")
+        # The first sample that reads: one bad file costs its own sample, not the screenshots (at
+        # most SCREENSHOT_TRIES are tried); any other failure (the model) still ends them at once.
+        candidates = (labelled + [i for i in window.session.listed_ids() if i not in set(labelled)])
+        unreadable = []
+        for sample_id in candidates[:SCREENSHOT_TRIES]:
+            window.id_panel.select(sample_id)
+            settle(lambda: window.current.sample_id == sample_id
+                   and (window.current.sample is not None or bool(window.current.error)), "the image",
+                   tolerate=("load",))
+            if window.current.sample is not None:
+                break
+            unreadable.append((sample_id, window.current.error))
+            window.failures[:] = [f for f in window.failures if f[0] != "load"]  # that sample's own error
+        else:
+            first, why = unreadable[0]
+            raise ScreenshotFailed(f"{why} (--screenshot: none of the first {len(unreadable)} samples could be read; "
+                                   f"{first} was the first)")
         window.auto_contrast()
         window.state.update(show_cam=False)
         settle(lambda: window.current.probs is not None or not window.models.can_predict, "the predictions")
