@@ -175,3 +175,22 @@ def test_imagenet_v2_resolves_resnet50s_v2_file_in_the_hub_cache(tmp_path, monke
     assert weights is torchvision.models.ResNet50_Weights.IMAGENET1K_V2
     assert hub_weights("imagenet", "resnet34") is torchvision.models.ResNet34_Weights.IMAGENET1K_V1
     assert hub_file(weights) == tmp_path / "torch-home" / "hub" / "checkpoints" / Path(weights.url).name
+
+
+def test_a_missing_file_is_fetched_from_torchvisions_url_into_the_cache_with_its_hash_checked(
+        hub, tiny_data, tmp_path, monkeypatch, capsys):
+    url, cached, fake, digest = hub
+    calls = []
+
+    def download(u, **options):  # what torch.hub does on success: the file lands in the cache
+        calls.append((u, options))
+        cached.parent.mkdir(parents=True, exist_ok=True)
+        cached.write_bytes(fake.read_bytes())
+        return torch.load(cached, weights_only=True)
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", download)
+    out = tmp_path / "run"
+    code = train(["fit", "--data", str(tiny_data), "--out", str(out), *FIT, "--fold", "0", "--pretrained", "imagenet"])
+    assert code == 0, capsys.readouterr().err
+    assert len(calls) == 1 and calls[0][0] == url  # once: the folds find it in the cache
+    assert calls[0][1]["check_hash"] is True and calls[0][1]["progress"] is True
+    assert json.loads((out / "config.json").read_text())["pretrained"]["sha256"] == digest
