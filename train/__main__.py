@@ -66,7 +66,8 @@ def _fit_command(t):
     t.add_argument("--arch", default="resnet18", choices=ARCHS)
     t.add_argument("--attention", default="cbam", choices=ATTENTIONS)
     t.add_argument("--width", type=positive_int, default=64, help="stem width (64 = torchvision ResNet)")
-    t.add_argument("--pretrained", default="", help="local torchvision ResNet weights file")
+    t.add_argument("--pretrained", default="", help="local torchvision ResNet weights file, or imagenet / imagenet-v2: "
+                   "torchvision's ImageNet weights for --arch from the torch hub cache (downloaded once)")
     t.add_argument("--dropout", type=non_negative_float, default=0.0)
     t.add_argument("--size", type=positive_int, default=256)
     t.add_argument("--epochs", type=positive_int, default=10)
@@ -173,7 +174,10 @@ def _check_inputs(args):
     big one), so a typo costs one line at once; their contents are checked where they are read."""
     from runtime.labels import read_rows
 
-    for option, path in (("--pretrained", args.pretrained), ("--folds-file", args.folds_file)):
+    from train.pretrained import HUB
+
+    pretrained = "" if args.pretrained in HUB else args.pretrained
+    for option, path in (("--pretrained", pretrained), ("--folds-file", args.folds_file)):
         if path and not Path(path).is_file():
             raise DataError(path, f"{option}: {'is a folder' if Path(path).is_dir() else 'file not found'}")
     if args.folds_file:

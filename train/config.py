@@ -54,7 +54,7 @@ class FitConfig:
     arch: str = "resnet18"
     attention: str = "cbam"
     width: int = 64                 # stem width; 64 is torchvision's ResNet, 32 a 4x cheaper one
-    pretrained: str = ""            # a local torchvision ResNet state dict (never downloaded)
+    pretrained: str = ""            # a local torchvision ResNet state dict, or imagenet / imagenet-v2 (train.pretrained)
     dropout: float = 0.0
     size: int = 256
     epochs: int = 10

@@ -36,6 +36,7 @@ from train.folds import assign_folds, read_folds
 from train.losses import build_loss
 from train.metrics import macro_f1, tune_thresholds
 from train.model import build_model, load_pretrained
+from train.pretrained import resolve as resolve_weights, source as weights_source
 from train.run import Run
 
 log = logging.getLogger(__name__)
@@ -97,7 +98,8 @@ def fit(cfg, progress=True, merge_when_done=True, samples=None):
     run = Run(cfg.out)
     _check_out(run.path)
     _check_config(run, cfg)
-    _check_pretrained(cfg)
+    pretrained = _check_pretrained(cfg)
+    _check_pretrained_source(run, pretrained)
     todo = cfg.fold or tuple(range(cfg.folds))
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -118,11 +120,11 @@ def fit(cfg, progress=True, merge_when_done=True, samples=None):
         if removed:
             log.info("removed %d temporary file(s) left by an interrupted write: %s", len(removed),
                      ", ".join(str(p.relative_to(run.path)) for p in removed))
-        return _train_folds(cfg, run, samples, folds, todo, device, size, progress, merge_when_done)
+        return _train_folds(cfg, run, samples, folds, todo, device, size, progress, merge_when_done, pretrained)
 
 
-def _train_folds(cfg, run, samples, folds, todo, device, size, progress, merge_when_done):
-    pp, folds = _prepare(run, cfg, samples, folds)
+def _train_folds(cfg, run, samples, folds, todo, device, size, progress, merge_when_done, pretrained=None):
+    pp, folds = _prepare(run, cfg, samples, folds, pretrained)
     samples.pp = pp
     if cfg.jobs > 1 and len(todo) > 1 and device.type == "cpu" and size == 1:
         from train.parallel import train_in_processes
@@ -156,16 +158,31 @@ def _check_out(path):
 
 
 def _check_pretrained(cfg):
-    """A --pretrained file that is not a matching ResNet state dict is refused before the data is
-    decoded: loaded into the model built on the meta device (shapes only, no memory), as each
-    fold will load it."""
+    """The --pretrained weights (a local file, or torchvision's ImageNet weights from the torch hub
+    cache, downloaded when absent) are found and checked before the data is decoded: loaded into
+    the model built on the meta device (shapes only, no memory), as each fold will load them.
+    Returns what the run records of them ({"name", "sha256"}), or None without --pretrained."""
     if not cfg.pretrained:
-        return
+        return None
+    path, recorded = weights_source(cfg.pretrained, cfg.arch)
     with torch.device("meta"):
         probe = build_model(cfg.arch, cfg.attention, cfg.width, dropout=cfg.dropout)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # "copying ... to a meta parameter is a no-op": the point
-        load_pretrained(probe, cfg.pretrained)
+        load_pretrained(probe, path)
+    return recorded
+
+
+def _check_pretrained_source(run, pretrained):
+    """A run folder starts from one set of weights: the same --pretrained name with a file of other
+    contents (a local file replaced between folds) is refused like another setting."""
+    if not run.has_config():
+        return
+    old = run.pretrained
+    if old is not None and pretrained is not None and old.get("sha256") != pretrained["sha256"]:
+        raise DataError(run.file("config.json"), f"run started from weights {old.get('name')} with sha256 "
+                                                 f"{str(old.get('sha256'))[:12]}..., --pretrained is now "
+                                                 f"{pretrained['sha256'][:12]}...; use another --out")
 
 
 def _check_counts(cfg, count, labels_csv, what):
@@ -221,14 +238,14 @@ def _split(run, cfg, samples, todo):
     return folds
 
 
-def _prepare(run, cfg, samples, folds):
+def _prepare(run, cfg, samples, folds, pretrained=None):
     """(Preprocess, fold per sample): decided once by rank 0 and written to the run folder
     (mean/std from the data, the split ``folds``), then read back by every other rank."""
     if ddp.is_main():
         run.write_errors(samples.errors)
         if not run.has_config():
             mean, std = samples.channel_stats(seed=cfg.seed)
-            run.write_config(cfg, Preprocess(size=cfg.size, mean=mean, std=std))
+            run.write_config(cfg, Preprocess(size=cfg.size, mean=mean, std=std), pretrained)
         if not run.file("folds.csv").exists():
             run.write_split(samples.ids, folds)
     ddp.barrier()
@@ -247,7 +264,7 @@ class _FoldParts:
     def __init__(self, cfg, device, steps):
         self.model = build_model(cfg.arch, cfg.attention, cfg.width, dropout=cfg.dropout)
         if cfg.pretrained:
-            load_pretrained(self.model, cfg.pretrained)
+            load_pretrained(self.model, resolve_weights(cfg.pretrained, cfg.arch)[1])
         # Channels-last on the CPU too: oneDNN's NHWC convolutions train this network faster.
         self.model = self.model.to(device, memory_format=torch.channels_last)
         self.net = self.model

@@ -181,14 +181,20 @@ def adapt_stem_weights(rgb_weight):
 
 
 def load_pretrained(model, path):
-    """Load a local torchvision ResNet weights file (a state dict saved with torch.save).
+    """Load a torchvision ResNet weights file (a state dict saved with torch.save): a local file,
+    or the torch hub file ``train.pretrained`` resolved for ``--pretrained imagenet``; see
+    ``load_pretrained_state``. Returns the list of parameter names that were not loaded."""
+    with loading(path, "not a readable weights file"):
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    return load_pretrained_state(model, state, path)
 
-    Never downloads: users who want ImageNet weights fetch the file once and pass its path.
+
+def load_pretrained_state(model, state, path):
+    """Load a torchvision ResNet state dict into ``model``; ``path`` names it in errors.
+
     The stem is adapted to 4 channels, the 1000-class head and anything CBAM-specific are left
     as initialised. Returns the list of parameter names that were not loaded.
     """
-    with loading(path, "not a readable weights file"):
-        state = torch.load(path, map_location="cpu", weights_only=True)
     if not isinstance(state, dict) or "conv1.weight" not in state:
         raise ValueError(f"{path}: not a torchvision ResNet state dict (no conv1.weight)")
     state = dict(state)

@@ -180,8 +180,19 @@ class Run:
     def has_config(self):
         return self.file("config.json").is_file()
 
-    def write_config(self, cfg, pp):
-        atomic_write_json(self.file("config.json"), {"fit": cfg.to_dict(), "preprocess": pp.to_dict()})
+    @property
+    def pretrained(self):
+        """The weights the run started from ({"name", "sha256"}), or None (fresh weights, or a run
+        made before they were recorded)."""
+        data = self._json("config.json", "not a training run folder")
+        value = data.get("pretrained") if isinstance(data, dict) else None
+        return value if isinstance(value, dict) else None
+
+    def write_config(self, cfg, pp, pretrained=None):
+        data = {"fit": cfg.to_dict(), "preprocess": pp.to_dict()}
+        if pretrained is not None:
+            data["pretrained"] = pretrained
+        atomic_write_json(self.file("config.json"), data)
         self._config = (cfg, pp)
 
     # ------------------------------------------------------------------ split and labels
