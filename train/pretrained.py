@@ -9,22 +9,14 @@ Either way the file is checked against the sha256 prefix its name carries (as to
 of that name exists in the working folder (``./imagenet`` reaches such a file).
 """
 
-import hashlib
 import re
 from pathlib import Path
 
 from runtime.errors import DataError
+from runtime.model_spec import sha256_of
 
 HUB = {"imagenet": "IMAGENET1K_V1", "imagenet-v2": "IMAGENET1K_V2"}
 _HASH = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's HASH_REGEX: resnet18-f37072fd.pth -> f37072fd
-
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def hub_weights(spec, arch):
