@@ -78,18 +78,19 @@ _TEMPORARY = re.compile(r"\..+\.[a-z0-9_]{8}\.tmp")
 
 def remove_stale_temporaries(folder):
     """Delete the temporary files of atomic writes a killed process left directly in ``folder``;
-    returns how many. Call it only while holding the folder's writer lock (runtime/outlock.py),
-    so no live writer's temporary file is taken. Other files are never touched."""
-    removed = 0
+    returns their paths. Call it only while holding the folder's writer lock (runtime/outlock.py,
+    or train.run.Run.claim), so no live writer's temporary file is taken. Other files are never
+    touched."""
+    removed = []
     try:
-        entries = list(os.scandir(folder))
+        entries = sorted(os.scandir(folder), key=lambda e: e.name)
     except (FileNotFoundError, NotADirectoryError):
-        return 0
+        return removed
     for entry in entries:
         if _TEMPORARY.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
             try:
                 os.unlink(entry.path)
-                removed += 1
+                removed.append(Path(entry.path))
             except FileNotFoundError:
                 pass
     return removed

@@ -28,7 +28,6 @@ runtime.writeutil) behind; :meth:`Run.claim` removes those when the next fit sta
 import csv
 import io
 import os
-import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,18 +39,13 @@ from runtime.errors import DataError
 from runtime.jsonfile import read_json
 from runtime.labels import multi_hot, read_labels
 from runtime.preprocess import Preprocess
-from runtime.writeutil import atomic_path, atomic_write_json, atomic_write_text
+from runtime.writeutil import atomic_path, atomic_write_json, atomic_write_text, remove_stale_temporaries
 from train.config import FitConfig
 
 try:
     import fcntl
 except ImportError:  # Windows: a fit removes only its own folds' temporaries
     fcntl = None
-
-# runtime.writeutil.atomic_path's temporary names: mkstemp(prefix=".NAME.", suffix=".tmp"), whose
-# random part is 8 letters, digits or underscores
-_TEMPORARY = re.compile(r"\..+\.[A-Za-z0-9_]{8}\.tmp")
-
 
 def _float_array(values, path, what):
     try:
@@ -147,13 +141,7 @@ class Run:
         try:
             alone = _flock(fd, exclusive=True)
             places = [self.path, *sorted(self.path.glob("fold*"))] if alone else [self.fold_file(k, "") for k in folds]
-            removed = []
-            for folder in places:
-                if folder.is_dir():
-                    for path in sorted(folder.iterdir()):
-                        if _TEMPORARY.fullmatch(path.name) and path.is_file() and not path.is_symlink():
-                            path.unlink(missing_ok=True)
-                            removed.append(path)
+            removed = [path for folder in places for path in remove_stale_temporaries(folder)]
             _flock(fd, exclusive=False)  # from exclusive, or alongside the other fits
             yield removed
         finally:
