@@ -6,6 +6,8 @@ from PyQt5 import QtCore, QtWidgets
 
 from runtime.classes import CHANNELS, CLASS_NAMES
 from viewer.cam_request import CAM_METHODS, METHOD_LABELS
+from viewer.colormaps import COLORMAPS
+from viewer.contrast import CONTRAST_MODES
 from viewer.image_panel import CONTROL_COLOURS
 from viewer.render import OVERLAY_STYLES
 from viewer.state import GAMMA_RANGE
@@ -21,7 +23,8 @@ def _quietly(widget, setter, value):
 
 
 class ChannelControls(QtWidgets.QGroupBox):
-    """Per channel: shown (Ctrl+1..4), contrast low/high (0..255), gamma; auto contrast."""
+    """Per channel: shown (Ctrl+1..4), contrast low/high (0..255), gamma, colour; the contrast
+    mode (per image / fixed / manual, viewer.contrast) and auto contrast."""
 
     def __init__(self, state, parent=None):
         super().__init__("Channels", parent)
@@ -29,13 +32,22 @@ class ChannelControls(QtWidgets.QGroupBox):
         grid = QtWidgets.QGridLayout(self)
         grid.setContentsMargins(6, 4, 6, 4)
         grid.setVerticalSpacing(2)
-        for col, text in enumerate(("", "low", "high", "gamma")):
+        for col, text in enumerate(("", "low", "high", "gamma", "colour")):
             grid.addWidget(QtWidgets.QLabel(text), 0, col)
-        self.checks, self.lows, self.highs, self.gammas = [], [], [], []
+        self.checks, self.lows, self.highs, self.gammas, self.cmaps = [], [], [], [], []
         for i, name in enumerate(CHANNELS):
             self._add_row(grid, i, name)
-        self.auto = QtWidgets.QPushButton("Auto contrast")
-        grid.addWidget(self.auto, len(CHANNELS) + 1, 0, 1, 4)
+        self.mode = QtWidgets.QComboBox()
+        self.mode.addItems(CONTRAST_MODES)
+        self.mode.setCurrentText(state.contrast_mode)
+        self.mode.setToolTip("contrast: per image (recomputed for each field), fixed (from the first fields, "
+                             "kept while browsing) or manual (your limits, kept)")
+        self.mode.currentTextChanged.connect(lambda m: self.state.update(contrast_mode=m))
+        self.auto = QtWidgets.QPushButton("Auto")
+        self.auto.setToolTip("reset: per-image auto contrast, 0.5 / 99.8 percentiles (Ctrl+Shift+A)")
+        grid.addWidget(QtWidgets.QLabel("contrast"), len(CHANNELS) + 1, 0)
+        grid.addWidget(self.mode, len(CHANNELS) + 1, 1, 1, 3)
+        grid.addWidget(self.auto, len(CHANNELS) + 1, 4)
         self.unbind = state.subscribe(self._on_state)
 
     def _add_row(self, grid, i, name):
@@ -55,20 +67,29 @@ class ChannelControls(QtWidgets.QGroupBox):
         gamma.setDecimals(2)
         gamma.setValue(self.state.gammas[i])
         gamma.valueChanged.connect(lambda v, i=i: self.state.set_gamma(i, v))
+        cmap = QtWidgets.QComboBox()
+        cmap.addItems(list(COLORMAPS))
+        cmap.setCurrentText(self.state.colormaps[i])
+        cmap.setMinimumContentsLength(4)
+        cmap.setSizeAdjustPolicy(QtWidgets.QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        cmap.setToolTip(f"the colour {name} is drawn in (added to the others)")
+        cmap.currentTextChanged.connect(lambda text, i=i: self.state.set_colormap(i, text))
         # No arrow buttons: the column fits a 240-px panel; the wheel, the arrow keys and typing still work.
         for box in (low, high, gamma):
             box.setButtonSymbols(QtWidgets.QAbstractSpinBox.NoButtons)
             box.setToolTip("type a value, or use the mouse wheel / Up and Down")
-        for col, widget in enumerate((check, low, high, gamma)):
+        for col, widget in enumerate((check, low, high, gamma, cmap)):
             grid.addWidget(widget, i + 1, col)
         self.checks.append(check)
         self.lows.append(low)
         self.highs.append(high)
         self.gammas.append(gamma)
+        self.cmaps.append(cmap)
 
     def _levels_from_boxes(self, i):
         low = self.lows[i].value()
         high = max(self.highs[i].value(), low + 1)
+        self.state.update(contrast_mode="manual")  # typed limits are kept while browsing
         self.state.set_level(i, low, high)
 
     def _on_state(self, changed):
@@ -81,6 +102,10 @@ class ChannelControls(QtWidgets.QGroupBox):
                 _quietly(self.highs[i], self.highs[i].setValue, int(round(high)))
             if "gammas" in changed:
                 _quietly(self.gammas[i], self.gammas[i].setValue, self.state.gammas[i])
+            if "colormaps" in changed:
+                _quietly(self.cmaps[i], self.cmaps[i].setCurrentText, self.state.colormaps[i])
+        if "contrast_mode" in changed:
+            _quietly(self.mode, self.mode.setCurrentText, self.state.contrast_mode)
 
 
 class CamControls(QtWidgets.QWidget):

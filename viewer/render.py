@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from runtime.composite import composite
+from viewer.colormaps import COLORMAPS, DEFAULT_COLORMAPS
 
 # *Decision*: the CAM overlay must leave the cells readable and must not look
 # like a channel. The composite is additive red, green, blue and yellow, so any saturated hue can
@@ -29,17 +30,19 @@ def _tables(levels, gammas):
     return [np.clip((values - low) / max(high - low, 1e-6), 0, 1) ** gamma for (low, high), gamma in zip(levels, gammas)]
 
 
-def composite_gamma(sample, channels, levels, gammas):
+def composite_gamma(sample, channels, levels, gammas, colormaps=DEFAULT_COLORMAPS):
     """runtime.composite with a per-channel gamma applied after the contrast levels (napari's
-    order). Gamma 1 everywhere is exactly runtime.composite."""
-    if all(g == 1.0 for g in gammas):
+    order) and a colour per channel (viewer.colormaps), added. Gamma 1 everywhere with the HPA
+    colours is exactly runtime.composite."""
+    if all(g == 1.0 for g in gammas) and tuple(colormaps) == DEFAULT_COLORMAPS:
         return composite(sample, channels, levels)
-    # Each channel through its table, kept as float 0..255 so runtime.composite adds the
-    # channels without a second rounding.
-    mapped = np.empty(sample.shape, np.float32)
+    out = np.zeros(sample.shape[:2] + (3,), np.float32)
     for c, table in enumerate(_tables(levels, gammas)):
-        mapped[..., c] = (255.0 * table)[sample[..., c]]
-    return composite(mapped, channels, None)
+        if not channels[c]:
+            continue
+        plane = table[sample[..., c]]
+        out += plane[..., None] * np.asarray(COLORMAPS[colormaps[c]], np.float32)
+    return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def channel_planes(sample, levels, gammas):

@@ -12,9 +12,9 @@ import numpy as np
 from PyQt5 import QtCore, QtWidgets
 
 from runtime.classes import CHANNELS, CLASS_NAMES
-from runtime.composite import auto_levels
 from viewer.cam_request import METHOD_LABELS
 from viewer.chart import ProbabilityChart
+from viewer.contrast import FixedLevels, percentile_levels
 from viewer.controls import CamControls, ChannelControls
 from viewer.id_list import IdPanel
 from viewer.image_panel import ImagePanel
@@ -53,6 +53,7 @@ class MainWindow(QtWidgets.QMainWindow):
             worker.result.connect(self._on_result)
             worker.error.connect(self._on_error)
         self.current = Current()
+        self._fixed = FixedLevels()  # the "fixed for the set" contrast, per opened set
         self.rendered = None         # the composite as shown, uint8 (H, W, 3)
         self.predictions = {}        # Id -> ensemble probabilities, filled in behind the first image
         self.unreadable = {}         # Id -> reason
@@ -158,6 +159,7 @@ class MainWindow(QtWidgets.QMainWindow):
         session = self.session.with_folder(data)
         self.session = session
         self.current = Current()
+        self._fixed = FixedLevels()  # the "fixed for the set" contrast, per opened set
         self.state.update(sample_id="")
         self._populate()
 
@@ -259,7 +261,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if session is not self.session or sample_id != self.state.sample_id:
             return
         self.current.sample = sample
-        self._render()
+        if not self._apply_contrast():
+            self._render()
         self.statusBar().showMessage(f"{sample_id}: {sample.shape[1]}x{sample.shape[0]}", 4000)
         self._request_probs()
         if self.state.cam_class >= 0:
@@ -338,7 +341,11 @@ class MainWindow(QtWidgets.QMainWindow):
         if "sample_id" in changed and self.state.sample_id:
             self._load(self.state.sample_id)
             return
-        if changed & {"channels", "levels", "gammas"}:
+        if "contrast_mode" in changed:
+            self._fixed = FixedLevels()
+            if self._apply_contrast():
+                return
+        if changed & {"channels", "levels", "gammas", "colormaps"}:
             self._render()
         if "cam_fold" in changed:
             self.current.probs = None
@@ -357,7 +364,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if sample is None:
             return
         s = self.state
-        self.rendered = composite_gamma(sample, s.channels, s.levels, s.gammas)
+        self.rendered = composite_gamma(sample, s.channels, s.levels, s.gammas, s.colormaps)
         self.image_panel.show_image(self.rendered, channel_planes(sample, s.levels, s.gammas), s.channels)
 
     def overlay_opacity(self):
@@ -441,8 +448,20 @@ class MainWindow(QtWidgets.QMainWindow):
     def auto_contrast(self):
         if self.current.sample is None:
             return
-        levels = auto_levels(self.current.sample)
-        self.state.update(levels=tuple((float(lo), float(max(hi, lo + 1))) for lo, hi in levels))
+        self.state.update(contrast_mode="per image")
+        self._apply_contrast()
+
+    def _apply_contrast(self):
+        """Set the levels the contrast mode gives for the current sample (viewer.contrast);
+        True when that changed them (and so rendered)."""
+        sample = self.current.sample
+        if sample is None or self.state.contrast_mode == "manual":
+            return False
+        if self.state.contrast_mode == "fixed":
+            levels = self._fixed.add(self.state.sample_id, sample)
+        else:
+            levels = percentile_levels(sample)
+        return bool(self.state.update(levels=levels))
 
     def export_view(self, path):
         """Save the window's panels as they are on screen (PNG)."""
