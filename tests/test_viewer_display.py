@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 from runtime.composite import composite
+from viewer import scale_bar
 from viewer.app import configure
 from viewer.contrast import FixedLevels, histograms, percentile_levels
 from viewer.render import composite_gamma
@@ -134,3 +135,47 @@ def test_colour_combo_changes_the_screen(dim_window):
     assert win.state.colormaps[1] == "magenta"
     assert win.rendered[..., 1].max() == 0 and win.rendered[..., 0].max() > 0
     np.testing.assert_array_equal(win.rendered[..., 0], win.rendered[..., 2])
+
+
+# ---------------------------------------------------------------------- scale bar
+@pytest.mark.parametrize("pixel, width, um", [(0.1, 512, 10), (0.65, 512, 50), (0.08, 2048, 20), (1.0, 64, 10), (3.0, 100, 50)])
+def test_bar_length_is_round_and_about_a_fifth(pixel, width, um):
+    length_um, length_px = scale_bar.bar_length(pixel, width)
+    assert length_um == um and length_px == pytest.approx(um / pixel)
+    assert 0.08 * width <= length_px <= 0.2 * width + 1e-9
+
+
+def test_no_pixel_size_no_bar():
+    rgb = np.zeros((64, 64, 3), np.uint8)
+    assert scale_bar.bar_length(0, 64) is None and scale_bar.draw(rgb, 0) is rgb
+
+
+def test_scale_bar_in_window_and_export(dim_window, tmp_path):
+    win = dim_window
+    assert not win.image_panel.scale_rect.isVisible()
+    win.channel_controls.pixel.setValue(1.0)   # 64 px of 1 um: a fifth is 12.8 um, so a 10 um bar, 10 px
+    assert win.state.pixel_size == 1.0
+    rect = win.image_panel.scale_rect.rect()
+    assert win.image_panel.scale_rect.isVisible() and rect.width() == pytest.approx(10)
+    assert win.image_panel.scale_text.textItem.toPlainText() == "10 µm"
+    import cv2
+
+    (path,) = win.export_image(tmp_path / "x.png")
+    exported = cv2.imread(str(path))
+    y = int(rect.y() + rect.height() / 2)
+    row = (exported[y] == 255).all(axis=1)   # the bar's pixels are pure white
+    assert row.sum() == pytest.approx(10, abs=1)
+    win.state.update(pixel_size=0.0)
+    assert not win.image_panel.scale_rect.isVisible()
+
+
+def test_pixel_size_flag(dim_folder):
+    from viewer.__main__ import build, parser
+
+    app, win = build(parser().parse_args(["--data", str(dim_folder), "--pixel-size", "0.25"]), sync=True)
+    try:
+        assert win.state.pixel_size == 0.25 and win.channel_controls.pixel.value() == 0.25
+    finally:
+        win.close()
+    with pytest.raises(ValueError, match="--pixel-size"):
+        build(parser().parse_args(["--data", str(dim_folder), "--pixel-size", "-1"]))

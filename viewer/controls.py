@@ -48,6 +48,18 @@ class ChannelControls(QtWidgets.QGroupBox):
         grid.addWidget(QtWidgets.QLabel("contrast"), len(CHANNELS) + 1, 0)
         grid.addWidget(self.mode, len(CHANNELS) + 1, 1, 1, 3)
         grid.addWidget(self.auto, len(CHANNELS) + 1, 4)
+        self.pixel = QtWidgets.QDoubleSpinBox()
+        self.pixel.setRange(0, 1000)
+        self.pixel.setDecimals(3)
+        self.pixel.setSingleStep(0.05)
+        self.pixel.setSpecialValueText("unknown")
+        self.pixel.setSuffix(" µm")
+        self.pixel.setValue(state.pixel_size)
+        self.pixel.setButtonSymbols(QtWidgets.QAbstractSpinBox.NoButtons)
+        self.pixel.setToolTip("size of one pixel as shown, for the scale bar (--pixel-size); unknown: no bar")
+        self.pixel.valueChanged.connect(lambda v: self.state.update(pixel_size=float(v)))
+        grid.addWidget(QtWidgets.QLabel("pixel"), len(CHANNELS) + 2, 0)
+        grid.addWidget(self.pixel, len(CHANNELS) + 2, 1, 1, 3)
         self.unbind = state.subscribe(self._on_state)
 
     def _add_row(self, grid, i, name):
@@ -104,6 +116,8 @@ class ChannelControls(QtWidgets.QGroupBox):
                 _quietly(self.gammas[i], self.gammas[i].setValue, self.state.gammas[i])
             if "colormaps" in changed:
                 _quietly(self.cmaps[i], self.cmaps[i].setCurrentText, self.state.colormaps[i])
+        if "pixel_size" in changed:
+            _quietly(self.pixel, self.pixel.setValue, self.state.pixel_size)
         if "contrast_mode" in changed:
             _quietly(self.mode, self.mode.setCurrentText, self.state.contrast_mode)
 

@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from runtime.composite import composite
+from viewer import scale_bar
 from viewer.colormaps import COLORMAPS, DEFAULT_COLORMAPS
 
 # *Decision*: the CAM overlay must leave the cells readable and must not look
@@ -116,15 +117,15 @@ def write_png(path, rgb):
     return path
 
 
-def export_image(path, rgb, cam=None, style="contours", opacity=1.0):
+def export_image(path, rgb, cam=None, style="contours", opacity=1.0, pixel_size=0.0):
     """File > Export image: ``path`` (the composite at the image's own resolution, with the overlay
-    as shown when a CAM is given) and ``<stem>-cam.png`` (the map alone, 0..1 as 0..255 gray).
+    as shown when a CAM is given, and the scale bar when the pixel size is known) and ``<stem>-cam.png`` (the map alone, 0..1 as 0..255 gray).
     Returns the paths written."""
     path = Path(path)
     if path.suffix.lower() != ".png":
         path = path.with_name(path.name + ".png")
     if cam is None:
-        return [write_png(path, rgb)]
-    shown = blend(rgb, overlay_rgba(cam, style), opacity)
+        return [write_png(path, scale_bar.draw(rgb, pixel_size))]
+    shown = scale_bar.draw(blend(rgb, overlay_rgba(cam, style), opacity), pixel_size)
     gray = np.clip(cam * 255 + 0.5, 0, 255).astype(np.uint8)
     return [write_png(path, shown), write_png(path.with_name(path.stem + "-cam.png"), gray)]

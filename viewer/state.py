@@ -23,6 +23,7 @@ class ViewerState:
     gammas: tuple = (1.0, 1.0, 1.0, 1.0)              # per-channel gamma, applied after the levels
     colormaps: tuple = DEFAULT_COLORMAPS               # per-channel colour (viewer.colormaps)
     contrast_mode: str = CONTRAST_MODES[0]             # how levels follow the sample (viewer.contrast)
+    pixel_size: float = 0.0                            # um per displayed pixel; 0: unknown, no scale bar
     cam_class: int = -1                                # -1: the top predicted class
     cam_method: str = CAM_METHODS[0]                   # LayerCAM: the best localiser (cam_request.py)
     cam_fold: str = "mean"                             # "mean" over folds or "fold<k>"
@@ -85,6 +86,8 @@ def _check(changes):
             raise ValueError(f"unknown colormap {name!r}; valid: {', '.join(COLORMAPS)}")
     if "contrast_mode" in changes and changes["contrast_mode"] not in CONTRAST_MODES:
         raise ValueError(f"unknown contrast mode {changes['contrast_mode']!r}; valid: {', '.join(CONTRAST_MODES)}")
+    if "pixel_size" in changes and not (isinstance(changes["pixel_size"], (int, float)) and 0 <= changes["pixel_size"] < 1e4):
+        raise ValueError(f"pixel size must be a number of um >= 0 (0: unknown), got {changes['pixel_size']!r}")
     for low, high in changes.get("levels", ()):
         if not high > low:
             raise ValueError(f"contrast level high must exceed low, got ({low}, {high})")

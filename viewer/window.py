@@ -14,6 +14,7 @@ from PyQt5 import QtCore, QtWidgets
 from runtime.classes import CHANNELS, CLASS_NAMES
 from viewer.cam_request import METHOD_LABELS
 from viewer.chart import ProbabilityChart
+from viewer import scale_bar
 from viewer.contrast import FixedLevels, percentile_levels
 from viewer.controls import CamControls, ChannelControls
 from viewer.id_list import IdPanel
@@ -347,6 +348,8 @@ class MainWindow(QtWidgets.QMainWindow):
                 return
         if changed & {"channels", "levels", "gammas", "colormaps"}:
             self._render()
+        elif "pixel_size" in changed:
+            self._render_scale_bar()
         if "cam_fold" in changed:
             self.current.probs = None
             self._request_probs()  # the model choice drives the bars and the map
@@ -366,6 +369,11 @@ class MainWindow(QtWidgets.QMainWindow):
         s = self.state
         self.rendered = composite_gamma(sample, s.channels, s.levels, s.gammas, s.colormaps)
         self.image_panel.show_image(self.rendered, channel_planes(sample, s.levels, s.gammas), s.channels)
+        self._render_scale_bar()
+
+    def _render_scale_bar(self):
+        g = None if self.rendered is None else scale_bar.geometry(self.rendered.shape, self.state.pixel_size)
+        self.image_panel.set_scale_bar(None if g is None else (*g[:4], scale_bar.label(g[4])))
 
     def overlay_opacity(self):
         """The slider's opacity, dimmed for a class the chosen model does not predict."""
@@ -475,7 +483,8 @@ class MainWindow(QtWidgets.QMainWindow):
             raise ValueError("no image on screen to export")
         cur = self.current
         shown = cur.cam is not None and self.state.show_cam
-        return export_image(path, self.rendered, cur.cam if shown else None, self.state.cam_style, self.overlay_opacity())
+        return export_image(path, self.rendered, cur.cam if shown else None, self.state.cam_style, self.overlay_opacity(),
+                            self.state.pixel_size)
 
     def _open_dialog(self):
         folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Open image folder")
