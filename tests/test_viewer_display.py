@@ -179,3 +179,20 @@ def test_pixel_size_flag(dim_folder):
         win.close()
     with pytest.raises(ValueError, match="--pixel-size"):
         build(parser().parse_args(["--data", str(dim_folder), "--pixel-size", "-1"]))
+
+
+# ---------------------------------------------------------------------- histograms
+def test_histogram_lines_follow_and_set_the_levels(dim_window):
+    win = dim_window
+    panel = win.histogram_panel
+    counts = histograms(win.current.sample)
+    for i in range(4):
+        x, y = panel.curves[i].getData()
+        np.testing.assert_allclose(y, np.log1p(counts[i]))
+        assert [line.value() for line in panel.lines[i]] == list(win.state.levels[i])
+    panel.lines[2][1].setValue(40)          # as a drag does, then the drag's end
+    panel.lines[2][1].sigPositionChangeFinished.emit(panel.lines[2][1])
+    assert win.state.levels[2][1] == 40 and win.state.contrast_mode == "manual"
+    assert win.channel_controls.highs[2].value() == 40
+    win.state.set_level(0, 3, 90)
+    assert [line.value() for line in panel.lines[0]] == [3, 90]

@@ -2,7 +2,7 @@
 (from a shortcut, a test, another widget) updates the widget. Each panel subscribes once and
 ``unbind()`` (called when the window closes) unsubscribes."""
 
-from PyQt5 import QtCore, QtWidgets
+from PyQt5 import QtCore, QtGui, QtWidgets
 
 from runtime.classes import CHANNELS, CLASS_NAMES
 from viewer.cam_request import CAM_METHODS, METHOD_LABELS
@@ -22,6 +22,12 @@ def _quietly(widget, setter, value):
         widget.blockSignals(False)
 
 
+def _swatch(rgb):
+    pixmap = QtGui.QPixmap(14, 14)
+    pixmap.fill(QtGui.QColor(*(int(255 * v) for v in rgb)))
+    return QtGui.QIcon(pixmap)
+
+
 class ChannelControls(QtWidgets.QGroupBox):
     """Per channel: shown (Ctrl+1..4), contrast low/high (0..255), gamma, colour; the contrast
     mode (per image / fixed / manual, viewer.contrast) and auto contrast."""
@@ -32,7 +38,8 @@ class ChannelControls(QtWidgets.QGroupBox):
         grid = QtWidgets.QGridLayout(self)
         grid.setContentsMargins(6, 4, 6, 4)
         grid.setVerticalSpacing(2)
-        for col, text in enumerate(("", "low", "high", "gamma", "colour")):
+        grid.setHorizontalSpacing(3)
+        for col, text in enumerate(("", "low", "high", "γ", "")):
             grid.addWidget(QtWidgets.QLabel(text), 0, col)
         self.checks, self.lows, self.highs, self.gammas, self.cmaps = [], [], [], [], []
         for i, name in enumerate(CHANNELS):
@@ -45,7 +52,7 @@ class ChannelControls(QtWidgets.QGroupBox):
         self.mode.currentTextChanged.connect(lambda m: self.state.update(contrast_mode=m))
         self.auto = QtWidgets.QPushButton("Auto")
         self.auto.setToolTip("reset: per-image auto contrast, 0.5 / 99.8 percentiles (Ctrl+Shift+A)")
-        grid.addWidget(QtWidgets.QLabel("contrast"), len(CHANNELS) + 1, 0)
+        grid.addWidget(QtWidgets.QLabel("mode"), len(CHANNELS) + 1, 0)
         grid.addWidget(self.mode, len(CHANNELS) + 1, 1, 1, 3)
         grid.addWidget(self.auto, len(CHANNELS) + 1, 4)
         self.pixel = QtWidgets.QDoubleSpinBox()
@@ -80,14 +87,19 @@ class ChannelControls(QtWidgets.QGroupBox):
         gamma.setValue(self.state.gammas[i])
         gamma.valueChanged.connect(lambda v, i=i: self.state.set_gamma(i, v))
         cmap = QtWidgets.QComboBox()
-        cmap.addItems(list(COLORMAPS))
+        for cname, rgb in COLORMAPS.items():
+            cmap.addItem(_swatch(rgb), cname)
         cmap.setCurrentText(self.state.colormaps[i])
-        cmap.setMinimumContentsLength(4)
+        # the closed box shows the colour's swatch only (the list shows the names): the panel is narrow
+        cmap.setMinimumContentsLength(0)
         cmap.setSizeAdjustPolicy(QtWidgets.QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        cmap.view().setMinimumWidth(110)
         cmap.setToolTip(f"the colour {name} is drawn in (added to the others)")
         cmap.currentTextChanged.connect(lambda text, i=i: self.state.set_colormap(i, text))
         # No arrow buttons: the column fits a 240-px panel; the wheel, the arrow keys and typing still work.
-        for box in (low, high, gamma):
+        cmap.setMaximumWidth(36)
+        for box, width in ((low, 34), (high, 34), (gamma, 40)):
+            box.setMaximumWidth(width)  # just the digits: leaves the name column its width
             box.setButtonSymbols(QtWidgets.QAbstractSpinBox.NoButtons)
             box.setToolTip("type a value, or use the mouse wheel / Up and Down")
         for col, widget in enumerate((check, low, high, gamma, cmap)):

@@ -15,7 +15,8 @@ from runtime.classes import CHANNELS, CLASS_NAMES
 from viewer.cam_request import METHOD_LABELS
 from viewer.chart import ProbabilityChart
 from viewer import scale_bar
-from viewer.contrast import FixedLevels, percentile_levels
+from viewer.contrast import FixedLevels, histograms, percentile_levels
+from viewer.histogram import HistogramPanel
 from viewer.controls import CamControls, ChannelControls
 from viewer.id_list import IdPanel
 from viewer.image_panel import ImagePanel
@@ -61,7 +62,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.failures = []           # (kind, Id, one-line message) of every worker request that failed
         self._build_panels()
         self._build_menus()
-        self._unbind = [self.state.subscribe(self._on_state), self.channel_controls.unbind, self.cam_controls.unbind]
+        self._unbind = [self.state.subscribe(self._on_state), self.channel_controls.unbind, self.cam_controls.unbind,
+                        self.histogram_panel.unbind]
         self._populate()
 
     # ------------------------------------------------------------------ layout
@@ -81,7 +83,7 @@ class MainWindow(QtWidgets.QMainWindow):
         # The image takes what the window gains or loses; the side columns keep a readable width.
         for index, stretch in enumerate((0, 1, 0)):
             splitter.setStretchFactor(index, stretch)
-        splitter.setSizes([240, 800, 360])
+        splitter.setSizes([262, 778, 360])  # the left column fits the channel rows with their colour
         self.pixel_label = QtWidgets.QLabel("")
         self.statusBar().addPermanentWidget(self.pixel_label)
 
@@ -96,6 +98,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.channel_controls.auto.clicked.connect(self.auto_contrast)
         layout.addWidget(self.id_panel, 1)
         layout.addWidget(self.channel_controls)
+        self.histogram_panel = HistogramPanel(self.state)
+        layout.addWidget(self.histogram_panel)
         left.setMinimumWidth(200)
         return left
 
@@ -149,6 +153,7 @@ class MainWindow(QtWidgets.QMainWindow):
         message = self.session.dataset.empty_reason()
         self.rendered = None
         self.image_panel.clear()
+        self.histogram_panel.set_histograms(None)
         self.image_panel.hide_overlay()
         self.image_panel.set_caption(f"<span style='color:#c08000'>{_escape(message)}</span>")
         self.chart.show_waiting([])
@@ -262,6 +267,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if session is not self.session or sample_id != self.state.sample_id:
             return
         self.current.sample = sample
+        self.histogram_panel.set_histograms(histograms(sample))
         if not self._apply_contrast():
             self._render()
         self.statusBar().showMessage(f"{sample_id}: {sample.shape[1]}x{sample.shape[0]}", 4000)
@@ -331,6 +337,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.current = Current(sample_id, error=message)
         self.rendered = None
         self.image_panel.clear()
+        self.histogram_panel.set_histograms(None)
         self.image_panel.set_caption(f"<span style='color:#d04040'>{_escape(sample_id)}: cannot be shown</span>")
         self.chart.show_waiting(self.session.labels.get(sample_id))
         self.pred_label.setText(f"<b>{_escape(sample_id)}</b><br><span style='color:#d04040'>{_escape(message)}</span>")
