@@ -196,3 +196,11 @@ def test_histogram_lines_follow_and_set_the_levels(dim_window):
     assert win.channel_controls.highs[2].value() == 40
     win.state.set_level(0, 3, 90)
     assert [line.value() for line in panel.lines[0]] == [3, 90]
+
+
+def test_large_field_percentiles_stay_close():
+    rng = np.random.default_rng(1)
+    sample = (rng.random((1100, 1100, 4)) ** 3 * 255).astype(np.uint8)
+    for (low, high), c in zip(percentile_levels(sample), range(4)):
+        lo, hi = np.percentile(sample[..., c], [0.5, 99.8])
+        assert abs(low - lo) <= 2 and abs(high - hi) <= 2
