@@ -206,7 +206,8 @@ def test_green_off_means_no_green(window):
     on = window.rendered.astype(int)
     assert (on[..., 1] > on[..., 0]).any()  # green patterns show as green
     window.state.toggle_channel(1)
-    np.testing.assert_array_equal(window.rendered, composite(window.current.sample, (True, False, True, True), window.state.levels))
+    expected = composite(window.current.sample, (True, False, True, True), window.state.levels)
+    np.testing.assert_array_equal(window.rendered, expected)
     assert not window.channel_controls.checks[1].isChecked()
     assert window.image_panel.channel_labels[1].textItem.toPlainText() == "green (off)"
 

@@ -51,7 +51,8 @@ def test_colormaps_are_additive_and_yellow_is_red_plus_green():
     yellow = composite_gamma(sample, ON, levels, (1.0,) * 4)
     assert tuple(yellow[0, 0]) == (255, 255, 0)
     sample[..., 1] = 128
-    magenta = composite_gamma(sample, (False, True, False, False), levels, (1.0,) * 4, ("red", "magenta", "blue", "yellow"))
+    green_only = (False, True, False, False)
+    magenta = composite_gamma(sample, green_only, levels, (1.0,) * 4, ("red", "magenta", "blue", "yellow"))
     assert tuple(magenta[0, 0]) == (128, 0, 128)
     gray = composite_gamma(sample, (False, True, False, False), levels, (1.0,) * 4, ("red", "gray", "blue", "yellow"))
     assert tuple(gray[0, 0]) == (128, 128, 128)
@@ -138,7 +139,8 @@ def test_colour_combo_changes_the_screen(dim_window):
 
 
 # ---------------------------------------------------------------------- scale bar
-@pytest.mark.parametrize("pixel, width, um", [(0.1, 512, 10), (0.65, 512, 50), (0.08, 2048, 20), (1.0, 64, 10), (3.0, 100, 50)])
+@pytest.mark.parametrize("pixel, width, um",
+                         [(0.1, 512, 10), (0.65, 512, 50), (0.08, 2048, 20), (1.0, 64, 10), (3.0, 100, 50)])
 def test_bar_length_is_round_and_about_a_fifth(pixel, width, um):
     length_um, length_px = scale_bar.bar_length(pixel, width)
     assert length_um == um and length_px == pytest.approx(um / pixel)

@@ -36,7 +36,8 @@ def display_report(tmp_path_factory):
     out = tmp_path_factory.mktemp("xvfb-display")
     env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "QT_XCB_GL_INTEGRATION")}
     env["PYTHONPATH"] = str(ROOT)
-    cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", sys.executable, __file__, "--data", str(data), "--out", str(out)]
+    cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", sys.executable, __file__,
+           "--data", str(data), "--out", str(out)]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, cwd=ROOT)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
     report = json.loads((out / "report.json").read_text())
@@ -116,7 +117,8 @@ def drive(args):
         settle()
         window.repaint()
         app.processEvents()
-        app.primaryScreen().grabWindow(0, 0, 0, window.frameGeometry().width(), window.frameGeometry().height()).save(str(out / f"{name}.png"))
+        frame = window.frameGeometry()
+        app.primaryScreen().grabWindow(0, 0, 0, frame.width(), frame.height()).save(str(out / f"{name}.png"))
 
     def rect_of(widget, rect=None):
         rect = rect or widget.rect()

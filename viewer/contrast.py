@@ -27,8 +27,8 @@ SUBSAMPLE_ABOVE = 1 << 20   # pixels; larger fields are counted on every second 
 def histograms(sample):
     """(4, 256) int64 counts of each uint8 channel of an (H, W, 4) sample. A field over a
     megapixel (HPA's 2048 x 2048) is counted on every 2nd row and column: the percentiles move
-    by at most a grey level or so and the count drops from about 44 ms to about 8 ms (AMD EPYC, shared machine) on the GUI
-    thread."""
+    by at most a grey level or so and the count drops from about 44 ms to about 8 ms on the GUI
+    thread (AMD EPYC, shared machine)."""
     if sample.shape[0] * sample.shape[1] > SUBSAMPLE_ABOVE:
         sample = sample[::2, ::2]
     return np.stack([np.bincount(np.ascontiguousarray(sample[..., c]).ravel(), minlength=256)[:256]

@@ -86,8 +86,9 @@ def _check(changes):
             raise ValueError(f"unknown colormap {name!r}; valid: {', '.join(COLORMAPS)}")
     if "contrast_mode" in changes and changes["contrast_mode"] not in CONTRAST_MODES:
         raise ValueError(f"unknown contrast mode {changes['contrast_mode']!r}; valid: {', '.join(CONTRAST_MODES)}")
-    if "pixel_size" in changes and not (isinstance(changes["pixel_size"], (int, float)) and 0 <= changes["pixel_size"] < 1e4):
-        raise ValueError(f"pixel size must be a number of um >= 0 (0: unknown), got {changes['pixel_size']!r}")
+    pixel = changes.get("pixel_size", 0.0)
+    if not (isinstance(pixel, (int, float)) and 0 <= pixel < 1e4):
+        raise ValueError(f"pixel size must be a number of um >= 0 (0: unknown), got {pixel!r}")
     for low, high in changes.get("levels", ()):
         if not high > low:
             raise ValueError(f"contrast level high must exceed low, got ({low}, {high})")
