@@ -206,21 +206,23 @@ def test_green_off_means_no_green(window):
     on = window.rendered.astype(int)
     assert (on[..., 1] > on[..., 0]).any()  # green patterns show as green
     window.state.toggle_channel(1)
-    np.testing.assert_array_equal(window.rendered, composite(window.current.sample, (True, False, True, True)))
+    expected = composite(window.current.sample, (True, False, True, True), window.state.levels)
+    np.testing.assert_array_equal(window.rendered, expected)
     assert not window.channel_controls.checks[1].isChecked()
     assert window.image_panel.channel_labels[1].textItem.toPlainText() == "green (off)"
 
 
 def test_contrast_and_gamma_brighten_a_channel(window):
+    window.state.update(contrast_mode="manual", levels=((0.0, 255.0),) * 4)
     before = window.rendered[..., 2].astype(float).mean()
     window.channel_controls.highs[2].setValue(60)
-    assert window.state.levels[2] == (0.0, 60.0)
+    assert window.state.levels[2] == (0.0, 60.0) and window.state.contrast_mode == "manual"
     brighter = window.rendered[..., 2].astype(float).mean()
     assert brighter > before
     window.channel_controls.gammas[2].setValue(0.5)
     assert window.state.gammas[2] == 0.5 and window.rendered[..., 2].astype(float).mean() > brighter
     window.auto_contrast()
-    assert all(high > low for low, high in window.state.levels)
+    assert all(high > low for low, high in window.state.levels) and window.state.contrast_mode == "per image"
 
 
 def test_zoom_survives_channel_contrast_and_cam_changes(window):

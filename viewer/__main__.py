@@ -24,6 +24,8 @@ def parser():
     p.add_argument("--run", default="", help="training run folder (per-fold thresholds; predictions and CAMs "
                                              "when there is no --model)")
     p.add_argument("--sample", action="store_true", help="open the bundled real HPA field instead of --data")
+    p.add_argument("--pixel-size", type=float, default=0.0, metavar="UM",
+                   help="size of one image pixel in micrometres (as loaded): draws a scale bar")
     p.add_argument("--screenshot", default="", help="save PREFIX-composite.png and PREFIX-cam.png, then exit")
     return p
 
@@ -60,6 +62,8 @@ def build(args, sync=False):
     # directory would make what --sample shows depend on where the viewer was started.
     # The session (files, model.json, run) is checked before Qt starts, so a bad path is one line
     # even where no display is available.
+    if not 0 <= getattr(args, "pixel_size", 0.0) < 1e4:
+        raise ValueError(f"--pixel-size must be a size in um, 0 or more, got {args.pixel_size:g}")
     session = Session(str(SAMPLE) if args.sample else (args.data or None), args.model or None, args.run or None)
     _check_display()
     from viewer.app import application
@@ -67,7 +71,9 @@ def build(args, sync=False):
     app = application()
     from viewer.window import MainWindow
 
-    return app, MainWindow(session, sync=sync)
+    window = MainWindow(session, sync=sync)
+    window.state.update(pixel_size=getattr(args, "pixel_size", 0.0))
+    return app, window
 
 
 def _check_display():

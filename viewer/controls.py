@@ -2,10 +2,12 @@
 (from a shortcut, a test, another widget) updates the widget. Each panel subscribes once and
 ``unbind()`` (called when the window closes) unsubscribes."""
 
-from PyQt5 import QtCore, QtWidgets
+from PyQt5 import QtCore, QtGui, QtWidgets
 
 from runtime.classes import CHANNELS, CLASS_NAMES
 from viewer.cam_request import CAM_METHODS, METHOD_LABELS
+from viewer.colormaps import COLORMAPS
+from viewer.contrast import CONTRAST_MODES
 from viewer.image_panel import CONTROL_COLOURS
 from viewer.render import OVERLAY_STYLES
 from viewer.state import GAMMA_RANGE
@@ -20,8 +22,15 @@ def _quietly(widget, setter, value):
         widget.blockSignals(False)
 
 
+def _swatch(rgb):
+    pixmap = QtGui.QPixmap(14, 14)
+    pixmap.fill(QtGui.QColor(*(int(255 * v) for v in rgb)))
+    return QtGui.QIcon(pixmap)
+
+
 class ChannelControls(QtWidgets.QGroupBox):
-    """Per channel: shown (Ctrl+1..4), contrast low/high (0..255), gamma; auto contrast."""
+    """Per channel: shown (Ctrl+1..4), contrast low/high (0..255), gamma, colour; the contrast
+    mode (per image / fixed / manual, viewer.contrast) and auto contrast."""
 
     def __init__(self, state, parent=None):
         super().__init__("Channels", parent)
@@ -29,13 +38,35 @@ class ChannelControls(QtWidgets.QGroupBox):
         grid = QtWidgets.QGridLayout(self)
         grid.setContentsMargins(6, 4, 6, 4)
         grid.setVerticalSpacing(2)
-        for col, text in enumerate(("", "low", "high", "gamma")):
+        grid.setHorizontalSpacing(3)
+        for col, text in enumerate(("", "low", "high", "γ", "")):
             grid.addWidget(QtWidgets.QLabel(text), 0, col)
-        self.checks, self.lows, self.highs, self.gammas = [], [], [], []
+        self.checks, self.lows, self.highs, self.gammas, self.cmaps = [], [], [], [], []
         for i, name in enumerate(CHANNELS):
             self._add_row(grid, i, name)
-        self.auto = QtWidgets.QPushButton("Auto contrast")
-        grid.addWidget(self.auto, len(CHANNELS) + 1, 0, 1, 4)
+        self.mode = QtWidgets.QComboBox()
+        self.mode.addItems(CONTRAST_MODES)
+        self.mode.setCurrentText(state.contrast_mode)
+        self.mode.setToolTip("contrast: per image (recomputed for each field), fixed (from the first fields, "
+                             "kept while browsing) or manual (your limits, kept)")
+        self.mode.currentTextChanged.connect(lambda m: self.state.update(contrast_mode=m))
+        self.auto = QtWidgets.QPushButton("Auto")
+        self.auto.setToolTip("reset: per-image auto contrast, 0.5 / 99.8 percentiles (Ctrl+Shift+A)")
+        grid.addWidget(QtWidgets.QLabel("mode"), len(CHANNELS) + 1, 0)
+        grid.addWidget(self.mode, len(CHANNELS) + 1, 1, 1, 3)
+        grid.addWidget(self.auto, len(CHANNELS) + 1, 4)
+        self.pixel = QtWidgets.QDoubleSpinBox()
+        self.pixel.setRange(0, 1000)
+        self.pixel.setDecimals(3)
+        self.pixel.setSingleStep(0.05)
+        self.pixel.setSpecialValueText("unknown")
+        self.pixel.setSuffix(" µm")
+        self.pixel.setValue(state.pixel_size)
+        self.pixel.setButtonSymbols(QtWidgets.QAbstractSpinBox.NoButtons)
+        self.pixel.setToolTip("size of one pixel as shown, for the scale bar (--pixel-size); unknown: no bar")
+        self.pixel.valueChanged.connect(lambda v: self.state.update(pixel_size=float(v)))
+        grid.addWidget(QtWidgets.QLabel("pixel"), len(CHANNELS) + 2, 0)
+        grid.addWidget(self.pixel, len(CHANNELS) + 2, 1, 1, 3)
         self.unbind = state.subscribe(self._on_state)
 
     def _add_row(self, grid, i, name):
@@ -55,20 +86,34 @@ class ChannelControls(QtWidgets.QGroupBox):
         gamma.setDecimals(2)
         gamma.setValue(self.state.gammas[i])
         gamma.valueChanged.connect(lambda v, i=i: self.state.set_gamma(i, v))
+        cmap = QtWidgets.QComboBox()
+        for cname, rgb in COLORMAPS.items():
+            cmap.addItem(_swatch(rgb), cname)
+        cmap.setCurrentText(self.state.colormaps[i])
+        # the closed box shows the colour's swatch only (the list shows the names): the panel is narrow
+        cmap.setMinimumContentsLength(0)
+        cmap.setSizeAdjustPolicy(QtWidgets.QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        cmap.view().setMinimumWidth(110)
+        cmap.setToolTip(f"the colour {name} is drawn in (added to the others)")
+        cmap.currentTextChanged.connect(lambda text, i=i: self.state.set_colormap(i, text))
         # No arrow buttons: the column fits a 240-px panel; the wheel, the arrow keys and typing still work.
-        for box in (low, high, gamma):
+        cmap.setMaximumWidth(36)
+        for box, width in ((low, 34), (high, 34), (gamma, 40)):
+            box.setMaximumWidth(width)  # just the digits: leaves the name column its width
             box.setButtonSymbols(QtWidgets.QAbstractSpinBox.NoButtons)
             box.setToolTip("type a value, or use the mouse wheel / Up and Down")
-        for col, widget in enumerate((check, low, high, gamma)):
+        for col, widget in enumerate((check, low, high, gamma, cmap)):
             grid.addWidget(widget, i + 1, col)
         self.checks.append(check)
         self.lows.append(low)
         self.highs.append(high)
         self.gammas.append(gamma)
+        self.cmaps.append(cmap)
 
     def _levels_from_boxes(self, i):
         low = self.lows[i].value()
         high = max(self.highs[i].value(), low + 1)
+        self.state.update(contrast_mode="manual")  # typed limits are kept while browsing
         self.state.set_level(i, low, high)
 
     def _on_state(self, changed):
@@ -81,6 +126,12 @@ class ChannelControls(QtWidgets.QGroupBox):
                 _quietly(self.highs[i], self.highs[i].setValue, int(round(high)))
             if "gammas" in changed:
                 _quietly(self.gammas[i], self.gammas[i].setValue, self.state.gammas[i])
+            if "colormaps" in changed:
+                _quietly(self.cmaps[i], self.cmaps[i].setCurrentText, self.state.colormaps[i])
+        if "pixel_size" in changed:
+            _quietly(self.pixel, self.pixel.setValue, self.state.pixel_size)
+        if "contrast_mode" in changed:
+            _quietly(self.mode, self.mode.setCurrentText, self.state.contrast_mode)
 
 
 class CamControls(QtWidgets.QWidget):

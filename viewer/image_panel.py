@@ -36,6 +36,16 @@ class ImagePanel(QtWidgets.QWidget):
         self.overlay_item.setZValue(10)
         self.view.addItem(self.image_item)
         self.view.addItem(self.overlay_item)
+        # the scale bar (viewer.scale_bar), in image coordinates so it stays true at any zoom
+        self.scale_rect = QtWidgets.QGraphicsRectItem()
+        self.scale_rect.setBrush(pg.mkBrush("w"))
+        self.scale_rect.setPen(pg.mkPen((0, 0, 0), width=1, cosmetic=True))
+        self.scale_rect.setZValue(20)
+        self.scale_text = pg.TextItem("", color="w", anchor=(0.5, 1), fill=pg.mkBrush(0, 0, 0, 120))
+        self.scale_text.setZValue(20)
+        self.view.addItem(self.scale_rect)
+        self.view.addItem(self.scale_text)
+        self.set_scale_bar(None)
         self.view.scene().sigMouseMoved.connect(self._mouse_moved)
 
     def _build_strip(self):
@@ -87,6 +97,17 @@ class ImagePanel(QtWidgets.QWidget):
             self.overlay_item.setRect(QtCore.QRectF(0, 0, self._shape[1], self._shape[0]))
         self.overlay_item.setOpacity(opacity)
         self.overlay_item.setVisible(True)
+
+    def set_scale_bar(self, geometry):
+        """geometry: (x0, y0, length, thickness, label) in image pixels, or None to hide the bar."""
+        visible = geometry is not None
+        self.scale_rect.setVisible(visible)
+        self.scale_text.setVisible(visible)
+        if visible:
+            x0, y0, length, thickness, text = geometry
+            self.scale_rect.setRect(QtCore.QRectF(x0, y0, length, thickness))
+            self.scale_text.setText(text)
+            self.scale_text.setPos(x0 + length / 2, y0)
 
     def set_overlay_opacity(self, opacity):
         self.overlay_item.setOpacity(opacity)

@@ -8,6 +8,8 @@ import cv2
 import numpy as np
 
 from runtime.composite import composite
+from viewer import scale_bar
+from viewer.colormaps import COLORMAPS, DEFAULT_COLORMAPS
 
 # *Decision*: the CAM overlay must leave the cells readable and must not look
 # like a channel. The composite is additive red, green, blue and yellow, so any saturated hue can
@@ -29,17 +31,19 @@ def _tables(levels, gammas):
     return [np.clip((values - low) / max(high - low, 1e-6), 0, 1) ** gamma for (low, high), gamma in zip(levels, gammas)]
 
 
-def composite_gamma(sample, channels, levels, gammas):
+def composite_gamma(sample, channels, levels, gammas, colormaps=DEFAULT_COLORMAPS):
     """runtime.composite with a per-channel gamma applied after the contrast levels (napari's
-    order). Gamma 1 everywhere is exactly runtime.composite."""
-    if all(g == 1.0 for g in gammas):
+    order) and a colour per channel (viewer.colormaps), added. Gamma 1 everywhere with the HPA
+    colours is exactly runtime.composite."""
+    if all(g == 1.0 for g in gammas) and tuple(colormaps) == DEFAULT_COLORMAPS:
         return composite(sample, channels, levels)
-    # Each channel through its table, kept as float 0..255 so runtime.composite adds the
-    # channels without a second rounding.
-    mapped = np.empty(sample.shape, np.float32)
+    out = np.zeros(sample.shape[:2] + (3,), np.float32)
     for c, table in enumerate(_tables(levels, gammas)):
-        mapped[..., c] = (255.0 * table)[sample[..., c]]
-    return composite(mapped, channels, None)
+        if not channels[c]:
+            continue
+        plane = table[sample[..., c]]
+        out += plane[..., None] * np.asarray(COLORMAPS[colormaps[c]], np.float32)
+    return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
 
 
 def channel_planes(sample, levels, gammas):
@@ -113,15 +117,15 @@ def write_png(path, rgb):
     return path
 
 
-def export_image(path, rgb, cam=None, style="contours", opacity=1.0):
+def export_image(path, rgb, cam=None, style="contours", opacity=1.0, pixel_size=0.0):
     """File > Export image: ``path`` (the composite at the image's own resolution, with the overlay
-    as shown when a CAM is given) and ``<stem>-cam.png`` (the map alone, 0..1 as 0..255 gray).
+    as shown when a CAM is given, and the scale bar when the pixel size is known) and ``<stem>-cam.png`` (the map alone, 0..1 as 0..255 gray).
     Returns the paths written."""
     path = Path(path)
     if path.suffix.lower() != ".png":
         path = path.with_name(path.name + ".png")
     if cam is None:
-        return [write_png(path, rgb)]
-    shown = blend(rgb, overlay_rgba(cam, style), opacity)
+        return [write_png(path, scale_bar.draw(rgb, pixel_size))]
+    shown = scale_bar.draw(blend(rgb, overlay_rgba(cam, style), opacity), pixel_size)
     gray = np.clip(cam * 255 + 0.5, 0, 255).astype(np.uint8)
     return [write_png(path, shown), write_png(path.with_name(path.stem + "-cam.png"), gray)]

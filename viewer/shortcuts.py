@@ -28,7 +28,7 @@ SHORTCUTS = (
     Shortcut("&Go", "10 images &forward", ("Ctrl+PgDown",), "go", (10,)),
     Shortcut("&Go", "10 images &back", ("Ctrl+PgUp",), "go", (-10,)),
     Shortcut("&View", "&Reset zoom and pan", ("Ctrl+R",), "reset_view"),
-    Shortcut("&View", "&Auto contrast", ("Ctrl+Shift+A",), "auto_contrast"),
+    Shortcut("&View", "&Auto contrast (per image; resets manual limits)", ("Ctrl+Shift+A",), "auto_contrast"),
     Shortcut("&View", "Show/hide the CAM &overlay", ("Ctrl+H",), "toggle_overlay"),
     *(Shortcut("&View", f"Show/hide {name}", (f"Ctrl+{i + 1}",), "toggle_channel", (i,))
       for i, name in enumerate(("red", "green", "blue", "yellow"))),
@@ -38,6 +38,7 @@ SHORTCUTS = (
 OTHER_KEYS = (
     ("Up / Down", "previous / next Id while the list has the focus"),
     ("mouse wheel, drag", "zoom and pan the image (right-drag: zoom a box)"),
+    ("drag a histogram line", "set that channel's contrast limit (manual contrast)"),
 )
 
 

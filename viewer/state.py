@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, fields
 
 from runtime.classes import NUM_CLASSES
 from viewer.cam_request import CAM_METHODS
+from viewer.colormaps import COLORMAPS, DEFAULT_COLORMAPS
+from viewer.contrast import CONTRAST_MODES
 from viewer.render import OVERLAY_STYLES
 
 GAMMA_RANGE = (0.2, 5.0)
@@ -19,6 +21,9 @@ class ViewerState:
     channels: tuple = (True, True, True, True)       # R, G, B, Y shown in the composite
     levels: tuple = ((0.0, 255.0),) * 4               # per-channel contrast (low, high), 0..255
     gammas: tuple = (1.0, 1.0, 1.0, 1.0)              # per-channel gamma, applied after the levels
+    colormaps: tuple = DEFAULT_COLORMAPS               # per-channel colour (viewer.colormaps)
+    contrast_mode: str = CONTRAST_MODES[0]             # how levels follow the sample (viewer.contrast)
+    pixel_size: float = 0.0                            # um per displayed pixel; 0: unknown, no scale bar
     cam_class: int = -1                                # -1: the top predicted class
     cam_method: str = CAM_METHODS[0]                   # LayerCAM: the best localiser (cam_request.py)
     cam_fold: str = "mean"                             # "mean" over folds or "fold<k>"
@@ -56,6 +61,11 @@ class ViewerState:
         levels[index] = (float(low), float(high))
         self.update(levels=tuple(levels))
 
+    def set_colormap(self, index, name):
+        colormaps = list(self.colormaps)
+        colormaps[index] = name
+        self.update(colormaps=tuple(colormaps))
+
     def set_gamma(self, index, gamma):
         gammas = list(self.gammas)
         gammas[index] = float(gamma)
@@ -71,6 +81,14 @@ def _check(changes):
         raise ValueError(f"cam_class must be -1 (top predicted) or 0..{NUM_CLASSES - 1}, got {changes['cam_class']!r}")
     if "cam_opacity" in changes and not 0 <= changes["cam_opacity"] <= 1:
         raise ValueError(f"cam_opacity must be in 0..1, got {changes['cam_opacity']!r}")
+    for name in changes.get("colormaps", ()):
+        if name not in COLORMAPS:
+            raise ValueError(f"unknown colormap {name!r}; valid: {', '.join(COLORMAPS)}")
+    if "contrast_mode" in changes and changes["contrast_mode"] not in CONTRAST_MODES:
+        raise ValueError(f"unknown contrast mode {changes['contrast_mode']!r}; valid: {', '.join(CONTRAST_MODES)}")
+    pixel = changes.get("pixel_size", 0.0)
+    if not (isinstance(pixel, (int, float)) and 0 <= pixel < 1e4):
+        raise ValueError(f"pixel size must be a number of um >= 0 (0: unknown), got {pixel!r}")
     for low, high in changes.get("levels", ()):
         if not high > low:
             raise ValueError(f"contrast level high must exceed low, got ({low}, {high})")

@@ -12,9 +12,11 @@ import numpy as np
 from PyQt5 import QtCore, QtWidgets
 
 from runtime.classes import CHANNELS, CLASS_NAMES
-from runtime.composite import auto_levels
 from viewer.cam_request import METHOD_LABELS
 from viewer.chart import ProbabilityChart
+from viewer import scale_bar
+from viewer.contrast import FixedLevels, histograms, percentile_levels
+from viewer.histogram import HistogramPanel
 from viewer.controls import CamControls, ChannelControls
 from viewer.id_list import IdPanel
 from viewer.image_panel import ImagePanel
@@ -53,13 +55,15 @@ class MainWindow(QtWidgets.QMainWindow):
             worker.result.connect(self._on_result)
             worker.error.connect(self._on_error)
         self.current = Current()
+        self._fixed = FixedLevels()  # the "fixed for the set" contrast, per opened set
         self.rendered = None         # the composite as shown, uint8 (H, W, 3)
         self.predictions = {}        # Id -> ensemble probabilities, filled in behind the first image
         self.unreadable = {}         # Id -> reason
         self.failures = []           # (kind, Id, one-line message) of every worker request that failed
         self._build_panels()
         self._build_menus()
-        self._unbind = [self.state.subscribe(self._on_state), self.channel_controls.unbind, self.cam_controls.unbind]
+        self._unbind = [self.state.subscribe(self._on_state), self.channel_controls.unbind, self.cam_controls.unbind,
+                        self.histogram_panel.unbind]
         self._populate()
 
     # ------------------------------------------------------------------ layout
@@ -79,7 +83,7 @@ class MainWindow(QtWidgets.QMainWindow):
         # The image takes what the window gains or loses; the side columns keep a readable width.
         for index, stretch in enumerate((0, 1, 0)):
             splitter.setStretchFactor(index, stretch)
-        splitter.setSizes([240, 800, 360])
+        splitter.setSizes([262, 778, 360])  # the left column fits the channel rows with their colour
         self.pixel_label = QtWidgets.QLabel("")
         self.statusBar().addPermanentWidget(self.pixel_label)
 
@@ -94,6 +98,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.channel_controls.auto.clicked.connect(self.auto_contrast)
         layout.addWidget(self.id_panel, 1)
         layout.addWidget(self.channel_controls)
+        self.histogram_panel = HistogramPanel(self.state)
+        layout.addWidget(self.histogram_panel)
         left.setMinimumWidth(200)
         return left
 
@@ -147,6 +153,7 @@ class MainWindow(QtWidgets.QMainWindow):
         message = self.session.dataset.empty_reason()
         self.rendered = None
         self.image_panel.clear()
+        self.histogram_panel.set_histograms(None)
         self.image_panel.hide_overlay()
         self.image_panel.set_caption(f"<span style='color:#c08000'>{_escape(message)}</span>")
         self.chart.show_waiting([])
@@ -158,6 +165,7 @@ class MainWindow(QtWidgets.QMainWindow):
         session = self.session.with_folder(data)
         self.session = session
         self.current = Current()
+        self._fixed = FixedLevels()  # the "fixed for the set" contrast, per opened set
         self.state.update(sample_id="")
         self._populate()
 
@@ -259,7 +267,9 @@ class MainWindow(QtWidgets.QMainWindow):
         if session is not self.session or sample_id != self.state.sample_id:
             return
         self.current.sample = sample
-        self._render()
+        self.histogram_panel.set_histograms(histograms(sample))
+        if not self._apply_contrast():
+            self._render()
         self.statusBar().showMessage(f"{sample_id}: {sample.shape[1]}x{sample.shape[0]}", 4000)
         self._request_probs()
         if self.state.cam_class >= 0:
@@ -327,6 +337,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.current = Current(sample_id, error=message)
         self.rendered = None
         self.image_panel.clear()
+        self.histogram_panel.set_histograms(None)
         self.image_panel.set_caption(f"<span style='color:#d04040'>{_escape(sample_id)}: cannot be shown</span>")
         self.chart.show_waiting(self.session.labels.get(sample_id))
         self.pred_label.setText(f"<b>{_escape(sample_id)}</b><br><span style='color:#d04040'>{_escape(message)}</span>")
@@ -338,8 +349,14 @@ class MainWindow(QtWidgets.QMainWindow):
         if "sample_id" in changed and self.state.sample_id:
             self._load(self.state.sample_id)
             return
-        if changed & {"channels", "levels", "gammas"}:
+        if "contrast_mode" in changed:
+            self._fixed = FixedLevels()
+            if self._apply_contrast():
+                return
+        if changed & {"channels", "levels", "gammas", "colormaps"}:
             self._render()
+        elif "pixel_size" in changed:
+            self._render_scale_bar()
         if "cam_fold" in changed:
             self.current.probs = None
             self._request_probs()  # the model choice drives the bars and the map
@@ -357,8 +374,13 @@ class MainWindow(QtWidgets.QMainWindow):
         if sample is None:
             return
         s = self.state
-        self.rendered = composite_gamma(sample, s.channels, s.levels, s.gammas)
+        self.rendered = composite_gamma(sample, s.channels, s.levels, s.gammas, s.colormaps)
         self.image_panel.show_image(self.rendered, channel_planes(sample, s.levels, s.gammas), s.channels)
+        self._render_scale_bar()
+
+    def _render_scale_bar(self):
+        g = None if self.rendered is None else scale_bar.geometry(self.rendered.shape, self.state.pixel_size)
+        self.image_panel.set_scale_bar(None if g is None else (*g[:4], scale_bar.label(g[4])))
 
     def overlay_opacity(self):
         """The slider's opacity, dimmed for a class the chosen model does not predict."""
@@ -441,8 +463,20 @@ class MainWindow(QtWidgets.QMainWindow):
     def auto_contrast(self):
         if self.current.sample is None:
             return
-        levels = auto_levels(self.current.sample)
-        self.state.update(levels=tuple((float(lo), float(max(hi, lo + 1))) for lo, hi in levels))
+        self.state.update(contrast_mode="per image")
+        self._apply_contrast()
+
+    def _apply_contrast(self):
+        """Set the levels the contrast mode gives for the current sample (viewer.contrast);
+        True when that changed them (and so rendered)."""
+        sample = self.current.sample
+        if sample is None or self.state.contrast_mode == "manual":
+            return False
+        if self.state.contrast_mode == "fixed":
+            levels = self._fixed.add(self.state.sample_id, sample)
+        else:
+            levels = percentile_levels(sample)
+        return bool(self.state.update(levels=levels))
 
     def export_view(self, path):
         """Save the window's panels as they are on screen (PNG)."""
@@ -456,7 +490,8 @@ class MainWindow(QtWidgets.QMainWindow):
             raise ValueError("no image on screen to export")
         cur = self.current
         shown = cur.cam is not None and self.state.show_cam
-        return export_image(path, self.rendered, cur.cam if shown else None, self.state.cam_style, self.overlay_opacity())
+        return export_image(path, self.rendered, cur.cam if shown else None, self.state.cam_style, self.overlay_opacity(),
+                            self.state.pixel_size)
 
     def _open_dialog(self):
         folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Open image folder")
