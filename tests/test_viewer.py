@@ -430,3 +430,12 @@ def test_id_list_shows_full_ids_a_count_and_keeps_the_selection_visible(qtbot):
     QtWidgets.QApplication.processEvents()
     rect = panel.list.visualItemRect(panel.list.item(200))
     assert panel.list.viewport().rect().intersects(rect)
+
+
+def test_a_filter_hiding_the_shown_id_jumps_to_and_loads_the_first_id_it_keeps(window):
+    ids = window.session.ids
+    window.id_panel.select(ids[0])
+    window.id_panel.search.setText(ids[-1])
+    assert window.id_panel.current_id() == ids[-1]
+    assert window.current.sample_id == ids[-1]
+    assert window.id_panel.count.text() == f"1 of {len(ids)}"
