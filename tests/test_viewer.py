@@ -439,3 +439,8 @@ def test_a_filter_hiding_the_shown_id_jumps_to_and_loads_the_first_id_it_keeps(w
     assert window.id_panel.current_id() == ids[-1]
     assert window.current.sample_id == ids[-1]
     assert window.id_panel.count.text() == f"1 of {len(ids)}"
+
+
+def test_a_run_folder_given_as_the_model_says_to_open_it_as_the_run(tiny_run):
+    with pytest.raises(Exception, match="training run folder: open it as the run"):
+        Models(tiny_run[0], None)
