@@ -407,3 +407,42 @@ def test_bad_arguments_are_one_line(capsys):
     assert main(["--data", "/no/such/folder"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("error: /no/such/folder") and "Traceback" not in err
+
+
+def test_id_list_shows_full_ids_a_count_and_keeps_the_selection_visible(qtbot):
+    from viewer.id_list import IdPanel
+
+    panel = IdPanel()
+    qtbot.addWidget(panel)
+    long_id = "plate07_well_B12_field_004_" + "x" * 40
+    ids = [f"id{n:03d}" for n in range(200)] + [long_id]
+    panel.set_ids(ids)
+    assert panel.count.text() == "201 of 201"
+    item = panel.list.item(200)
+    assert item.text() == long_id and item.toolTip() == long_id
+    assert panel.list.textElideMode() == QtCore.Qt.ElideMiddle
+    panel.search.setText("id00")
+    panel.apply({}, {}, {}, 0)
+    assert panel.count.text() == "10 of 201"
+    panel.search.setText("")
+    panel.apply({}, {}, {}, 0)
+    panel.resize(200, 150)
+    panel.show()
+    panel.select(long_id)
+    QtWidgets.QApplication.processEvents()
+    rect = panel.list.visualItemRect(panel.list.item(200))
+    assert panel.list.viewport().rect().intersects(rect)
+
+
+def test_a_filter_hiding_the_shown_id_jumps_to_and_loads_the_first_id_it_keeps(window):
+    ids = window.session.ids
+    window.id_panel.select(ids[0])
+    window.id_panel.search.setText(ids[-1])
+    assert window.id_panel.current_id() == ids[-1]
+    assert window.current.sample_id == ids[-1]
+    assert window.id_panel.count.text() == f"1 of {len(ids)}"
+
+
+def test_a_run_folder_given_as_the_model_says_to_open_it_as_the_run(tiny_run):
+    with pytest.raises(Exception, match="training run folder: open it as the run"):
+        Models(tiny_run[0], None)

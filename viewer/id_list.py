@@ -32,8 +32,12 @@ class IdPanel(QtWidgets.QWidget):
         self.note.setStyleSheet("color: #c08000")
         self.list = QtWidgets.QListWidget()
         self.list.setUniformItemSizes(True)
+        # Full Ids: elided in the middle only when the column is too narrow, full Id as tooltip.
+        self.list.setTextElideMode(QtCore.Qt.ElideMiddle)
+        self.count = QtWidgets.QLabel("")
         for widget in (self.search, self.gt_filter, self.pred_filter, self.errors_only, self.note):
             layout.addWidget(widget)
+        layout.addWidget(self.count)
         layout.addWidget(self.list, 1)
         self.search.textChanged.connect(self.filters_changed)
         self.gt_filter.currentIndexChanged.connect(self.filters_changed)
@@ -50,9 +54,11 @@ class IdPanel(QtWidgets.QWidget):
         for sample_id in ids:
             item = QtWidgets.QListWidgetItem(sample_id)
             item.setData(ID_ROLE, sample_id)
+            item.setToolTip(sample_id)
             self.list.addItem(item)
             self._rows[sample_id] = self.list.count() - 1
         self.list.setUpdatesEnabled(True)
+        self._update_count()
 
     def mark_unreadable(self, sample_id, reason):
         row = self._rows.get(sample_id)
@@ -61,7 +67,7 @@ class IdPanel(QtWidgets.QWidget):
         item = self.list.item(row)
         item.setIcon(self._warning)
         item.setForeground(QtGui.QBrush(QtGui.QColor("#d04040")))
-        item.setToolTip(reason)
+        item.setToolTip(f"{sample_id}: {reason}")
 
     def set_predictions_enabled(self, enabled, why=""):
         for widget in (self.pred_filter, self.errors_only):
@@ -94,6 +100,12 @@ class IdPanel(QtWidgets.QWidget):
             notes.append(f"{len(unreadable)} unreadable Id(s) (marked) cannot be predicted")
         self.note.setText("; ".join(notes))
         self.note.setVisible(bool(notes))
+        self._update_count()
+
+    def _update_count(self):
+        total = self.list.count()
+        shown = sum(not self.list.item(r).isHidden() for r in range(total))
+        self.count.setText(f"{shown} of {total}")
 
     # ------------------------------------------------------------------ moving
     def visible_ids(self):
@@ -107,6 +119,7 @@ class IdPanel(QtWidgets.QWidget):
         row = self._rows.get(sample_id)
         if row is not None:
             self.list.setCurrentRow(row)
+            self.list.scrollToItem(self.list.item(row))
 
     def move(self, step):
         rows = [r for r in range(self.list.count()) if not self.list.item(r).isHidden()]
@@ -114,7 +127,9 @@ class IdPanel(QtWidgets.QWidget):
             return
         current = self.list.currentRow()
         pos = rows.index(current) if current in rows else (-1 if step > 0 else len(rows))
-        self.list.setCurrentRow(rows[max(0, min(len(rows) - 1, pos + step))])
+        row = rows[max(0, min(len(rows) - 1, pos + step))]
+        self.list.setCurrentRow(row)
+        self.list.scrollToItem(self.list.item(row))
 
     def _current(self, item, _previous):
         if item is not None:

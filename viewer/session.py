@@ -77,6 +77,10 @@ class Models:
         from runtime.model_spec import load_model_spec
         from train.run import Run
 
+        if model and Path(model).is_dir() and not Path(model, "model.json").is_file() \
+                and Path(model, "config.json").is_file():
+            raise DataError(model, "is a training run folder: open it as the run (--run, for CAMs), "
+                                   "or pick its deploy folder (with model.json) for predictions")
         self.spec = load_model_spec(model) if model else None
         self.run = Run(run) if run else None
         named = self.spec.data.get("source", {}).get("run") if self.spec is not None else None

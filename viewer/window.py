@@ -177,6 +177,10 @@ class MainWindow(QtWidgets.QMainWindow):
         predicted = {i: self.models.predicted(p) for i, p in self.predictions.items()}
         pending = len(self.session.ids) - len(self.predictions) - len(set(self.unreadable) - set(self.session.dataset.problems))
         self.id_panel.apply(self.session.labels, predicted, self.unreadable, max(pending, 0) if self.models.can_predict else 0)
+        # A filter that hides the shown Id (e.g. "errors only") jumps to and loads the first Id it keeps.
+        shown = self.id_panel.visible_ids()
+        if shown and self.id_panel.current_id() not in shown:
+            self.id_panel.select(shown[0])
 
     def visible_ids(self):
         return self.id_panel.visible_ids()
