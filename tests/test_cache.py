@@ -62,3 +62,18 @@ def test_truncated_cache_file_is_one_clear_error(tiny_data, tmp_path):
     path.write_bytes(path.read_bytes()[:1000])
     with pytest.raises(Exception, match="images.npy"):
         cache.open_cache(tmp_path / "c", cache.cache_key(folder, ids, pp))
+
+
+def test_training_through_the_cache_gives_bit_identical_out_of_fold_predictions(tiny_run, tiny_data, tmp_path):
+    from train.config import FitConfig
+    from train.fit import fit
+
+    from tests.conftest import TINY_SETTINGS
+    run, _ = tiny_run
+    out = tmp_path / "cached"
+    fit(FitConfig(data=str(tiny_data), out=str(out), cache=str(tmp_path / "c"), **TINY_SETTINGS), progress=False)
+    assert (tmp_path / "c" / cache.MANIFEST).is_file()
+    assert (out / "oof.csv").read_bytes() == (run / "oof.csv").read_bytes()
+    assert (out / "errors.csv").read_bytes() == (run / "errors.csv").read_bytes()
+    for fold in ("fold0", "fold1"):
+        assert np.array_equal(np.load(run / fold / "oof_single.npy"), np.load(out / fold / "oof_single.npy"))
