@@ -77,3 +77,36 @@ def test_training_through_the_cache_gives_bit_identical_out_of_fold_predictions(
     assert (out / "errors.csv").read_bytes() == (run / "errors.csv").read_bytes()
     for fold in ("fold0", "fold1"):
         assert np.array_equal(np.load(run / fold / "oof_single.npy"), np.load(out / fold / "oof_single.npy"))
+
+
+def test_samples_through_the_cache_pickle_as_the_path_not_the_pixels(tiny_data, tmp_path):
+    import pickle
+
+    from train.data import Samples
+    samples = Samples(tiny_data / "train.csv", tiny_data / "train", Preprocess(size=32), progress=False,
+                      cache_dir=tmp_path / "c")
+    blob = pickle.dumps(samples)
+    assert len(blob) < samples.images.nbytes / 4
+    again = pickle.loads(blob)
+    assert isinstance(again.images, np.memmap) and np.array_equal(again.get(5), samples.get(5))
+
+
+def test_a_second_builder_is_refused_in_one_line_while_one_builds(tiny_data, tmp_path):
+    from runtime.errors import DataError
+    folder, ids, pp = ImageFolder(tiny_data / "train"), _ids(tiny_data), Preprocess(size=32)
+    import subprocess
+    import sys
+    import time
+    (tmp_path / "c").mkdir()
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from runtime.outlock import writer_lock\n"
+                               "with writer_lock(sys.argv[1]):\n print('held', flush=True); time.sleep(30)",
+                               str(tmp_path / "c")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(DataError) as err:
+            cache.build_cache(tmp_path / "c", folder, ids, pp, progress=False)
+    finally:
+        holder.kill()
+        holder.wait()
+    assert not (tmp_path / "c" / cache.MANIFEST).exists()
+    assert "\n" not in str(err.value) and str(tmp_path / "c") in str(err.value)

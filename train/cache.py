@@ -66,6 +66,9 @@ def build_cache(cache_dir, folder, ids, pp, progress=True, flush_every=64):
     d = Path(cache_dir)
     d.mkdir(parents=True, exist_ok=True)
     key = cache_key(folder, ids, pp)
+    found = open_cache(d, key)  # complete and current: read it without the lock (DDP ranks, --fold jobs)
+    if found is not None:
+        return found
     with writer_lock(d, option="--cache", what="to this cache"):
         found = open_cache(d, key)
         if found is not None:

@@ -59,6 +59,17 @@ class Samples:
         if not keep:
             raise DataError(labels_csv, "no readable samples")
 
+    def __getstate__(self):  # a memory-mapped cache travels as its path (--jobs), not as a copy
+        state = dict(self.__dict__)
+        if isinstance(self.images, np.memmap):
+            state["images"] = ("memmap", self.images.filename)
+        return state
+
+    def __setstate__(self, state):
+        if isinstance(state.get("images"), tuple):
+            state["images"] = np.load(state["images"][1], mmap_mode="r")
+        self.__dict__.update(state)
+
     def _load(self, sample_id):
         try:
             sample = resize(self.folder.read(sample_id), self.pp)
