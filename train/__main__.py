@@ -91,6 +91,9 @@ def _fit_command(t):
     t.add_argument("--no-amp", dest="amp", action="store_false")
     t.add_argument("--workers", type=non_negative_int, default=0)
     t.add_argument("--cache-gb", type=non_negative_float, default=8.0)
+    t.add_argument("--cache", default="", metavar="DIR",
+                   help="decode every image once into DIR (uint8, memory-mapped) and train from there; "
+                        "reused while the images, Ids and --size are unchanged, rebuilt otherwise; --cache-gb then does not apply")
     t.add_argument("--threads", type=non_negative_int, default=0, help="torch CPU threads (per process with --jobs)")
     t.add_argument("--jobs", type=positive_int, default=1,
                    help="CPU: train this many folds at once, one process each (faster than threads for small models)")

@@ -73,6 +73,7 @@ class FitConfig:
     amp: bool = True                # mixed precision on CUDA (ignored on CPU)
     workers: int = 0                # DataLoader workers when images are streamed from disk
     cache_gb: float = 8.0           # keep resized images in memory when they fit in this
+    cache: str = ""                 # decoded-image cache folder on disk (train.cache); overrides cache_gb
     threads: int = 0                # torch CPU threads (0: torch's default)
     jobs: int = 1                   # CPU: train this many folds at once, one process each
 

@@ -26,11 +26,19 @@ class Samples:
     decoded again from disk each epoch.
     """
 
-    def __init__(self, labels_csv, image_dir, pp, cache_gb=8.0, threads=None, progress=True):
+    def __init__(self, labels_csv, image_dir, pp, cache_gb=8.0, threads=None, progress=True, cache_dir=None):
         self.pp = pp
         self.folder = ImageFolder(image_dir)
         table = read_labels(labels_csv)
         ids = list(table)
+        if cache_dir:  # decoded once into DIR, then memory-mapped: --cache-gb does not apply (train.cache)
+            from train.cache import build_cache
+            self.ids, self.errors, self.images = build_cache(cache_dir, self.folder, ids, pp, progress=progress)
+            self.cached = True
+            self.y = multi_hot([table[i] for i in self.ids])
+            if not self.ids:
+                raise DataError(labels_csv, "no readable samples")
+            return
         self.cached = len(ids) * pp.size * pp.size * 4 <= cache_gb * 2 ** 30
         threads = threads or min(8, os.cpu_count() or 1)
         arrays, self.errors, keep = [], [], []
@@ -51,6 +59,17 @@ class Samples:
         if not keep:
             raise DataError(labels_csv, "no readable samples")
 
+    def __getstate__(self):  # a memory-mapped cache travels as its path (--jobs), not as a copy
+        state = dict(self.__dict__)
+        if isinstance(self.images, np.memmap):
+            state["images"] = ("memmap", self.images.filename)
+        return state
+
+    def __setstate__(self, state):
+        if isinstance(state.get("images"), tuple):
+            state["images"] = np.load(state["images"][1], mmap_mode="r")
+        self.__dict__.update(state)
+
     def _load(self, sample_id):
         try:
             sample = resize(self.folder.read(sample_id), self.pp)
@@ -60,7 +79,7 @@ class Samples:
 
     def get(self, index):
         if self.images is not None:
-            return self.images[index]
+            return np.asarray(self.images[index])
         return resize(self.folder.read(self.ids[index]), self.pp)
 
     def channel_stats(self, limit=512, seed=0):

@@ -42,7 +42,7 @@ from train.run import Run
 log = logging.getLogger(__name__)
 
 # Settings that may differ between processes training folds of one run.
-PER_PROCESS = {"fold", "device", "workers", "threads", "cache_gb", "jobs"}
+PER_PROCESS = {"fold", "device", "workers", "threads", "cache_gb", "cache", "jobs"}
 _STAGED = re.compile(r"best\.e(\d+)\.(pt|npy)$")
 
 
@@ -112,7 +112,8 @@ def fit(cfg, progress=True, merge_when_done=True, samples=None):
         labels_csv, image_dir = cfg.dataset()
         ImageFolder(image_dir)  # the folder first, as Samples checks it: a wrong --data names the folder
         _check_counts(cfg, len(read_labels(labels_csv)), labels_csv, "labelled Ids")
-        samples = Samples(labels_csv, image_dir, Preprocess(size=cfg.size), cfg.cache_gb, progress=progress)
+        samples = Samples(labels_csv, image_dir, Preprocess(size=cfg.size), cfg.cache_gb, progress=progress,
+                          cache_dir=cfg.cache or None)
     _check_counts(cfg, len(samples.ids), cfg.dataset()[0], "readable samples")
     folds = _split(run, cfg, samples, todo)
     run.path.mkdir(parents=True, exist_ok=True)
