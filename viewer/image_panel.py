@@ -19,9 +19,13 @@ class ImagePanel(QtWidgets.QWidget):
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
+        # One line of fixed height that never wraps: a long caption is cut at the panel's edge
+        # (the whole text is the tooltip) instead of growing and pushing the image down.
         self.caption = QtWidgets.QLabel("")
-        self.caption.setWordWrap(True)
+        self.caption.setWordWrap(False)
         self.caption.setTextFormat(QtCore.Qt.RichText)
+        self.caption.setSizePolicy(QtWidgets.QSizePolicy.Ignored, QtWidgets.QSizePolicy.Fixed)
+        self.caption.setFixedHeight(self.caption.fontMetrics().height() + 4)
         layout.addWidget(self.caption)
         self.graphics = pg.GraphicsLayoutWidget()
         layout.addWidget(self.graphics, 1)
@@ -122,6 +126,7 @@ class ImagePanel(QtWidgets.QWidget):
 
     def set_caption(self, html):
         self.caption.setText(html)
+        self.caption.setToolTip(html)
 
     # ------------------------------------------------------------------ cursor
     def _mouse_moved(self, scene_pos):
