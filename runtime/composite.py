@@ -21,8 +21,3 @@ def composite(sample, enabled=(True, True, True, True), levels=None):
         plane = np.clip((x[..., c] - low) / max(high - low, 1e-6), 0, 1)
         out += plane[..., None] * COLOURS[c]
     return (np.clip(out, 0, 1) * 255 + 0.5).astype(np.uint8)
-
-
-def auto_levels(sample, low_pct=0.5, high_pct=99.8):
-    """Per-channel (low, high) from percentiles: a contrast stretch for dim channels."""
-    return [tuple(float(v) for v in np.percentile(sample[..., c], [low_pct, high_pct])) for c in range(4)]

@@ -13,7 +13,6 @@ builders never write at once; it writes ``images.npy.partial`` with a row count 
 manifest appears only after the final rename, so a reader never sees a half cache.
 """
 
-import json
 import os
 from pathlib import Path
 
@@ -21,6 +20,7 @@ import numpy as np
 from tqdm import tqdm
 
 from runtime.errors import DataError
+from runtime.jsonfile import read_json
 from runtime.outlock import writer_lock
 from runtime.preprocess import resize
 from runtime.writeutil import atomic_write_json
@@ -40,9 +40,11 @@ def _hash_ids(ids):
 
 
 def _read_json(path):
+    """The parsed file through runtime's bounded JSON reader, or None when it is missing or not
+    valid JSON (the cache is then rebuilt)."""
     try:
-        return json.loads(Path(path).read_text())
-    except (OSError, ValueError):
+        return read_json(path)
+    except (OSError, DataError):
         return None
 
 

@@ -1,6 +1,6 @@
 """Contrast limits the viewer opens with: per-channel percentiles of the uint8 planes.
 
-*Decision*: 0.5 % / 99.8 % (the percentiles runtime.composite.auto_levels has always used):
+*Decision*: 0.5 % / 99.8 % (the percentiles the viewer's Auto contrast has always used):
 the low end lifts the camera's dark offset, the high end lets the brightest 0.2 % of a channel
 saturate, so a dim field (values 0..40, common in HPA) fills the 0..255 display instead of
 showing near black. Computed from a 256-bin bincount per channel (about a millisecond for a
