@@ -32,6 +32,7 @@ from runtime.errors import DataError
 from runtime.model_schema import DECISION, FORMAT, INPUT_DTYPES, SCHEMA, VERSION
 from runtime.onnx_external import external_tensor
 from runtime.preprocess import Preprocess
+from runtime.regular import NotRegularFile, open_regular
 from runtime.tta import contract as tta_contract
 from runtime.writeutil import atomic_write_json
 
@@ -67,10 +68,11 @@ def read_plain(path, limit=None):
     """The bytes of the plain file ``path`` (at most ``limit + 1`` of them when a limit is
     given). Opened without blocking and checked with fstat, so a FIFO or device put in its place
     after an earlier os.stat is refused, never read."""
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    with open(fd, "rb") as handle:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise DataError(path, "not a plain file (a FIFO, socket or device)")
+    try:
+        handle, _ = open_regular(path)  # runtime.regular: checked before and after opening
+    except NotRegularFile as err:
+        raise DataError(path, f"not a plain file ({err.kind})") from None
+    with handle:
         return handle.read() if limit is None else handle.read(limit + 1)
 
 
