@@ -144,15 +144,17 @@ def _release(fd, path, shared):
         os.close(fd)  # closing the descriptor releases the flock
 
 
-def _check_folder(folder, option):
-    """NotADirectoryError naming ``folder`` when it is a file, or naming the file it would lie
-    below: the same line as runtime.writeutil.writable_folder and train fit give."""
-    target = folder
+def check_folder(folder, option="--out", noun="folder"):
+    """The nearest existing folder at or above ``folder`` (where it would be made); NotADirectoryError
+    naming ``folder`` when it is a file ("--out is a file, not a folder"), or naming the file it
+    would lie below: the same line as runtime.writeutil.writable_folder gives."""
+    folder = target = Path(folder)
     while not target.exists() and target != target.parent:
         target = target.parent
     if target.exists() and not target.is_dir():
-        raise NotADirectoryError(20, "Not a directory" if target != folder else f"{option} is a file, not a folder",
+        raise NotADirectoryError(20, "Not a directory" if target != folder else f"{option} is a file, not a {noun}",
                                  str(target))
+    return target
 
 
 @contextmanager
@@ -164,7 +166,7 @@ def writer_lock(folder, shared=False, name=LOCK, option="--out", what="to this f
     process on one file through two descriptors would refuse each other. ``option``: the
     command-line option the refusal tells the user to change; ``what``: what the holder writes."""
     folder = Path(folder)
-    _check_folder(folder, option)
+    check_folder(folder, option)
     made = not folder.exists()
     path = folder / name
     key = os.path.join(os.path.realpath(folder), name)

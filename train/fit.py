@@ -26,6 +26,7 @@ from tqdm import tqdm
 from runtime.classes import NUM_CLASSES
 from runtime.errors import DataError, loading
 from runtime.labels import read_labels
+from runtime.outlock import check_folder
 from runtime.reader import ImageFolder
 from runtime.preprocess import Preprocess
 from runtime.tta import check_views, predict_views
@@ -148,12 +149,7 @@ def _train_folds(cfg, run, samples, folds, todo, device, size, progress, merge_w
 def _check_out(path):
     """The run folder, or the folder it will be made in, is a folder this process can write to;
     checked before decoding, and nothing is made yet."""
-    target = path
-    while not target.exists() and target != target.parent:
-        target = target.parent
-    if not target.is_dir():
-        raise NotADirectoryError(20, "Not a directory" if target != path else "--out is a file, not a run folder",
-                                 str(target))
+    target = check_folder(path, "--out", "run folder")
     if not os.access(target, os.W_OK | os.X_OK):
         raise PermissionError(13, "folder not writable", str(target))
 
