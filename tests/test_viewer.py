@@ -279,7 +279,11 @@ def test_fold_bars_use_that_folds_thresholds(window, tiny_run):
     expected = Run(tiny_run[0]).thresholds().for_views(views, fold=1)
     np.testing.assert_allclose(window.chart.threshold_marks.getData()[0], expected)
     window.state.update(cam_fold="mean")
-    np.testing.assert_allclose(window.chart.threshold_marks.getData()[0], window.models.spec.thresholds_for(views)[0])
+    # the ensemble's thresholds are those of the file that runs: auto may take the INT8 file (its
+    # own thresholds) when its timing probe finds it faster, which a loaded machine can flip
+    running = window.models._backends["mean"].file
+    np.testing.assert_allclose(window.chart.threshold_marks.getData()[0],
+                               window.models.spec.thresholds_for(views, running)[0])
 
 
 def test_overlay_is_cleared_when_the_image_changes(window, monkeypatch):
