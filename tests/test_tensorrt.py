@@ -401,3 +401,13 @@ def test_a_version_3_engine_is_fed_the_uint8_images_and_a_float_one_refused(tiny
     x = np.random.default_rng(0).integers(0, 256, (3, 4, 48, 48), dtype=np.uint8)
     assert backend.infer(x).shape == (3, 28)
     assert fed[0].dtype == np.uint8 and np.array_equal(fed[0], x)
+
+
+def test_triton_gets_uint8_input_for_a_version_3_engine(tiny_deploy, tmp_path):
+    from export.triton import check_config, write_repository
+
+    deploy = fake_engine(tiny_deploy[0], tmp_path)
+    folder, _ = write_repository(deploy, tmp_path / "repo", precision="fp16")
+    cfg = check_config(folder / "config.pbtxt", load_model_spec(deploy), profile_max=64)
+    text = (folder / "config.pbtxt").read_text()
+    assert cfg.platform == "tensorrt_plan" and text.count("data_type: TYPE_UINT8") == 1  # the input; probs FP32
