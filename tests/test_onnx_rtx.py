@@ -219,3 +219,21 @@ def test_the_speed_probe_runs_once_per_file_and_gpu(spec, tmp_path, monkeypatch)
     monkeypatch.setattr(rtx, "check_gpu", lambda: gpu("NVIDIA RTX PRO 6000", "12.0"))
     rtx.measured_speedup(spec, fp16)
     assert len(runs) == 3  # another GPU: measured again
+
+
+def test_the_install_the_messages_name_exists_and_matches_the_extras():
+    """requirements-tensorrt-rtx-cu13/cu12.txt and pyproject's rtx-cu13/rtx-cu12 extras pin the same
+    plugin wheels (binary: a runtime-only install needs no compiler)."""
+    import re
+    import tomllib
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    extras = tomllib.loads((root / "pyproject.toml").read_text())["project"]["optional-dependencies"]
+    for cuda in ("cu13", "cu12"):
+        assert f"requirements-tensorrt-rtx-{'cu13.txt' if cuda == 'cu13' else 'cu12.txt'}" in rtx.INSTALL.replace(
+            "or -cu12.txt", "requirements-tensorrt-rtx-cu12.txt")
+        pins = re.findall(rf"^(onnxruntime-ep-nv-tensorrt-rtx-{cuda}==[\d.]+)", (root / f"requirements-tensorrt-rtx-"
+                                                                                  f"{cuda}.txt").read_text(), re.M)
+        assert len(pins) == 1 and any(e.startswith(pins[0]) for e in extras[f"rtx-{cuda}"])
+        assert f"onnxruntime-ep-nv-tensorrt-rtx-{cuda}" in rtx.DISTRIBUTIONS
