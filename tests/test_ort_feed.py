@@ -151,7 +151,7 @@ def test_cuda_memory_uses_pinned_host_buffers_and_one_copy_each_way(monkeypatch)
     np.testing.assert_array_equal(feed.run(x[:2]), expected[:2])   # padded into the 5-row slot
     slot = feed.slots[0]
     assert [v.where for v in FakeValue.made] == ["CUDAExecutionProvider:HOST_ACCESSIBLE"] * 2 + \
-        ["CUDAExecutionProvider:DEFAULT"] * 2  # pinned input and output, then the device pair
+        [("cuda", 0)] * 2  # pinned input and output, then the device pair
     assert (slot.device_in.copies, slot.host_out_value.copies) == (2, 2)
     assert session.runs == ["1", "1"]
     out = feed.run(x[:2])
@@ -159,14 +159,23 @@ def test_cuda_memory_uses_pinned_host_buffers_and_one_copy_each_way(monkeypatch)
     assert slot.host_out[0, 0] != -1
 
 
-def test_cuda_memory_without_the_providers_device_falls_back_to_pageable(monkeypatch, caplog):
-    monkeypatch.setattr(ort_feed, "ort", SimpleNamespace(OrtValue=FakeValue))
+def test_cuda_memory_without_pinned_memory_falls_back_to_pageable(monkeypatch):
+    """No OrtEpDevice, or one whose host-accessible allocator this build lacks: pageable buffers."""
+    monkeypatch.setattr(ort_feed, "ort", SimpleNamespace(OrtValue=FakeValue,
+                                                         OrtDeviceMemoryType=onnxruntime.OrtDeviceMemoryType))
     FakeValue.made = []
     memory = CudaMemory(1, None)
     assert not memory.pinned
     host, array = memory.host((2, 3), np.float32)
     device = memory.device((2, 3), np.float32, host)
     assert isinstance(array, np.ndarray) and device.where == ("cuda", 1)
+
+    class NoAllocator(FakeEpDevice):
+        def memory_info(self, kind):
+            raise RuntimeError("no allocator for HOST_ACCESSIBLE")
+    memory = CudaMemory(0, NoAllocator())
+    host, array = memory.host((2, 3), np.uint8)
+    assert not memory.pinned and host.array is array
 
 
 def test_the_onnxruntime_calls_the_feed_makes_exist():
@@ -233,3 +242,16 @@ def test_bench_items_take_their_own_options(tiny_deploy):
         bench(str(tiny_deploy[0]), "onnxruntime:fp32", [3], seconds=0.05, options={"cuda_graf": "1"})
     with pytest.raises(ValueError, match="none of torch takes it"):
         bench(str(tiny_deploy[0]), "torch+cuda_graph=1", [3], seconds=0.05)
+
+
+def test_a_graph_capture_onnxruntime_refuses_blames_the_option_not_the_file(spec, monkeypatch):
+    from runtime.backends import BackendUnavailable, onnxruntime_backend
+    from runtime.errors import DataError
+
+    def refuse(path, providers, threads, data):
+        raise DataError(path, "ONNX Runtime cannot load it (graph capture needs every node on the CUDA EP)")
+    monkeypatch.setattr(onnxruntime_backend, "gpu_session", refuse)
+    with pytest.raises(BackendUnavailable, match=r"cuda_graph=1 is not possible for ensemble.fp16.onnx: .*run without"):
+        make_backend(spec, "onnxruntime-cuda", precision="fp16", cuda_graph="1").__enter__()
+    with pytest.raises(DataError):  # without the option it is the file's error, as before
+        make_backend(spec, "onnxruntime-cuda", precision="fp16").__enter__()

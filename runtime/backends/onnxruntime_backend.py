@@ -35,6 +35,7 @@ import numpy as np
 from runtime.backends.base import Backend, BackendUnavailable
 from runtime.backends.ort_feed import BoundFeed, CpuMemory, CudaMemory, cuda_ep_device
 from runtime.classes import NUM_CLASSES
+from runtime.errors import DataError
 from runtime.model_spec import INPUT_NAME, PROBS
 from runtime.onnx_session import CUDA, TENSORRT, ProviderUnavailable, gpu_session, make_session
 
@@ -129,6 +130,11 @@ class OnnxRuntimeBackend(Backend):
                             else gpu_session(path, self._providers(), self.threads, data))
         except ProviderUnavailable as err:
             raise BackendUnavailable(f"{self.name}: {err}") from None
+        except DataError as err:  # graph capture refused (a node left to the CPU): the option, not the file
+            if self.device == "cpu" or not self.cuda.get("cuda_graph"):
+                raise
+            raise BackendUnavailable(f"{self.name}: cuda_graph=1 is not possible for {path.name}: {err.reason}; "
+                                     "run without it") from None
         self._check_inputs()
         if self.io_binding:
             memory = CpuMemory() if self.device == "cpu" else CudaMemory(0, cuda_ep_device(self.provider))

@@ -61,8 +61,10 @@ class CpuMemory:
 
 
 class CudaMemory:
-    """Device buffers on CUDA device ``device_id``; pinned host buffers when ``ep_device`` (the
-    provider's OrtEpDevice) gives its host-accessible memory, else pageable numpy buffers."""
+    """Device buffers on CUDA device ``device_id`` (``OrtValue``s on 'cuda', the device ONNX
+    Runtime's CUDA provider and NVIDIA plugin providers share); pinned host buffers from the
+    provider's host-accessible memory when ``ep_device`` (its OrtEpDevice) is given and ONNX Runtime
+    has that allocator, else pageable numpy buffers (said once in the log)."""
 
     device_type = "cuda"
 
@@ -71,21 +73,23 @@ class CudaMemory:
         self.ep_device = ep_device
         self.pinned = ep_device is not None
         if not self.pinned:
-            log.info("no pinned host memory from this ONNX Runtime build's provider: host-to-device copies are "
-                     "staged through pageable memory")
+            log.info("no OrtEpDevice for this provider: host buffers are pageable, so each host-to-device "
+                     "copy is staged by the driver")
 
     def host(self, shape, dtype):
         if self.pinned:
-            info = self.ep_device.memory_info(ort.OrtDeviceMemoryType.HOST_ACCESSIBLE)
-            value = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, memory_info=info)
-            return value, _view(value, shape, dtype)
+            try:
+                info = self.ep_device.memory_info(ort.OrtDeviceMemoryType.HOST_ACCESSIBLE)
+                value = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, memory_info=info)
+                return value, _view(value, shape, dtype)
+            except Exception as err:  # noqa: BLE001 - onnxruntime's own types: no such allocator in this build
+                self.pinned = False
+                log.info("no pinned host memory from %s (%s): host buffers are pageable",
+                         getattr(self.ep_device, "ep_name", "the provider"), str(err).splitlines()[0][:160])
         array = np.zeros(shape, dtype)
         return ort.OrtValue.ortvalue_from_numpy(array), array
 
     def device(self, shape, dtype, host_value):
-        if self.ep_device is not None:
-            info = self.ep_device.memory_info(ort.OrtDeviceMemoryType.DEFAULT)
-            return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, memory_info=info)
         return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, "cuda", self.device_id)
 
 
