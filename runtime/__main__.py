@@ -25,8 +25,9 @@ def _shard(text):
     return text
 
 
-BACKEND_OPTION_HELP = ("a backend option, repeatable: cuda_graph=1, prefer_nhwc=1, conv_algo=exhaustive|heuristic|default, "
-                       "conv_workspace=max|default (ONNX Runtime CUDA); max_batch=N, gpu=N, cuda_graph=1 "
+BACKEND_OPTION_HELP = ("a backend option, repeatable: cuda_graph=1, prefer_nhwc=1, "
+                       "conv_algo=exhaustive|heuristic|default, conv_workspace=max|default, io_binding=0 "
+                       "(ONNX Runtime CUDA); max_batch=N, gpu=N, cuda_graph=1 "
                        "(onnxruntime-tensorrt-rtx); docs/gpu.md")
 
 
@@ -66,7 +67,8 @@ def parser():
     b.add_argument("--model", required=True)
     b.add_argument("--backend", default="",
                    help="comma-separated backend[:precision][+key=value...] list (+key=value: a backend option "
-                        "for that item only, e.g. onnxruntime-cuda:fp16+cuda_graph=1; default: onnxruntime:fp32, onnxruntime:int8 "
+                        "for that item only, e.g. onnxruntime-cuda:fp16+cuda_graph=1; default: onnxruntime:fp32, "
+                        "onnxruntime:int8 "
                         "when the model has an INT8 file for this CPU, and torch where PyTorch is installed)")
     b.add_argument("--batch-sizes", type=positive_int_list, default=[1, 8, 32])
     b.add_argument("--images", default="", help="PNG folder for the decode-only and end-to-end figures")

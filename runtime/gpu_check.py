@@ -270,7 +270,8 @@ def _describe(env):
              f"CUDA {gpu['driver_cuda']})" if gpu else env["no_gpu"])
     lines = [f"GPU: {where}", f"onnxruntime: {env['onnxruntime']}; providers: {', '.join(env['providers'])}",
              f"tensorrt: {env['tensorrt'] or 'not installed'}; polygraphy: {env['polygraphy'] or 'not installed'}; "
-             f"torch: {env['torch'] or 'not installed'}; TensorRT for RTX: {env.get('tensorrt_rtx') or 'not installed'}"]
+             f"torch: {env['torch'] or 'not installed'}; "
+             f"TensorRT for RTX: {env.get('tensorrt_rtx') or 'not installed'}"]
     return "\n".join(lines + [f"note: {n}" for n in env["notes"]])
 
 

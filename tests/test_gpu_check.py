@@ -52,8 +52,8 @@ def test_tensorrt_rtx_rows_say_why_they_cannot_run():
     rtx4090 = dict(h200, tensorrt_rtx="onnxruntime-ep-nv-tensorrt-rtx-cu13 0.5.0",
                    gpu={"name": "NVIDIA GeForce RTX 4090", "compute_capability": "8.9"})
     assert gc._absent("onnxruntime-tensorrt-rtx", rtx4090) is None
-    assert gc._absent("onnxruntime-tensorrt-rtx", dict(rtx4090, gpu={"name": "RTX 5090", "compute_capability": "12.0"})) \
-        is None
+    rtx5090 = dict(rtx4090, gpu={"name": "RTX 5090", "compute_capability": "12.0"})
+    assert gc._absent("onnxruntime-tensorrt-rtx", rtx5090) is None
 
 
 class Off:

@@ -76,7 +76,8 @@ def test_a_plugin_that_cannot_load_is_one_line_naming_the_loaders_reason():
     assert len(ort.calls) == 2
 
 
-@pytest.mark.skipif(importlib.util.find_spec(rtx.PACKAGE) is None, reason="the TensorRT for RTX plugin is not installed")
+@pytest.mark.skipif(importlib.util.find_spec(rtx.PACKAGE) is None,
+                    reason="the TensorRT for RTX plugin is not installed")
 @pytest.mark.skipif(runtime.onnx_session.gpu_present(), reason="a GPU is present: registration succeeds there")
 def test_the_real_plugin_without_a_driver_fails_with_that_line():
     """The installed plugin, really registered with this onnxruntime: without a driver its library
@@ -123,7 +124,8 @@ def test_device_selection_takes_the_plugins_gpus_in_order():
                ep_device(rtx.EP_NAME, tag="gpu1")]
     assert rtx.select_device(devices, rtx.EP_NAME).tag == "gpu0"
     assert rtx.select_device(devices, rtx.EP_NAME, 1).tag == "gpu1"
-    with pytest.raises(BackendUnavailable, match=r"gpu=2, but NvTensorRTRTXExecutionProvider lists 2 GPU\(s\) \(0..1\)"):
+    with pytest.raises(BackendUnavailable, match=r"gpu=2, but NvTensorRTRTXExecutionProvider lists 2 GPU\(s\) "
+                                                 r"\(0..1\)"):
         rtx.select_device(devices, rtx.EP_NAME, 2)
     with pytest.raises(BackendUnavailable, match="lists no GPU here .*devices for: CPUExecutionProvider, "
                                                  "CUDAExecutionProvider"):

@@ -141,7 +141,8 @@ def test_auto_takes_tensorrt_rtx_where_measured_faster_than_the_cuda_provider(sp
 
     asked = []
     fast = choose(spec, env=rtx_env(ratio=1.4, asked=asked))
-    assert (fast.backend, fast.file.path.name, fast.device) == ("onnxruntime-tensorrt-rtx", "ensemble.fp16.onnx", "cuda")
+    assert (fast.backend, fast.file.path.name, fast.device) == \
+        ("onnxruntime-tensorrt-rtx", "ensemble.fp16.onnx", "cuda")
     assert "1.40x the CUDA provider's speed" in fast.reason and asked == ["ensemble.fp16.onnx"]
     slow = choose(spec, env=rtx_env(ratio=1.05))
     assert (slow.backend, slow.file.path.name) == ("onnxruntime", "ensemble.fp16.onnx")

@@ -260,7 +260,8 @@ def measured_speedup(spec, model_file, seconds=PROBE_SECONDS):
         try:
             atomic_write_json(path, cache)
         except OSError as err:
-            log.warning("could not cache the TensorRT-RTX probe in %s (%s); it runs again next time", path, err.strerror)
+            log.warning("could not cache the TensorRT-RTX probe in %s (%s); it runs again next time", path,
+                        err.strerror)
     if "error" in entry:
         raise BackendUnavailable(entry["error"])
     return float(entry["ratio"])

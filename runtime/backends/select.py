@@ -200,7 +200,9 @@ def _auto(spec, kind, fold, precision, env):
     if rtx is not None:
         return rtx
     choice = _auto_onnxruntime(spec, kind, fold, precision, env)
-    return dataclasses.replace(choice, reason=f"{choice.reason}; {note}") if note and choice.device == "cuda" else choice
+    if note and choice.device == "cuda":
+        return dataclasses.replace(choice, reason=f"{choice.reason}; {note}")
+    return choice
 
 
 def _auto_rtx(spec, kind, fold, precision, env):
