@@ -239,3 +239,20 @@ def test_the_install_the_messages_name_exists_and_matches_the_extras():
                                                                                   f"{cuda}.txt").read_text(), re.M)
         assert len(pins) == 1 and any(e.startswith(pins[0]) for e in extras[f"rtx-{cuda}"])
         assert f"onnxruntime-ep-nv-tensorrt-rtx-{cuda}" in rtx.DISTRIBUTIONS
+
+
+def test_cuda_graphs_are_selected_with_the_plugins_own_run_option(spec, tmp_path):
+    """The plugin reads cuda_graph_annotation_id (its tensorrt_rtx_provider_options.h), ONNX
+    Runtime's CUDA provider gpu_graph_id: each feed sets its provider's key."""
+    from runtime.backends.onnxruntime_backend import OnnxRuntimeCudaBackend
+
+    backend = make_backend(spec, "onnxruntime-tensorrt-rtx", engine_cache=str(tmp_path), cuda_graph="1")
+    assert backend.graph_key == "cuda_graph_annotation_id" and OnnxRuntimeCudaBackend.graph_key == "gpu_graph_id"
+    header = importlib.util.find_spec(rtx.PACKAGE)
+    if header is not None:  # the installed plugin's header says the same
+        from pathlib import Path
+
+        text = (Path(header.origin).parent / "tensorrt_rtx_provider_options.h").read_text()
+        assert 'kCudaGraphAnnotation = "cuda_graph_annotation_id"' in text
+        names = rtx.rtx_provider_options(48, 16, tmp_path, True)
+        assert all(f'"{name}"' in text for name in names)  # every provider option the backend sets

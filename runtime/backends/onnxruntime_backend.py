@@ -23,8 +23,9 @@ graphs: fixed shapes, so a batch runs padded in a captured slot, see ort_feed), 
 (channels-last convolutions), ``conv_algo`` (cuDNN's algorithm search: exhaustive, heuristic,
 default) and ``conv_workspace`` (max: let cuDNN take the workspace its fastest algorithm wants).
 *Decision*: the defaults are ONNX Runtime's own (graphs off, NHWC off, exhaustive search, max
-workspace) until the commands in docs/gpu.md measure the others faster on a GPU; none of this has
-run on a GPU yet, so ``auto`` changes none of them.
+workspace) until the commands in docs/gpu.md measure the others faster on a GPU, and ``auto``
+changes none of them: ``prefer_nhwc`` measured slower on an H200 (docs/gpu.md); the feed, graphs
+and the search options have not run on a GPU yet.
 """
 
 import os
@@ -33,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from runtime.backends.base import Backend, BackendUnavailable
-from runtime.backends.ort_feed import BoundFeed, CpuMemory, CudaMemory, cuda_ep_device
+from runtime.backends.ort_feed import GRAPH_ID_KEY, BoundFeed, CpuMemory, CudaMemory, cuda_ep_device
 from runtime.classes import NUM_CLASSES
 from runtime.errors import DataError
 from runtime.model_spec import INPUT_NAME, PROBS
@@ -91,6 +92,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     options = ("cuda_graph", "prefer_nhwc", "conv_algo", "conv_workspace", "io_binding")
     provider = CUDA          # the provider whose OrtEpDevice gives pinned host memory
+    graph_key = GRAPH_ID_KEY  # its run option naming a captured CUDA graph
 
     def __init__(self, spec, model_file, device="cpu", model="ensemble", threads=0, io_binding=None,
                  cuda_graph=None, prefer_nhwc=None, conv_algo=None, conv_workspace=None):
@@ -151,7 +153,7 @@ class OnnxRuntimeBackend(Backend):
             raise ValueError(f"{self.file.path}: input {INPUT_NAME!r} is {kind}; expected uint8 or float")
         size = self.spec.preprocess.size
         return BoundFeed(self.session, memory, INPUT_NAME, PROBS, (4, size, size), INPUT_TYPES[kind], NUM_CLASSES,
-                         fixed=fixed)
+                         fixed=fixed, graph_key=self.graph_key)
 
     def _infer(self, batch):
         if self.feed is not None:

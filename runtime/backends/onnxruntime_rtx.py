@@ -167,6 +167,7 @@ class OnnxRuntimeRtxBackend(OnnxRuntimeBackend):
     name = "onnxruntime-tensorrt-rtx"
     options = ("engine_cache", "max_batch", "cuda_graph", "gpu")
     provider = EP_NAME
+    graph_key = "cuda_graph_annotation_id"   # the plugin's run option (tensorrt_rtx_provider_options.h)
 
     def __init__(self, spec, model_file, device="cuda", model="ensemble", threads=0, engine_cache=None,
                  max_batch=64, cuda_graph=None, gpu=0):

@@ -38,7 +38,10 @@ import onnxruntime as ort
 
 log = logging.getLogger(__name__)
 
-GRAPH_ID_KEY = "gpu_graph_id"  # ONNX Runtime's run option selecting a captured CUDA graph
+# The run option selecting a captured CUDA graph: ONNX Runtime's CUDA provider reads gpu_graph_id
+# (onnxruntime_run_options_config_keys.h); the TensorRT for RTX plugin reads its own key,
+# cuda_graph_annotation_id (tensorrt_rtx_provider_options.h, run_option_names).
+GRAPH_ID_KEY = "gpu_graph_id"
 
 
 def _view(value, shape, dtype):
@@ -123,9 +126,11 @@ class BoundFeed:
 
     ``input_name``/``output_name``: the graph's input and the output read back; ``item_shape``:
     one image's input shape (4, S, S); ``input_dtype``: uint8 (model.json version 3) or float32;
-    ``classes``: the output's width; ``fixed``: CUDA graphs are on (fixed shapes and addresses)."""
+    ``classes``: the output's width; ``fixed``: CUDA graphs are on (fixed shapes and addresses);
+    ``graph_key``: the provider's run option naming the graph to capture or replay."""
 
-    def __init__(self, session, memory, input_name, output_name, item_shape, input_dtype, classes, fixed=False):
+    def __init__(self, session, memory, input_name, output_name, item_shape, input_dtype, classes, fixed=False,
+                 graph_key=GRAPH_ID_KEY):
         self.session = session
         self.memory = memory
         self.input_name, self.output_name = input_name, output_name
@@ -133,6 +138,7 @@ class BoundFeed:
         self.input_dtype = np.dtype(input_dtype)
         self.classes = classes
         self.fixed = fixed
+        self.graph_key = graph_key
         self.slots = []
         self.graphs = 0
 
@@ -170,7 +176,7 @@ class BoundFeed:
         options = None
         if self.fixed:
             options = ort.RunOptions()
-            options.add_run_config_entry(GRAPH_ID_KEY, str(slot.graph_id))
+            options.add_run_config_entry(self.graph_key, str(slot.graph_id))
         self.session.run_with_iobinding(slot.binding, options)
         if slot.device_out is not slot.host_out_value:
             slot.host_out_value.update_inplace(slot.device_out)  # the one device-to-host copy
