@@ -50,8 +50,7 @@ log = logging.getLogger(__name__)
 PACKAGE = "onnxruntime_ep_nv_tensorrt_rtx"
 DISTRIBUTIONS = ("onnxruntime-ep-nv-tensorrt-rtx-cu13", "onnxruntime-ep-nv-tensorrt-rtx-cu12")
 EP_NAME = "NvTensorRTRTXExecutionProvider"
-INSTALL = ("pip install -r requirements-tensorrt-rtx-cu13.txt, or -cu12.txt for a driver older than CUDA 13 "
-           "(docs/gpu.md)")
+INSTALL = "pip install -r requirements-tensorrt-rtx-cu13.txt, or -cu12.txt for a driver older than CUDA 13; docs/gpu.md"
 SUPPORTED = ("7.5", "8.6", "8.9", "12.x")   # NVIDIA's TensorRT for RTX support matrix, Linux x86-64
 PROBE_BATCH = 32
 PROBE_SECONDS = 1.0
