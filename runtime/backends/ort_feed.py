@@ -18,15 +18,16 @@ Without CUDA graphs a batch runs in the slot of its own size (the last two sizes
 batch size and its tail), so the graph runs at the batch's size and no row is copied twice. With
 CUDA graphs (``fixed``) a captured graph replays fixed shapes at fixed addresses: a batch runs in
 the smallest slot that holds it, the tail rows (whatever that slot's last batch left there)
-computed and dropped; a batch no slot holds gets a new slot, captured as its own graph
-(``gpu_graph_id``). ``runtime infer`` sends full batches and one shorter tail, so it captures one
+computed and dropped; a batch no slot holds gets a new slot, captured as its own graph (the
+provider's graph-id run option, ``graph_key``). ``runtime infer`` sends full batches and one shorter tail, so it captures one
 graph; ``runtime bench`` one per batch size.
 
 Memory, per provider: ``CpuMemory`` (numpy arrays; the host buffer is the device buffer, so there
 is no copy: used by the tests, where the CPU provider runs this same code) and ``CudaMemory`` (the
 device buffers on CUDA device ``device_id``; pinned host buffers from the execution provider's
 host-accessible allocator when its OrtEpDevice is listed, else plain numpy memory, said once in
-the log). Allocated in ``__init__`` of the slot, freed by ``close``.
+the log). A slot's buffers are allocated when the first batch of its size comes and freed by
+``close`` (the backend's ``_free``).
 """
 
 import ctypes
