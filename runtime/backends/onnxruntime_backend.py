@@ -110,11 +110,11 @@ class OnnxRuntimeBackend(Backend):
         return f"onnxruntime-{self.device} ({self.file.path.name}, {self.file.precision}{self._tuned()})"
 
     def _tuned(self):
-        """The CUDA options that differ from the defaults, for the description."""
-        if self.device == "cpu":
-            return ""
-        changed = [f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in self.cuda.items() if CUDA_DEFAULTS[k] != v]
-        changed += [] if self.io_binding else ["io_binding=0"]
+        """The options that differ from the defaults, for the description."""
+        changed = [] if self.device == "cpu" else \
+            [f"{k}={int(v) if isinstance(v, bool) else v}" for k, v in self.cuda.items() if CUDA_DEFAULTS[k] != v]
+        if self.io_binding != (self.device != "cpu"):
+            changed.append(f"io_binding={int(self.io_binding)}")
         return ", " + ", ".join(changed) if changed else ""
 
     @property
