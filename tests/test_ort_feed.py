@@ -103,9 +103,13 @@ class FakeValue:
     def data_ptr(self):
         return self.array.ctypes.data
 
-    def update_inplace(self, other):
+    def update_inplace(self, array):
         self.copies += 1
-        self.array[...] = other.array
+        self.array[...] = array
+
+    def numpy(self):
+        self.copies += 1
+        return self.array.copy()
 
 
 class FakeEpDevice:
@@ -150,13 +154,13 @@ def test_cuda_memory_uses_pinned_host_buffers_and_one_copy_each_way(monkeypatch)
     np.testing.assert_array_equal(feed.run(x), expected)
     np.testing.assert_array_equal(feed.run(x[:2]), expected[:2])   # padded into the 5-row slot
     slot = feed.slots[0]
-    assert [v.where for v in FakeValue.made] == ["CUDAExecutionProvider:HOST_ACCESSIBLE"] * 2 + \
-        [("cuda", 0)] * 2  # pinned input and output, then the device pair
-    assert (slot.device_in.copies, slot.host_out_value.copies) == (2, 2)
+    assert [v.where for v in FakeValue.made] == ["CUDAExecutionProvider:HOST_ACCESSIBLE", ("cuda", 0), ("cuda", 0)]
+    assert (slot.device_in.copies, slot.device_out.copies) == (2, 2)  # pinned input, device input and output
+    assert slot.host_in.ctypes.data == slot.host_in_value.data_ptr()   # the batch is written into pinned memory
     assert session.runs == ["1", "1"]
     out = feed.run(x[:2])
     out[:] = -1  # the caller's copy: the feed's buffer is not handed out
-    assert slot.host_out[0, 0] != -1
+    assert slot.device_out.array[0, 0] != -1
 
 
 def test_cuda_memory_without_pinned_memory_falls_back_to_pageable(monkeypatch):
@@ -183,7 +187,7 @@ def test_the_onnxruntime_calls_the_feed_makes_exist():
     assert {"bind_ortvalue_input", "bind_ortvalue_output", "clear_binding_inputs",
             "clear_binding_outputs"} <= set(dir(onnxruntime.IOBinding))
     assert "memory_info" in inspect.signature(onnxruntime.OrtValue.ortvalue_from_shape_and_type).parameters
-    assert {"update_inplace", "data_ptr"} <= set(dir(onnxruntime.OrtValue))
+    assert {"update_inplace", "data_ptr", "numpy"} <= set(dir(onnxruntime.OrtValue))
     assert {"DEFAULT", "HOST_ACCESSIBLE"} <= set(onnxruntime.OrtDeviceMemoryType.__members__)
     assert "memory_info" in dir(onnxruntime.OrtEpDevice) and hasattr(onnxruntime, "get_ep_devices")
     assert hasattr(onnxruntime.InferenceSession, "run_with_iobinding")

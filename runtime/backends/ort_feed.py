@@ -8,10 +8,12 @@ examples do instead:
 - the uint8 batch (or, for a version-2 file, the normalised float32 batch) is written into a host
   buffer that stays allocated, pinned (page-locked) where the provider offers pinned memory, so
   the copy to the device is one DMA;
-- that buffer is copied once into a device buffer the session reuses (an OrtValue on the device),
-  bound as the input;
-- the output is bound to a reused device buffer and read back in one copy into a reused host
-  buffer; the caller gets its own copy of the rows it sent.
+- that buffer is copied once into a device buffer the session reuses (an OrtValue on the device,
+  ``update_inplace`` from the host array, its long-standing numpy form), bound
+  as the input;
+- the output is bound to a reused device buffer and read back in one copy (``OrtValue.numpy()``:
+  28 floats per image, so a fresh host array costs nothing worth pinning); the caller gets its own
+  copy of the rows it sent.
 
 Slots. Buffers come in slots of a fixed number of rows (``capacity``), bound once when made.
 Without CUDA graphs a batch runs in the slot of its own size (the last two sizes are kept: a run's
@@ -63,6 +65,9 @@ class CpuMemory:
     def device(self, shape, dtype, host_value):
         return host_value  # the host buffer is what the session reads: no copy
 
+    def output(self, shape, dtype):
+        return self.host(shape, dtype)  # the session writes the host array itself
+
 
 class CudaMemory:
     """Device buffers on CUDA device ``device_id`` (``OrtValue``s on 'cuda', the device ONNX
@@ -96,6 +101,9 @@ class CudaMemory:
     def device(self, shape, dtype, host_value):
         return ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, "cuda", self.device_id)
 
+    def output(self, shape, dtype):
+        return self.device(shape, dtype, None), None  # read back with OrtValue.numpy()
+
 
 def cuda_ep_device(ep_name, index=0):
     """The ``index``-th OrtEpDevice ONNX Runtime lists for ``ep_name`` on a GPU, or None (a build
@@ -115,8 +123,7 @@ class _Slot:
     host_in: np.ndarray
     host_in_value: object
     device_in: object
-    host_out: np.ndarray
-    host_out_value: object
+    host_out: object     # the output's host array when the session writes there (the CPU), else None
     device_out: object
     graph_id: int
 
@@ -155,14 +162,13 @@ class BoundFeed:
                     return slot
             del self.slots[:len(self.slots) + 1 - self.max_slots]  # the run's batch size and its tail stay
         host_in_value, host_in = self.memory.host((rows, *self.item_shape), self.input_dtype)
-        host_out_value, host_out = self.memory.host((rows, self.classes), np.float32)
         device_in = self.memory.device((rows, *self.item_shape), self.input_dtype, host_in_value)
-        device_out = self.memory.device((rows, self.classes), np.float32, host_out_value)
+        device_out, host_out = self.memory.output((rows, self.classes), np.float32)
         binding = self.session.io_binding()
         binding.bind_ortvalue_input(self.input_name, device_in)   # bound once: a captured graph replays
         binding.bind_ortvalue_output(self.output_name, device_out)  # these addresses
         self.graphs += 1  # graph id 0 is ONNX Runtime's default annotation; ours start at 1
-        slot = _Slot(rows, binding, host_in, host_in_value, device_in, host_out, host_out_value, device_out,
+        slot = _Slot(rows, binding, host_in, host_in_value, device_in, host_out, device_out,
                      graph_id=self.graphs)
         self.slots.append(slot)
         return slot
@@ -173,15 +179,15 @@ class BoundFeed:
         slot = self._slot(n)
         slot.host_in[:n] = batch
         if slot.device_in is not slot.host_in_value:
-            slot.device_in.update_inplace(slot.host_in_value)  # the one host-to-device copy
+            slot.device_in.update_inplace(slot.host_in)  # the one host-to-device copy
         options = None
         if self.fixed:
             options = ort.RunOptions()
             options.add_run_config_entry(self.graph_key, str(slot.graph_id))
         self.session.run_with_iobinding(slot.binding, options)
-        if slot.device_out is not slot.host_out_value:
-            slot.host_out_value.update_inplace(slot.device_out)  # the one device-to-host copy
-        return slot.host_out[:n].copy()
+        if slot.host_out is not None:
+            return slot.host_out[:n].copy()
+        return slot.device_out.numpy()[:n]  # the one device-to-host copy
 
     def close(self):
         """Release the buffers and bindings (the device memory goes with its OrtValues)."""
