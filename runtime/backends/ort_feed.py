@@ -21,8 +21,8 @@ batch size and its tail), so the graph runs at the batch's size and no row is co
 CUDA graphs (``fixed``) a captured graph replays fixed shapes at fixed addresses: a batch runs in
 the smallest slot that holds it, the tail rows (whatever that slot's last batch left there)
 computed and dropped; a batch no slot holds gets a new slot, captured as its own graph (the
-provider's graph-id run option, ``graph_key``). ``runtime infer`` sends full batches and one shorter tail, so it captures one
-graph; ``runtime bench`` one per batch size.
+provider's graph-id run option, ``graph_key``). ``runtime infer`` sends full batches and one
+shorter tail, so it captures one graph; ``runtime bench`` one per batch size.
 
 Memory, per provider: ``CpuMemory`` (numpy arrays; the host buffer is the device buffer, so there
 is no copy: used by the tests, where the CPU provider runs this same code) and ``CudaMemory`` (the
