@@ -25,6 +25,12 @@ def _shard(text):
     return text
 
 
+BACKEND_OPTION_HELP = ("a backend option, repeatable: cuda_graph=1, prefer_nhwc=1, "
+                       "conv_algo=exhaustive|heuristic|default, conv_workspace=max|default, io_binding=0 "
+                       "(ONNX Runtime CUDA); max_batch=N, gpu=N, cuda_graph=1 "
+                       "(onnxruntime-tensorrt-rtx); docs/gpu.md")
+
+
 def parser():
     p = ArgumentParser(prog="python -m runtime", description="fast batch inference for HPA models")
     sub = p.add_subparsers(dest="command", required=True)
@@ -34,8 +40,10 @@ def parser():
     i.add_argument("--ids", default="", help="CSV with an Id column (e.g. sample_submission.csv); default: every complete Id")
     i.add_argument("--out", required=True)
     i.add_argument("--backend", default="auto", choices=available_backends())
-    i.add_argument("--engine-cache", default="", help="onnxruntime-tensorrt: folder for the engines it builds "
-                                                      "(default ~/.cache/hpa-toolkit/onnxruntime-tensorrt)")
+    i.add_argument("--engine-cache", default="", help="onnxruntime-tensorrt: folder for the engines it builds; "
+                                                      "onnxruntime-tensorrt-rtx: for its compiled kernels "
+                                                      "(default: a folder per model file under ~/.cache/hpa-toolkit)")
+    i.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE", help=BACKEND_OPTION_HELP)
     i.add_argument("--precision", default=None, choices=["fp32", "fp16", "int8"], help="default: auto picks")
     i.add_argument("--model-file", default="ensemble",
                    help="ensemble, fold<k>, or the name of a file model.json lists (e.g. ensemble.fp16.onnx)")
@@ -58,7 +66,9 @@ def parser():
     b = sub.add_parser("bench", help="throughput and latency per backend and batch size")
     b.add_argument("--model", required=True)
     b.add_argument("--backend", default="",
-                   help="comma-separated backend[:precision] list (default: onnxruntime:fp32, onnxruntime:int8 "
+                   help="comma-separated backend[:precision][+key=value...] list (+key=value: a backend option "
+                        "for that item only, e.g. onnxruntime-cuda:fp16+cuda_graph=1; default: onnxruntime:fp32, "
+                        "onnxruntime:int8 "
                         "when the model has an INT8 file for this CPU, and torch where PyTorch is installed)")
     b.add_argument("--batch-sizes", type=positive_int_list, default=[1, 8, 32])
     b.add_argument("--images", default="", help="PNG folder for the decode-only and end-to-end figures")
@@ -66,6 +76,8 @@ def parser():
     b.add_argument("--workers", type=non_negative_int, default=DEFAULT_WORKERS, help="decode threads, as for infer")
     b.add_argument("--decoder", default="auto", choices=DECODERS, help=DECODER_HELP)
     b.add_argument("--json", default="", help="also write the results here")
+    b.add_argument("--backend-option", action="append", default=[], metavar="KEY=VALUE",
+                   help=BACKEND_OPTION_HELP + " (each backend of the list gets the ones it takes)")
 
     m = sub.add_parser("merge", help="join the outputs of --shard runs into one submission")
     m.add_argument("shards", nargs="+", help="the --out folders of the shard runs")
@@ -94,6 +106,7 @@ def cmd_infer(args):
     from tqdm import tqdm
 
     from runtime.backends import make_backend
+    from runtime.backends.base import backend_options
     from runtime.infer import run_inference, shard_ids
     from runtime.labels import read_ids
     from runtime.model_spec import load_model_spec
@@ -114,7 +127,7 @@ def cmd_infer(args):
     thresholds = None if args.threshold_mode == "tuned" else [0.5] * NUM_CLASSES
     writable_folder(args.out)  # the inputs are good: now the output folder, before the model loads
     with writer_lock(args.out):  # a second writer of this folder is refused now, not after loading
-        options = {"engine_cache": args.engine_cache} if args.engine_cache else {}
+        options = backend_options(args.backend_option, args.engine_cache)
         backend = make_backend(spec, args.backend, args.model_file, args.precision, **options)
         print(f"backend: {backend.description}: {backend.choice.reason}", file=sys.stderr)
         with backend:
@@ -135,6 +148,7 @@ def cmd_infer(args):
 
 
 def cmd_bench(args):
+    from runtime.backends.base import backend_options
     from runtime.bench import bench, format_table
     from runtime.probe import cpu_info
 
@@ -142,7 +156,8 @@ def cmd_bench(args):
     print(f"CPU: {name} ({' '.join(flags)}); {os.cpu_count()} cores")
     backends = args.backend or default_bench_backends(args.model)
     rows = bench(args.model, backends, args.batch_sizes, args.images or None,
-                 args.seconds, args.workers, args.json or None, resolve_decoder(args.decoder, args.workers))
+                 args.seconds, args.workers, args.json or None, resolve_decoder(args.decoder, args.workers),
+                 backend_options(args.backend_option))
     print(format_table(rows))
     return 0
 

@@ -30,6 +30,7 @@ from contextlib import ExitStack
 import numpy as np
 
 from runtime.backends import make_backend
+from runtime.backends.base import backend_options, check_options
 from runtime.errors import DataError
 from runtime.model_spec import load_model_spec
 from runtime.pipeline import decoded_batches, worker_kind
@@ -99,12 +100,17 @@ MAX_BATCH_BYTES = 4 << 30
 
 
 def bench(model, backends="onnxruntime:fp32", batch_sizes=(1, 8, 32), images=None, seconds=3.0, workers=4,
-          json_path=None, decoder="auto"):
+          json_path=None, decoder="auto", options=None):
     """Rows per backend: the model alone at each batch size (the backends timed in turns), then
     (with ``images``) decoding alone with 1 worker and with ``workers`` (measured once, before the
-    first end-to-end run) and end to end at the largest batch."""
+    first end-to-end run) and end to end at the largest batch. ``options``: backend options, each
+    backend given the ones it takes; an item ``name:precision+key=value+...`` adds its own (so one
+    run can time a backend with and without an option, e.g. ``onnxruntime-cuda:fp16+cuda_graph=1``)."""
     items = [b.strip() for b in backends.split(",") if b.strip()]
     check_plan(len(items), batch_sizes, seconds)
+    items = [(item.split("+")[0], backend_options(item.split("+")[1:])) for item in items]
+    options = check_options([item.partition(":")[0] for item, _ in items], options or {})
+    items = [(item, {**options, **check_options([item.partition(":")[0]], own)}) for item, own in items]
     spec = load_model_spec(model)
     rng = np.random.default_rng(0)
     folder = ImageFolder(images, decoder=decoder) if images else None
@@ -120,9 +126,10 @@ def bench(model, backends="onnxruntime:fp32", batch_sizes=(1, 8, 32), images=Non
     rows, decode = [], None
     with ExitStack() as stack:
         opened = []
-        for item in items:
+        for item, own in items:  # own: --backend-option's, then the item's +key=value ones
             name, _, precision = item.partition(":")
-            opened.append(stack.enter_context(make_backend(spec, name, "ensemble", precision or None)))
+            opened.append(stack.enter_context(make_backend(spec, name, "ensemble", precision or None,
+                                                           partial_options=True, **own)))
         stats = [model_only(opened, b, seconds, rng) for b in batch_sizes]
         for k, backend in enumerate(opened):
             model_rows = [{"backend": backend.description, "mode": "model", "batch_size": b, **per[k]}

@@ -3,7 +3,9 @@
 Steps: a tiny synthetic set, a 1-epoch fit on CUDA, export to FP32, FP16 and the TensorRT INT8
 flavour, and TensorRT engines in those three precisions when TensorRT is installed. Then every
 backend present (PyTorch CUDA, ONNX Runtime CUDA, ONNX Runtime TensorRT, TensorRT engines) runs the
-held-out images: parity against ONNX Runtime on the CPU in FP32 on the same inputs, macro-F1 (the
+held-out images (ONNX Runtime CUDA also with CUDA graphs, and TensorRT for RTX where its plugin is
+installed and the GPU's compute capability is one it supports): parity against ONNX Runtime on the
+CPU in FP32 on the same inputs, macro-F1 (the
 submission rule, single-view thresholds) and images/s at batch 1, 32 and 256. The results go to
 DIR/gpu_check.json and DIR/gpu_check.md, and the table is printed.
 
@@ -44,13 +46,19 @@ VARIANTS = (
     ("torch-cuda fp32", "torch", "fp32", "tf32"),
     ("onnxruntime-cuda fp32", "onnxruntime-cuda", "fp32", "fp32"),
     ("onnxruntime-cuda fp16", "onnxruntime-cuda", "fp16", "fp16"),
+    ("onnxruntime-cuda fp16 cuda_graph", "onnxruntime-cuda", "fp16", "fp16"),
     ("onnxruntime-tensorrt fp32", "onnxruntime-tensorrt", "fp32", "tf32"),
     ("onnxruntime-tensorrt fp16", "onnxruntime-tensorrt", "fp16", "fp16"),
     ("onnxruntime-tensorrt int8", "onnxruntime-tensorrt", "int8", "int8"),
+    # TensorRT for RTX's FP32 may take TF32 kernels (it has no switch for them).
+    ("onnxruntime-tensorrt-rtx fp32", "onnxruntime-tensorrt-rtx", "fp32", "tf32"),
+    ("onnxruntime-tensorrt-rtx fp16", "onnxruntime-tensorrt-rtx", "fp16", "fp16"),
     ("tensorrt fp32", "tensorrt", "fp32", "fp32"),
     ("tensorrt fp16", "tensorrt", "fp16", "fp16"),
     ("tensorrt int8", "tensorrt", "int8", "int8"),
 )
+# Backend options of a check beyond its backend's defaults.
+CHECK_OPTIONS = {"onnxruntime-cuda fp16 cuda_graph": {"cuda_graph": "1"}}
 ENGINES = (("fp32", "ensemble.onnx"), ("fp16", "ensemble.fp16.onnx"), ("int8", "ensemble.int8-trt.onnx"))
 
 
@@ -84,7 +92,9 @@ def environment():
     env = {"python": platform.python_version(), "machine": platform.machine(),
            "onnxruntime": f"{_version('onnxruntime-gpu', 'onnxruntime')} (CUDA {built_for_cuda() or 'none'})",
            "providers": available_providers(), "tensorrt": _version("tensorrt-cu13", "tensorrt-cu12", "tensorrt"),
-           "polygraphy": _version("polygraphy"), "torch": _version("torch"), "gpu": None, "notes": []}
+           "polygraphy": _version("polygraphy"), "torch": _version("torch"),
+           "tensorrt_rtx": _version("onnxruntime-ep-nv-tensorrt-rtx-cu13", "onnxruntime-ep-nv-tensorrt-rtx-cu12"),
+           "gpu": None, "notes": []}
     if _version("nvidia-cudnn-cu12") and _version("nvidia-cudnn-cu13"):
         env["notes"].append("nvidia-cudnn-cu12 and nvidia-cudnn-cu13 are both installed and share nvidia/cudnn/lib, "
                             "so one overwrote the other's cuDNN: install the CUDA 12 set with PyTorch's CUDA 12 "
@@ -119,6 +129,14 @@ def _absent(backend, env):
         reasons.append("this onnxruntime has no TensorRT provider (install onnxruntime-gpu)")
     if backend in ("tensorrt", "onnxruntime-tensorrt") and not env["tensorrt"]:
         reasons.append("TensorRT is not installed (requirements-tensorrt.txt)")
+    if backend == "onnxruntime-tensorrt-rtx":
+        from runtime.backends.onnxruntime_rtx import unsupported_reason
+
+        if not env.get("tensorrt_rtx"):
+            reasons.append("the TensorRT for RTX plugin is not installed (requirements-tensorrt-rtx-cu13.txt)")
+        if env.get("gpu"):
+            unsupported = unsupported_reason(env["gpu"]["name"], env["gpu"]["compute_capability"])
+            reasons += [unsupported.removeprefix("onnxruntime-tensorrt-rtx: ")] if unsupported else []
     return "; ".join(reasons) or None
 
 
@@ -215,8 +233,9 @@ def check_backends(deploy, data, env, seconds):
         if reason:
             rows.append(Row(name, "skipped", reason))
             continue
-        options = {"engine_cache": deploy.parent / "ort-tensorrt-cache", "max_batch": max(BATCHES)} \
-            if backend == "onnxruntime-tensorrt" else {}
+        cache = {"onnxruntime-tensorrt": "ort-tensorrt-cache", "onnxruntime-tensorrt-rtx": "rtx-cache"}.get(backend)
+        options = {"engine_cache": deploy.parent / cache, "max_batch": max(BATCHES)} if cache else {}
+        options.update(CHECK_OPTIONS.get(name, {}))
         t0 = time.perf_counter()
         try:
             with make_backend(spec, backend, precision=precision, device="cuda" if backend == "torch" else None,
@@ -251,7 +270,8 @@ def _describe(env):
              f"CUDA {gpu['driver_cuda']})" if gpu else env["no_gpu"])
     lines = [f"GPU: {where}", f"onnxruntime: {env['onnxruntime']}; providers: {', '.join(env['providers'])}",
              f"tensorrt: {env['tensorrt'] or 'not installed'}; polygraphy: {env['polygraphy'] or 'not installed'}; "
-             f"torch: {env['torch'] or 'not installed'}"]
+             f"torch: {env['torch'] or 'not installed'}; "
+             f"TensorRT for RTX: {env.get('tensorrt_rtx') or 'not installed'}"]
     return "\n".join(lines + [f"note: {n}" for n in env["notes"]])
 
 
@@ -259,7 +279,7 @@ def gpu_check(out, seconds=1.0, report=print):
     """Run every check; writes OUT/gpu_check.json and OUT/gpu_check.md; returns the exit status."""
     t0 = time.perf_counter()
     out = Path(out)
-    for stale in ("data", "run", "deploy", "logs", "ort-tensorrt-cache"):
+    for stale in ("data", "run", "deploy", "logs", "ort-tensorrt-cache", "rtx-cache"):
         shutil.rmtree(out / stale, ignore_errors=True)
     (out / "logs").mkdir(parents=True)
     env = environment()

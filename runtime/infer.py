@@ -114,7 +114,8 @@ def run_settings(backend, folder, views, thresholds, batch_size):
             "file": f.path.name if f else "checkpoints",
             "sha256": f.sha256 if f else ",".join(c.sha256 for c in backend.spec.checkpoints),
             "backend": f"{backend.name}-{backend.device}", "precision": f.precision if f else "fp32",
-            "views": int(views), "thresholds": [round(float(t), 6) for t in thresholds], "batch_size": int(batch_size)}
+            "views": int(views), "thresholds": [round(float(t), 6) for t in thresholds], "batch_size": int(batch_size),
+            **({"backend_options": backend.settings} if backend.settings else {})}
 
 
 def run_inference(backend, folder, ids, out, batch_size=32, thresholds=None, resume=False, workers=4,

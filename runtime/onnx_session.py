@@ -23,6 +23,13 @@ CPU, CUDA, TENSORRT = "CPUExecutionProvider", "CUDAExecutionProvider", "Tensorrt
 _PROVIDER_LIBRARY = {CUDA: "libonnxruntime_providers_cuda.so", TENSORRT: "libonnxruntime_providers_tensorrt.so"}
 
 
+RECORD_ASSIGNMENT = "session.record_ep_graph_assignment_info"
+# Nodes that carry the model's arithmetic: one of them on another provider is a silent fallback
+# (shape arithmetic a provider leaves to the CPU is not).
+COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv", "ConvInteger", "MatMulInteger",
+                         "QLinearMatMul", "BatchNormalization", "GlobalAveragePool", "AveragePool", "MaxPool"})
+
+
 class ProviderUnavailable(Exception):
     """A GPU execution provider cannot run here; the message says what is missing, in one line."""
 
@@ -44,7 +51,7 @@ def built_for_cuda():
     return getattr(info, "cuda_version", None) or None
 
 
-def _options(threads):
+def _options(threads, record_assignment=False):
     options = ort.SessionOptions()
     options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     options.log_severity_level = 3
@@ -54,6 +61,8 @@ def _options(threads):
     options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
+    if record_assignment:  # which provider runs each node: what assigned_elsewhere reads
+        options.add_session_config_entry(RECORD_ASSIGNMENT, "1")
     return options
 
 
@@ -114,3 +123,39 @@ def missing_after(provider):
             wanted = f" (this onnxruntime is built for CUDA {built_for_cuda()})" if built_for_cuda() else ""
             return f"{library.name} cannot load: {err}{wanted}; see docs/gpu.md"
     return "ONNX Runtime could not start it (its log above says why); see docs/gpu.md"
+
+
+def assigned_elsewhere(session, wanted):
+    """{provider: [op types]} of the compute nodes (COMPUTE_OPS) ``session`` runs on a provider other
+    than ``wanted``, from ONNX Runtime's graph assignment record (a session made with
+    ``record_assignment``); None when this onnxruntime cannot tell."""
+    if not hasattr(session, "get_provider_graph_assignment_info"):
+        return None
+    elsewhere = {}
+    for subgraph in session.get_provider_graph_assignment_info():
+        if subgraph.ep_name == wanted:
+            continue
+        ops = [n.op_type for n in subgraph.get_nodes() if n.op_type in COMPUTE_OPS]
+        if ops:
+            elsewhere.setdefault(subgraph.ep_name, []).extend(ops)
+    return elsewhere
+
+
+def plugin_session(path, ep_devices, provider_options, wanted, threads=0, data=None):
+    """A session on a plugin execution provider (registered with
+    ``onnxruntime.register_execution_provider_library``) for ``ep_devices``; ProviderUnavailable,
+    naming the nodes, when any compute node runs elsewhere (a silent CPU fallback)."""
+    options = _options(threads, record_assignment=True)
+    options.add_provider_for_devices(list(ep_devices), {k: str(v) for k, v in provider_options.items()})
+    try:
+        session = ort.InferenceSession(str(path) if data is None else data, options)
+    except Exception as err:  # onnxruntime's own exception types: the file, or the provider refusing it
+        raise DataError(path, f"{wanted} cannot load it ({str(err).splitlines()[0][:200]})") from None
+    active = session.get_providers()
+    if wanted not in active:
+        raise ProviderUnavailable(f"{wanted} is not active (the session runs on {', '.join(active)})")
+    elsewhere = assigned_elsewhere(session, wanted)
+    if elsewhere:
+        where = "; ".join(f"{len(ops)} on {ep} ({', '.join(sorted(set(ops))[:4])})" for ep, ops in elsewhere.items())
+        raise ProviderUnavailable(f"{wanted} does not run the whole graph of {Path(path).name}: compute nodes {where}")
+    return session

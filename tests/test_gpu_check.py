@@ -25,8 +25,9 @@ def test_without_a_gpu_it_lists_what_it_skipped_and_exits_0(tmp_path, capsys):
     assert {"1-epoch fit on CUDA", "tensorrt int8", "onnxruntime-tensorrt fp16", "torch-cuda fp32"} <= set(rows)
     if not result["environment"]["tensorrt"]:
         assert "TensorRT is not installed" in rows["tensorrt fp16"]["reason"]
-    assert "| tensorrt fp16 | skipped |" in out and "14 skipped" in out
-    assert (tmp_path / "gc" / "gpu_check.md").read_text().count("| skipped |") == 14
+    assert "| tensorrt fp16 | skipped |" in out and "17 skipped" in out
+    assert (tmp_path / "gc" / "gpu_check.md").read_text().count("| skipped |") == 17
+    assert {"onnxruntime-tensorrt-rtx fp16", "onnxruntime-cuda fp16 cuda_graph"} <= set(rows)
 
 
 def test_reference_row_measures_f1_and_speed_and_absent_backends_are_skipped(tiny_deploy, tiny_data):
@@ -38,6 +39,21 @@ def test_reference_row_measures_f1_and_speed_and_absent_backends_are_skipped(tin
     assert [r.check for r in others] == [v[0] for v in gc.VARIANTS]
     assert all(r.status == "skipped" and "no NVIDIA GPU (test)" in r.reason for r in others)
     assert "this onnxruntime has no CUDA provider" in others[1].reason
+
+
+def test_tensorrt_rtx_rows_say_why_they_cannot_run():
+    """Skipped with one reason each: the plugin missing, or the GPU's compute capability not one
+    TensorRT for RTX supports (named with the supported list), e.g. an H200's 9.0."""
+    h200 = {"providers": ["CPUExecutionProvider"], "tensorrt": None, "tensorrt_rtx": None,
+            "gpu": {"name": "NVIDIA H200", "compute_capability": "9.0"}}
+    reason = gc._absent("onnxruntime-tensorrt-rtx", h200)
+    assert "TensorRT for RTX plugin is not installed" in reason
+    assert "NVIDIA H200 has compute capability 9.0; TensorRT for RTX supports 7.5, 8.6, 8.9, 12.x" in reason
+    rtx4090 = dict(h200, tensorrt_rtx="onnxruntime-ep-nv-tensorrt-rtx-cu13 0.5.0",
+                   gpu={"name": "NVIDIA GeForce RTX 4090", "compute_capability": "8.9"})
+    assert gc._absent("onnxruntime-tensorrt-rtx", rtx4090) is None
+    rtx5090 = dict(rtx4090, gpu={"name": "RTX 5090", "compute_capability": "12.0"})
+    assert gc._absent("onnxruntime-tensorrt-rtx", rtx5090) is None
 
 
 class Off:

@@ -100,7 +100,8 @@ def test_backends_import_and_choose_as_a_library():
             "print([backend_class(n).name for n in available_backends()[1:]])\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          cwd=Path(__file__).resolve().parents[1]).stdout
-    assert out.strip() == "['onnxruntime', 'onnxruntime-cuda', 'onnxruntime-tensorrt', 'tensorrt', 'torch']"
+    assert out.strip() == ("['onnxruntime', 'onnxruntime-cuda', 'onnxruntime-tensorrt', 'onnxruntime-tensorrt-rtx', "
+                           "'tensorrt', 'torch']")
 
 
 @pytest.mark.skipif(not gpu_present() or CUDA not in available_providers(), reason="needs a GPU and the CUDA provider")

@@ -120,3 +120,55 @@ def test_turns_time_every_call_and_give_each_its_share():
     times = interleaved([lambda: order.append("a"), lambda: order.append("b")], 0, block=0)
     assert [len(t) for t in times] == [6, 6] and order[:2] == ["a", "b"]  # one warm-up each, then turns of 2
     assert order[2:6] == ["a", "a", "b", "b"]
+
+
+def rtx_env(cc="8.9", ratio=None, cuda=True, asked=None):
+    """A GPU machine with the TensorRT for RTX plugin whose probe measures ``ratio`` (an exception
+    instance: raised; None: no probe)."""
+    def probe(spec, f):
+        if asked is not None:
+            asked.append(f.path.name)
+        if isinstance(ratio, Exception):
+            raise ratio
+        return ratio
+    return Environment(gpu=True, rtx=True, compute_capability=cc,
+                       ort_providers=CUDA.ort_providers if cuda else ("CPUExecutionProvider",),
+                       rtx_speedup=None if ratio is None else probe)
+
+
+def test_auto_takes_tensorrt_rtx_where_measured_faster_than_the_cuda_provider(spec):
+    from runtime.backends import BackendUnavailable
+
+    asked = []
+    fast = choose(spec, env=rtx_env(ratio=1.4, asked=asked))
+    assert (fast.backend, fast.file.path.name, fast.device) == \
+        ("onnxruntime-tensorrt-rtx", "ensemble.fp16.onnx", "cuda")
+    assert "1.40x the CUDA provider's speed" in fast.reason and asked == ["ensemble.fp16.onnx"]
+    slow = choose(spec, env=rtx_env(ratio=1.05))
+    assert (slow.backend, slow.file.path.name) == ("onnxruntime", "ensemble.fp16.onnx")
+    assert "TensorRT for RTX measured 1.05x the CUDA provider's speed (below 1.1x)" in slow.reason
+    broken = choose(spec, env=rtx_env(ratio=BackendUnavailable("onnxruntime-tensorrt-rtx: boom")))
+    assert broken.backend == "onnxruntime" and "TensorRT for RTX could not run (onnxruntime-tensorrt-rtx: boom)" in \
+        broken.reason
+    assert "none was run" in choose(spec, env=rtx_env(ratio=None)).reason
+    only = choose(spec, env=rtx_env(cuda=False))  # the plugin with a CPU onnxruntime: the one GPU provider
+    assert only.backend == "onnxruntime-tensorrt-rtx" and "no CUDA provider" in only.reason
+    assert choose(spec, "auto", "fp32", env=rtx_env(ratio=2.0)).file.path.name == "ensemble.onnx"
+
+
+def test_auto_never_probes_tensorrt_rtx_where_it_cannot_run(spec):
+    asked = []
+    for env in (rtx_env(cc="9.0", ratio=3.0, asked=asked), rtx_env(cc=None, ratio=3.0, asked=asked),
+                Environment(gpu=False, rtx=True, compute_capability="8.9", rtx_speedup=lambda *a: 3.0)):
+        assert choose(spec, env=env).backend == "onnxruntime"
+    assert choose(spec, "auto", "int8", env=rtx_env(ratio=3.0, asked=asked)).backend != "onnxruntime-tensorrt-rtx"
+    assert asked == []
+    h200 = choose(spec, env=rtx_env(cc="9.0", cuda=False))
+    assert (h200.backend, h200.device) == ("onnxruntime", "cpu")
+
+
+def test_tensorrt_rtx_asked_for_by_name(spec):
+    explicit = choose(spec, "onnxruntime-tensorrt-rtx", env=CPU)
+    assert (explicit.backend, explicit.file.path.name) == ("onnxruntime-tensorrt-rtx", "ensemble.onnx")
+    assert "TensorRT for RTX provider" in explicit.reason
+    assert choose(spec, "onnxruntime-tensorrt-rtx", "fp16", model="fold0", env=CPU).file.path.name == "fold0.fp16.onnx"

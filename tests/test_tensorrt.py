@@ -343,3 +343,71 @@ def test_fold_engine_with_two_outputs_and_a_profile_minimum_above_one(engines):
 def test_engine_entry_names_the_gpu_it_was_built_on(engines):
     entry = engines.find("ensemble", "fp32", fmt="engine").info
     assert entry["compute_capability"] and entry["gpu"] and entry["tf32"] is False
+
+
+class FakeEngine:
+    """The tensorrt.ICudaEngine calls TensorRTBackend._check makes, for an engine whose input has
+    ``dtype`` (TensorRT's DataType) and a profile of batch 1..64."""
+
+    def __init__(self, dtype, classes=28):
+        self.dtype, self.classes = dtype, classes
+        self.num_io_tensors = 2
+
+    def get_tensor_name(self, i):
+        return ["image", "probs"][i]
+
+    def get_tensor_mode(self, name):
+        return "in" if name == "image" else "out"
+
+    def get_tensor_dtype(self, name):
+        return self.dtype
+
+    def get_tensor_shape(self, name):
+        return (-1, self.classes)
+
+    def get_tensor_profile_shape(self, name, index):
+        return [(1, 4, 48, 48), (32, 4, 48, 48), (64, 4, 48, 48)]
+
+
+def test_a_version_3_engine_is_fed_the_uint8_images_and_a_float_one_refused(tiny_deploy, tmp_path, monkeypatch):
+    """Engines built from version-3 files take UINT8 (the graph normalises): the backend checks the
+    engine's input type against model.json and passes the uint8 batch through unnormalised."""
+    import sys
+    import types
+
+    from runtime.backends.tensorrt_backend import TensorRTBackend
+
+    import importlib.machinery
+
+    trt = types.ModuleType("tensorrt")
+    trt.__spec__ = importlib.machinery.ModuleSpec("tensorrt", None)
+    trt.TensorIOMode = types.SimpleNamespace(INPUT="in")
+    trt.DataType = types.SimpleNamespace(UINT8="UINT8", FLOAT="FLOAT")
+    monkeypatch.setitem(sys.modules, "tensorrt", trt)
+    spec = load_model_spec(fake_engine(tiny_deploy[0], tmp_path))
+    assert spec.input["dtype"] == "uint8"
+    backend = make_backend(spec, "tensorrt", precision="fp16")
+    assert isinstance(backend, TensorRTBackend) and not backend.host_normalizes
+    assert backend._check(FakeEngine("UINT8")) == (1, 32, 64)
+    with pytest.raises(BackendUnavailable, match=r"engine input 'image' is FLOAT, model.json says uint8"):
+        backend._check(FakeEngine("FLOAT"))
+    fed = []
+
+    class Runner:
+        def infer(self, feed):
+            fed.append(feed["image"])
+            return {"probs": np.full((len(feed["image"]), 28), 0.5, np.float32)}
+    backend.runner, backend.profile, backend._entered = Runner(), (1, 32, 64), True
+    x = np.random.default_rng(0).integers(0, 256, (3, 4, 48, 48), dtype=np.uint8)
+    assert backend.infer(x).shape == (3, 28)
+    assert fed[0].dtype == np.uint8 and np.array_equal(fed[0], x)
+
+
+def test_triton_gets_uint8_input_for_a_version_3_engine(tiny_deploy, tmp_path):
+    from export.triton import check_config, write_repository
+
+    deploy = fake_engine(tiny_deploy[0], tmp_path)
+    folder, _ = write_repository(deploy, tmp_path / "repo", precision="fp16")
+    cfg = check_config(folder / "config.pbtxt", load_model_spec(deploy), profile_max=64)
+    text = (folder / "config.pbtxt").read_text()
+    assert cfg.platform == "tensorrt_plan" and text.count("data_type: TYPE_UINT8") == 1  # the input; probs FP32

@@ -50,6 +50,12 @@ class Backend:
         return None
 
     @property
+    def settings(self):
+        """The backend options in effect that decide results (runtime infer records them with the
+        run's settings); none for most backends."""
+        return {}
+
+    @property
     def host_normalizes(self):
         """Whether ``infer`` normalises the uint8 batch on the host: for a file whose graph takes
         float32 (model.json version 2)."""
@@ -108,6 +114,7 @@ _REGISTRY = {
     "onnxruntime": ("runtime.backends.onnxruntime_backend", "OnnxRuntimeBackend"),
     "onnxruntime-cuda": ("runtime.backends.onnxruntime_backend", "OnnxRuntimeCudaBackend"),
     "onnxruntime-tensorrt": ("runtime.backends.onnxruntime_backend", "OnnxRuntimeTensorRTBackend"),
+    "onnxruntime-tensorrt-rtx": ("runtime.backends.onnxruntime_rtx", "OnnxRuntimeRtxBackend"),
     "tensorrt": ("runtime.backends.tensorrt_backend", "TensorRTBackend"),
     "torch": ("runtime.backends.torch_backend", "TorchBackend"),
 }
@@ -120,22 +127,31 @@ def backend_class(name):
     return getattr(importlib.import_module(module), cls)
 
 
-def make_backend(spec, name="auto", model="ensemble", precision=None, device=None, env=None, **options):
-    """The backend for a request (not yet entered); ``runtime.backends.select.choose`` decides
-    which backend and file, and ``backend.choice.reason`` says why. ``options`` go to the chosen
-    backend's constructor (its ``options`` lists the ones it takes, e.g. onnxruntime-tensorrt's
-    ``engine_cache``)."""
-    from runtime.backends.select import choose
+def backend_options(pairs, engine_cache=""):
+    """The backend options of a command line: ``--backend-option KEY=VALUE`` pairs (values stay
+    strings; each backend checks its own) and ``--engine-cache``."""
+    options = {}
+    for pair in pairs or ():
+        key, sep, value = pair.partition("=")
+        key = key.strip().replace("-", "_")
+        if not sep or not key:
+            raise ValueError(f"--backend-option {pair!r}: give KEY=VALUE, e.g. cuda_graph=1")
+        options[key] = value.strip()
+    if engine_cache:
+        options["engine_cache"] = engine_cache
+    return options
 
-    choice = choose(spec, name, precision, device, model, env)
-    cls = backend_class(choice.backend)
-    unknown = sorted(set(options) - set(cls.options))
+
+def check_options(names, options):
+    """``options`` unless one of them is taken by none of the backends ``names`` (auto: by none at
+    all): a bench of several backends gives each the ones it takes, but a typo is still an error."""
+    names = list(_REGISTRY) if "auto" in names else names
+    taken = {o for n in names for o in backend_class(n).options}
+    unknown = sorted(set(options) - taken)
     if unknown:
-        raise ValueError(f"backend {choice.backend} takes no option {unknown[0]!r}"
-                         + (f" (it takes: {', '.join(cls.options)})" if cls.options else ""))
-    backend = cls(spec, choice.file, device=choice.device, model=model, **options)
-    backend.choice = choice
-    return backend
+        raise ValueError(f"--backend-option {unknown[0]}: none of {', '.join(names)} takes it"
+                         + (f" (they take: {', '.join(sorted(taken))})" if taken else ""))
+    return options
 
 
 def available_backends():

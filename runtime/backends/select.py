@@ -1,7 +1,12 @@
 """Which backend runs which file: one pure function of the request, model.json and what this
 machine has (``Environment``), so the policy is testable without a GPU and said once.
 
-``auto``: a TensorRT engine when one is listed and a GPU and TensorRT are present; else ONNX
+``auto``: a TensorRT engine when one is listed and a GPU and TensorRT are present; else TensorRT
+for RTX (``onnxruntime-tensorrt-rtx``, FP16 when usable, else FP32) on a GPU of a compute
+capability it supports when its plugin is installed and either no CUDA provider is present or a
+probe (``runtime.backends.onnxruntime_rtx.measured_speedup``: both timed in turns for about a
+second at batch 32, cached per file, GPU, driver and versions) measures it at least
+``RTX_MIN_SPEEDUP`` times the CUDA provider's speed; else ONNX
 Runtime with CUDA (FP16 when usable, else FP32) when a GPU and the CUDA provider are present;
 else ONNX Runtime on the CPU: the INT8 flavour for this CPU's class when export marked it usable
 and a probe (runtime.probe, about a second, cached) measures it at least ``INT8_MIN_SPEEDUP``
@@ -9,6 +14,7 @@ times FP32's speed here, else FP32. Every choice carries the reason, which the c
 prints; model.json lists the resulting default files (``default_choices``) for clients.
 """
 
+import dataclasses
 import importlib.util
 from dataclasses import dataclass
 
@@ -24,10 +30,20 @@ class Environment:
     ort_providers: tuple = ("CPUExecutionProvider",)   # onnxruntime.get_available_providers()
     cpu_class: str = "avx2"           # vnni or avx2: which INT8 CPU flavour suits it (runtime.probe.cpu_class)
     int8_speedup: object = None       # (FP32 ModelFile, INT8 ModelFile) -> INT8/FP32 speed here; None: never INT8
+    rtx: bool = False                 # the TensorRT for RTX plugin package is importable
+    compute_capability: str | None = None   # GPU 0's, as its driver reports it (looked up when rtx is installed)
+    rtx_speedup: object = None        # (spec, ModelFile) -> TensorRT-RTX/CUDA speed here; None: never probed
 
     @property
     def ort_cuda(self):
         return self.gpu and "CUDAExecutionProvider" in self.ort_providers
+
+    @property
+    def ort_rtx(self):
+        """TensorRT for RTX can be asked for: its plugin, a GPU, and a compute capability it supports."""
+        from runtime.backends.onnxruntime_rtx import is_supported
+
+        return self.gpu and self.rtx and self.compute_capability is not None and is_supported(self.compute_capability)
 
     @property
     def ort_tensorrt(self):
@@ -39,9 +55,27 @@ def detect_environment():
     from runtime.onnx_session import available_providers, gpu_present
     from runtime.probe import cpu_class, cpu_info, speedup
 
-    return Environment(gpu=gpu_present(), tensorrt=importlib.util.find_spec("tensorrt") is not None,
+    gpu = gpu_present()
+    rtx = importlib.util.find_spec("onnxruntime_ep_nv_tensorrt_rtx") is not None
+    return Environment(gpu=gpu, tensorrt=importlib.util.find_spec("tensorrt") is not None,
                        ort_providers=tuple(available_providers()), cpu_class=cpu_class(cpu_info()[1]),
-                       int8_speedup=speedup)
+                       int8_speedup=speedup, rtx=rtx, compute_capability=_compute_capability() if gpu and rtx else None,
+                       rtx_speedup=_rtx_speedup)
+
+
+def _compute_capability():
+    from runtime.gpu_info import NoGpu, gpu_info
+
+    try:
+        return gpu_info().compute_capability
+    except NoGpu:
+        return None
+
+
+def _rtx_speedup(spec, model_file):
+    from runtime.backends.onnxruntime_rtx import measured_speedup
+
+    return measured_speedup(spec, model_file)
 
 
 @dataclass(frozen=True)
@@ -80,7 +114,7 @@ def choose(spec, backend="auto", precision=None, device=None, model="ensemble", 
             raise DataError(spec.path, f"lists no {precision + ' ' if precision else ''}TensorRT engine for {model}; "
                                        "build one with `python -m export tensorrt`")
         return Choice("tensorrt", f, "cuda", "asked for TensorRT")
-    if backend in ("onnxruntime-cuda", "onnxruntime-tensorrt"):
+    if backend in ("onnxruntime-cuda", "onnxruntime-tensorrt", "onnxruntime-tensorrt-rtx"):
         return _onnxruntime_gpu(spec, backend, kind, fold, precision or "fp32", model)
     if backend == "onnxruntime":
         device = device or ("cuda" if env.ort_cuda else "cpu")
@@ -96,19 +130,19 @@ def choose(spec, backend="auto", precision=None, device=None, model="ensemble", 
     raise ValueError(f"unknown backend {backend!r}; valid: auto, {', '.join(_EXPLICIT)}")
 
 
-_EXPLICIT = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "tensorrt", "torch")
+_EXPLICIT = ("onnxruntime", "onnxruntime-cuda", "onnxruntime-tensorrt", "onnxruntime-tensorrt-rtx", "tensorrt", "torch")
 
 
 def _onnxruntime_gpu(spec, backend, kind, fold, precision, model):
     """ONNX Runtime's CUDA or TensorRT provider. INT8 runs the TensorRT-flavour Q/DQ file and only
     through TensorRT: the CUDA provider has no INT8 convolutions (it would dequantize and run FP32)."""
-    if precision == "int8" and backend == "onnxruntime-cuda":
-        raise ValueError("onnxruntime-cuda has no INT8 convolutions; for INT8 on a GPU use "
+    if precision == "int8" and backend in ("onnxruntime-cuda", "onnxruntime-tensorrt-rtx"):
+        raise ValueError(f"{backend} has no INT8 convolutions; for INT8 on a GPU use "
                          "--backend onnxruntime-tensorrt or tensorrt")
     f = spec.find(kind, precision, "tensorrt" if precision == "int8" else None, fold=fold)
     if f is None:
         raise DataError(spec.path, f"lists no {precision} ONNX file for {model} ({', '.join(spec.choices())})")
-    provider = "CUDA" if backend == "onnxruntime-cuda" else "TensorRT"
+    provider = {"onnxruntime-cuda": "CUDA", "onnxruntime-tensorrt": "TensorRT"}.get(backend, "TensorRT for RTX")
     return Choice(backend, f, "cuda", f"asked for ONNX Runtime's {provider} provider ({precision})")
 
 
@@ -125,6 +159,9 @@ def _named(f, backend, precision, device, env):
 # An INT8 file is worth its small accuracy cost only when clearly faster: a one-second probe is
 # noisy to a few percent, and a ratio near 1 means nothing to gain.
 INT8_MIN_SPEEDUP = 1.1
+# TensorRT for RTX over the CUDA provider: the same bar. Its first session on a machine also pays
+# for compiling kernels (kept in its runtime cache), which only a clear gain is worth.
+RTX_MIN_SPEEDUP = 1.1
 DEFAULTS_RULE = (f"per backend and device, the first usable candidate; on a CPU an INT8 candidate only when a "
                  f"probe on the machine measures it at least {INT8_MIN_SPEEDUP}x as fast as the last (FP32) "
                  "candidate. A listed TensorRT engine comes first where a GPU and TensorRT are present.")
@@ -159,6 +196,44 @@ def _auto(spec, kind, fold, precision, env):
     engine = spec.find(kind, precision, fmt="engine", fold=fold)
     if engine is not None and env.gpu and env.tensorrt and spec.variant_of(engine).usable:
         return Choice("tensorrt", engine, "cuda", "a TensorRT engine is listed and TensorRT and a GPU are present")
+    rtx, note = _auto_rtx(spec, kind, fold, precision, env)
+    if rtx is not None:
+        return rtx
+    choice = _auto_onnxruntime(spec, kind, fold, precision, env)
+    if note and choice.device == "cuda":
+        return dataclasses.replace(choice, reason=f"{choice.reason}; {note}")
+    return choice
+
+
+def _auto_rtx(spec, kind, fold, precision, env):
+    """(the TensorRT-RTX Choice, None) when auto takes it, else (None, a note on why not, or None)."""
+    if not env.ort_rtx or precision == "int8":
+        return None, None
+    if precision:
+        f = spec.find(kind, precision, fold=fold)
+    else:
+        files = candidates(spec, "cuda", env.cpu_class, kind, fold)
+        f = files[0] if files else None
+    if f is None:
+        return None, None
+    where = f"TensorRT for RTX {f.variant} on cuda (compute capability {env.compute_capability})"
+    if not env.ort_cuda:
+        return Choice("onnxruntime-tensorrt-rtx", f, "cuda", f"{where}: the GPU provider here (no CUDA provider)"), None
+    if env.rtx_speedup is None:
+        return None, "TensorRT for RTX only where a probe measures it faster, and none was run"
+    from runtime.backends.base import BackendUnavailable
+
+    try:
+        ratio = env.rtx_speedup(spec, f)
+    except BackendUnavailable as err:
+        return None, f"TensorRT for RTX could not run ({err})"
+    if ratio >= RTX_MIN_SPEEDUP:
+        return Choice("onnxruntime-tensorrt-rtx", f, "cuda", f"{where}: {ratio:.2f}x the CUDA provider's speed on "
+                                                            "this GPU (probe)"), None
+    return None, f"TensorRT for RTX measured {ratio:.2f}x the CUDA provider's speed (below {RTX_MIN_SPEEDUP}x)"
+
+
+def _auto_onnxruntime(spec, kind, fold, precision, env):
     device = "cuda" if env.ort_cuda else "cpu"
     where = "the CUDA provider is present" if device == "cuda" else "no GPU with ONNX Runtime's CUDA provider"
     if precision:
