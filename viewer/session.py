@@ -20,11 +20,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from runtime.classes import CHANNELS
 from runtime.errors import DataError
 from runtime.infer import predicted_classes
 from runtime.labels import read_labels
 from runtime.preprocess import image_chw, preprocess
 from runtime.reader import EXTENSIONS, ImageFolder
+from viewer.calibration import TIFF_SUFFIXES, field_pixel_size
 from viewer.cam_request import CAM_METHODS, check_cam_request, check_fold
 
 
@@ -56,6 +58,7 @@ class Dataset:
         self.labels = _labels_for(self.path) if data else {}
         # problems: Ids the scan finds that cannot be read (a missing channel, an unsafe name), with the reason
         self.ids, self.problems = self.folder.listing() if self.folder else ([], {})
+        self.pixel_sizes = {}  # Id -> viewer.calibration.PixelSize or None, for the Ids read so far
 
     def empty_reason(self):
         """Why there is nothing to show, in one line (for a Dataset without Ids)."""
@@ -65,9 +68,15 @@ class Dataset:
                 f"each {' or '.join(EXTENSIONS)})")
 
     def read(self, sample_id):
+        """The sample as uint8 (H, W, 4); its TIFF calibration, if any, lands in ``pixel_sizes``
+        (read here, on the worker that decodes, so the window only looks it up)."""
         if sample_id in self.problems:
             raise DataError(self.folder.root / sample_id, self.problems[sample_id])
-        return self.folder.read(sample_id)
+        sample = self.folder.read(sample_id)
+        paths = [self.folder.channel_path(sample_id, ch) for ch in CHANNELS]
+        if any(p.suffix.lower() in TIFF_SUFFIXES for p in paths):
+            self.pixel_sizes[sample_id] = field_pixel_size(paths, sample.shape[1])
+        return sample
 
 
 class Models:
@@ -128,6 +137,32 @@ class Models:
     @property
     def cam_ready(self):
         return self._cam is not None
+
+    # ------------------------------------------------------------------ provenance
+    def training_data(self):
+        """What the model records of its training data (train.synth.dataset_record): model.json's
+        ``source.training_data``, else the run's config.json, else - for files made before it was
+        recorded - the dataset.json in the run's data folder; None when nothing is known."""
+        from train.synth import dataset_record
+
+        record = self.spec.data.get("source", {}).get("training_data") if self.spec is not None else None
+        if isinstance(record, dict):
+            return record
+        if self.run is None or not self.run.has_config():
+            return None
+        try:
+            return self.run.training_data or dataset_record(self.run.config.data)
+        except DataError:
+            return None
+
+    def provenance_warning(self):
+        """One line for the window where the training data is known to be synthetic, else ""."""
+        record = self.training_data()
+        if not record or record.get("kind") != "synthetic":
+            return ""
+        generator = record.get("generator", "a generator").replace("python -m ", "")
+        return (f"model trained on synthetic data ({generator}): "
+                "predictions on real microscopy are not meaningful")
 
     def thresholds(self, fold="mean"):
         """(28 thresholds or None, one line saying which): those tuned for this model (the
@@ -223,8 +258,8 @@ class Models:
 class Session:
     """A dataset and the models, as the window sees them."""
 
-    def __init__(self, data=None, model=None, run=None, models=None):
-        self.dataset = Dataset(data)
+    def __init__(self, data=None, model=None, run=None, models=None, dataset=None):
+        self.dataset = dataset if dataset is not None else Dataset(data)
         self.models = models if models is not None else Models(model, run)
 
     @property
@@ -245,6 +280,10 @@ class Session:
     def with_folder(self, data):
         """The same models on another folder (File > Open)."""
         return Session(data, models=self.models)
+
+    def with_models(self, models):
+        """The same folder with other models (File > Open model); nothing of the folder is re-read."""
+        return Session(models=models, dataset=self.dataset)
 
     def close(self):
         self.models.close()
