@@ -107,7 +107,8 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         layout.addWidget(self.channel_controls)
         self.histogram_panel = HistogramPanel(self.state)
         layout.addWidget(self.histogram_panel)
-        left.setMinimumWidth(200)
+        # no fixed minimum: the splitter keeps the column at least as wide as its channel rows
+        # need (with a fixed 200 px they were squeezed and "yellow" was cut at 1400 px)
         return left
 
     def _right_column(self):
