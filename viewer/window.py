@@ -66,6 +66,7 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         self._build_panels()
         self._build_menus()
         self.setAcceptDrops(True)  # a folder dropped on the window opens (viewer.file_actions)
+        self.image_panel.context_menu.connect(lambda pos: menus.show_image_menu(self, pos))
         self.show_provenance()
         self._unbind = [self.state.subscribe(self._on_state), self.channel_controls.unbind, self.cam_controls.unbind,
                         self.histogram_panel.unbind]
@@ -83,7 +84,6 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         splitter.addWidget(self._left_column())
         self.image_panel = ImagePanel()
         self.image_panel.hovered.connect(self._show_pixel)
-        self.image_panel.context_menu.connect(lambda pos: menus.show_image_menu(self, pos))
         splitter.addWidget(self.image_panel)
         splitter.addWidget(self._right_column())
         # The image takes what the window gains or loses; the side columns keep a readable width.
@@ -226,7 +226,7 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
             return
         self._show_chart()
         models, sample, sample_id = self.models, cur.sample, cur.sample_id
-        self.images.request("probs", lambda: (sample_id, fold, models.predict([sample], fold)[0]))
+        self.images.request("probs", lambda: (sample_id, fold, models.predict([sample], fold)[0], models))
 
     def _cam_class(self):
         if self.state.cam_class >= 0:
@@ -295,8 +295,8 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
             self._request_cam()
 
     def _got_probs(self, value):
-        sample_id, fold, probs = value
-        if sample_id != self.current.sample_id or fold != self.state.cam_fold:
+        sample_id, fold, probs, models = value
+        if sample_id != self.current.sample_id or fold != self.state.cam_fold or models is not self.models:
             return
         self.current.probs = probs
         if fold == "mean" and sample_id not in self.predictions:
