@@ -156,6 +156,10 @@ def test_open_model_swaps_the_model_and_keeps_the_image(make_window, tiny_data, 
     old = win.models
     win.open_path(str(tiny_run[0]), want="model")
     assert win.models.spec is None and win.models.run_path == str(tiny_run[0]) and win.current.sample_id == shown
+    # the old model's answer for the kept Id, arriving late, is not taken for the new model's
+    mine = win.current.probs.copy()
+    win._got_probs((shown, "mean", np.full(28, 0.99, np.float32), old))
+    assert np.array_equal(win.current.probs, mine) and np.array_equal(win.predictions[shown], mine)
     assert old._stack is not None and old._backends == {}  # the replaced models were closed
     win.open_path(str(tmp_path), want="model")  # neither: one line in a dialog, the model stays
     assert win.models.run_path == str(tiny_run[0])

@@ -64,6 +64,7 @@ def test_right_click_shows_the_viewers_menu(files_report):
     assert r["menu_entries"] == ["Copy Id", "Export view (window as shown)...",
                                  "Export image (own resolution, and the map alone)...", "Reset view (fit the image)"]
     assert not r["pyqtgraph_menu_visible"]
+    assert r["other_popups"] == [None, None]  # right-click on a histogram or the chart: no developer menu
     before, after = _grab(r, "start", r["menu_rect"]), _grab(r, "menu", r["menu_rect"])
     assert np.abs(after - before).mean() > 20      # the menu is drawn where it popped up
     assert r["copied"] == r["shown_id"]            # its Copy Id put the Id on the clipboard
@@ -171,6 +172,17 @@ def drive(args):
     menu.actions()[0].trigger()  # Copy Id
     menu.close()
     report["copied"] = app.clipboard().text()
+    # the histograms and the chart: no pyqtgraph menu either
+    report["other_popups"] = []
+    for owner in (window.histogram_panel.plots[0], window.chart):
+        view = owner if isinstance(owner, QtWidgets.QGraphicsView) else owner.findChild(QtWidgets.QGraphicsView)
+        widget = view.viewport()
+        QTest.mouseClick(widget, QtCore.Qt.RightButton, pos=QtCore.QPoint(widget.width() // 2, widget.height() // 2))
+        settle()
+        popup = app.activePopupWidget()
+        report["other_popups"].append(type(popup).__name__ if popup is not None else None)
+        if popup is not None:
+            popup.close()
 
     # File > Open model, its dialog answered with the deployment folder
     QtWidgets.QFileDialog.getExistingDirectory = staticmethod(lambda *a, **k: args.model)

@@ -63,7 +63,8 @@ class Dataset:
     def empty_reason(self):
         """Why there is nothing to show, in one line (for a Dataset without Ids)."""
         if self.folder is None:
-            return "no image folder: open one (File > Open, or --data DIR / --sample)"
+            return ("no image folder: open one (File > Open image folder, or drop a folder on the window, "
+                    "or --data DIR / --sample)")
         return (f"{self.folder.root}: no images (a sample is four files {{Id}}_red, _green, _blue and _yellow, "
                 f"each {' or '.join(EXTENSIONS)})")
 
