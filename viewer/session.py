@@ -69,15 +69,17 @@ class Dataset:
                 f"each {' or '.join(EXTENSIONS)})")
 
     def read(self, sample_id):
-        """The sample as uint8 (H, W, 4); its TIFF calibration, if any, lands in ``pixel_sizes``
-        (read here, on the worker that decodes, so the window only looks it up)."""
         if sample_id in self.problems:
             raise DataError(self.folder.root / sample_id, self.problems[sample_id])
-        sample = self.folder.read(sample_id)
+        return self.folder.read(sample_id)
+
+    def calibrate(self, sample_id, shown_width):
+        """Read the pixel size the sample's TIFF files record (viewer.calibration) into
+        ``pixel_sizes``: for the field being shown only, on the worker that decoded it, so the
+        window just looks it up (the folder's background predictions skip this)."""
         paths = [self.folder.channel_path(sample_id, ch) for ch in CHANNELS]
-        if any(p.suffix.lower() in TIFF_SUFFIXES for p in paths):
-            self.pixel_sizes[sample_id] = field_pixel_size(paths, sample.shape[1])
-        return sample
+        tiff = any(p.suffix.lower() in TIFF_SUFFIXES for p in paths)
+        self.pixel_sizes[sample_id] = field_pixel_size(paths, shown_width) if tiff else None
 
 
 class Models:
@@ -277,6 +279,12 @@ class Session:
 
     def sample(self, sample_id):
         return self.dataset.read(sample_id)
+
+    def shown_sample(self, sample_id):
+        """The sample to show, with its calibration read (Dataset.calibrate)."""
+        sample = self.sample(sample_id)
+        self.dataset.calibrate(sample_id, sample.shape[1])
+        return sample
 
     def with_folder(self, data):
         """The same models on another folder (File > Open)."""

@@ -212,7 +212,7 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
             return
         session = self.session
         self.statusBar().showMessage(f"loading {sample_id}...")
-        self.images.request("load", lambda: (session, sample_id, session.sample(sample_id)))
+        self.images.request("load", lambda: (session, sample_id, session.shown_sample(sample_id)))
 
     def _request_probs(self):
         cur, fold = self.current, self.state.cam_fold
