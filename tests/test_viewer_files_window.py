@@ -79,6 +79,7 @@ def test_open_model_shows_the_synthetic_banner(files_report):
     before = _grab(r, "start", r["banner_rect"])
     assert (np.abs(before - [255, 240, 192]).sum(-1) < 30).mean() < 0.05
     assert r["predicted_after_open"]
+    assert not r["model_loaded_on_the_gui_thread"]
 
 
 def test_dropped_run_replaces_the_model(files_report):
@@ -188,6 +189,7 @@ def drive(args):
     QtWidgets.QFileDialog.getExistingDirectory = staticmethod(lambda *a, **k: args.model)
     action = next(a for m in window.menuBar().actions() for a in m.menu().actions() if "Open &model" in a.text())
     action.trigger()
+    report["model_loaded_on_the_gui_thread"] = window.models.model_path is not None  # it is read on the worker
     settle(lambda: window.models.model_path is not None and window.current.probs is not None,
            what="the model's predictions")
     report["banner_after"] = window.provenance_label.text()
