@@ -172,4 +172,4 @@ def write_spec(run, out, files, variants, calibration_images):
         source={"run": str(run.path.resolve()), "arch": {"name": cfg.arch, "width": cfg.width, "attention": cfg.attention},
                 "pretrained": run.pretrained, "training_data": run.training_data,
                 "calibration_images": calibration_images,
-                "note": "provenance: the viewer reads training_data (a warning for synthetic data); nothing else is read"})
+                "note": "provenance: the viewer reads training_data (synthetic: a warning); nothing else"})

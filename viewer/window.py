@@ -151,7 +151,7 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         self.id_panel.set_ids(self.session.listed_ids())
         for sample_id, reason in self.session.dataset.problems.items():
             self._mark_unreadable(sample_id, reason)
-        self.id_panel.set_predictions_enabled(self.models.can_predict, "needs a model: File > Open model, --model or --run")
+        self.id_panel.set_predictions_enabled(self.models.can_predict, "needs a model: File > Open model or --model")
         self._apply_filters()
         listed = self.session.listed_ids()
         self.statusBar().showMessage(f"{len(self.session.ids)} images" + (
