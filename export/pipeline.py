@@ -170,4 +170,6 @@ def write_spec(run, out, files, variants, calibration_images):
         defaults=default_choices, files=[e.entry(out) for e in files], checkpoints=copy_checkpoints(run, out),
         versions=_versions(),
         source={"run": str(run.path.resolve()), "arch": {"name": cfg.arch, "width": cfg.width, "attention": cfg.attention},
-                "pretrained": run.pretrained, "calibration_images": calibration_images, "note": "provenance only: nothing here is read"})
+                "pretrained": run.pretrained, "training_data": run.training_data,
+                "calibration_images": calibration_images,
+                "note": "provenance: the viewer reads training_data (synthetic: a warning); nothing else"})

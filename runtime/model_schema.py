@@ -116,7 +116,10 @@ SCHEMA = {
         "checkpoints": _array(_object({"fold": {"type": "integer", "minimum": 0}, "path": _PATH,
                                        "sha256": _SHA256})),
         "versions": {"type": "object"},
-        "source": {"type": "object"},
+        # optional provenance; training_data (train.synth.dataset_record) is absent from older files
+        "source": {"type": "object", "properties": {
+            "training_data": {"type": ["object", "null"], "properties": {
+                "kind": {"type": "string"}, "path": {"type": "string"}}}}},
     }, required=["format", "version", "class_names", "preprocess", "input", "outputs", "tta", "decision",
                  "variants", "defaults", "folds", "files", "checkpoints"]),
     "allOf": [{"if": {"properties": {"version": {"const": v}}, "required": ["version"]},

@@ -125,6 +125,24 @@ def test_a_client_reproduces_every_file_at_every_view_count(tiny_deploy, tiny_da
             tmp_path / "default")
 
 
+def test_a_client_reads_what_the_model_was_trained_on(tiny_deploy):
+    # source.training_data is optional (absent from files exported before it was recorded); where
+    # present, a client tells synthetic training data from model.json alone, as the viewer does
+    model = load_model(tiny_deploy[0])
+    record = model["source"].get("training_data")
+    assert record["kind"] == "synthetic" and Path(record["path"]).is_dir()
+    schema = json.loads(SCHEMA.read_text())
+    del model["source"]["training_data"]
+    jsonschema.validate(model, schema)  # old files keep validating
+    model["source"]["training_data"] = "synthetic"
+    try:
+        jsonschema.validate(model, schema)
+    except jsonschema.ValidationError:
+        pass
+    else:
+        raise AssertionError("a training_data that is no object validated")
+
+
 def test_the_client_imports_nothing_from_the_project():
     source = Path(__file__).read_text()
     imported = set(re.findall(r"^(?:from|import) (\w+)", source, re.M))

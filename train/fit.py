@@ -38,6 +38,7 @@ from train.losses import build_loss
 from train.metrics import macro_f1, tune_thresholds
 from train.model import build_model, load_pretrained
 from train.pretrained import resolve as resolve_weights, source as weights_source
+from train.synth import dataset_record
 from train.run import Run
 
 log = logging.getLogger(__name__)
@@ -242,7 +243,8 @@ def _prepare(run, cfg, samples, folds, pretrained=None):
         run.write_errors(samples.errors)
         if not run.has_config():
             mean, std = samples.channel_stats(seed=cfg.seed)
-            run.write_config(cfg, Preprocess(size=cfg.size, mean=mean, std=std), pretrained)
+            run.write_config(cfg, Preprocess(size=cfg.size, mean=mean, std=std), pretrained,
+                             training_data=dataset_record(cfg.data))
         if not run.file("folds.csv").exists():
             run.write_split(samples.ids, folds)
     ddp.barrier()

@@ -176,10 +176,20 @@ class Run:
         value = data.get("pretrained") if isinstance(data, dict) else None
         return value if isinstance(value, dict) else None
 
-    def write_config(self, cfg, pp, pretrained=None):
+    @property
+    def training_data(self):
+        """What the run records of its data (train.synth.dataset_record: the path, and
+        ``kind: synthetic`` for generated data), or None for a run made before it was recorded."""
+        data = self._json("config.json", "not a training run folder")
+        value = data.get("training_data") if isinstance(data, dict) else None
+        return value if isinstance(value, dict) else None
+
+    def write_config(self, cfg, pp, pretrained=None, training_data=None):
         data = {"fit": cfg.to_dict(), "preprocess": pp.to_dict()}
         if pretrained is not None:
             data["pretrained"] = pretrained
+        if training_data is not None:
+            data["training_data"] = training_data
         atomic_write_json(self.file("config.json"), data)
         self._config = (cfg, pp)
 

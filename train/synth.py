@@ -12,12 +12,17 @@ Output (``python -m train synth --out DIR``)::
     DIR/train/{Id}_{red,green,blue,yellow}.png
     DIR/masks/{Id}.npz             one boolean array per present class ("c{k}"): where its
                                    pattern was drawn (scored against Grad-CAM by the viewer)
+    DIR/dataset.json               the provenance record: {"kind": "synthetic", "generator": ...,
+                                   the arguments}; ``train fit`` copies it into the run's
+                                   config.json, ``export onnx`` into model.json's source, and the
+                                   viewer warns that such a model says nothing about real cells
 
 With ``--test-images N`` it also writes a held-out set: ``DIR/test/``, ``DIR/sample_submission.csv``
 (Kaggle's test format) and ``DIR/test_labels.csv`` (the answers, for scoring a submission).
 Everything is a function of the seed: the same arguments give byte-identical files.
 """
 
+import json
 import logging
 import math
 import os
@@ -33,6 +38,27 @@ from runtime.labels import format_target
 from runtime.writeutil import atomic_write_bytes, atomic_write_text
 
 log = logging.getLogger(__name__)
+DATASET_RECORD = "dataset.json"   # the provenance record of a generated dataset (see the module)
+
+
+def dataset_record(data):
+    """What ``train fit`` records about the data it trains on: ``{"path": DATA}`` plus
+    DATA/dataset.json's record when there is one (``kind: synthetic`` for this generator's
+    output). A garbled record is logged and left out: provenance never stops a fit."""
+    from runtime.errors import DataError
+    from runtime.jsonfile import read_json
+
+    record = {"path": str(Path(data).resolve())}
+    path = Path(data) / DATASET_RECORD
+    if path.is_file():
+        try:
+            marker = read_json(path)
+        except DataError as err:
+            log.warning("%s", err)
+        else:
+            if isinstance(marker, dict):
+                record.update({k: v for k, v in marker.items() if k != "path"})
+    return record
 
 # --------------------------------------------------------------------------- labels
 
@@ -615,6 +641,9 @@ def generate(out, images, size=512, seed=0, min_per_class=25, test_images=0, pro
     out.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(seed)
     rows = _write_split(out, "train", images, size, zoom, rng, min_per_class, progress, workers)
+    record = {"kind": "synthetic", "generator": "python -m train synth", "images": images, "test_images": test_images,
+              "size": size, "zoom": zoom, "seed": seed, "min_per_class": min_per_class}
+    atomic_write_text(out / DATASET_RECORD, json.dumps(record, indent=1) + "\n")
     atomic_write_text(out / "train.csv", "Id,Target\n" + "".join(f"{i},{t}\n" for i, t in rows))
     if test_images:
         test_rng = np.random.default_rng([seed, 1])

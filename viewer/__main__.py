@@ -25,7 +25,8 @@ def parser():
                                              "when there is no --model)")
     p.add_argument("--sample", action="store_true", help="open the bundled real HPA field instead of --data")
     p.add_argument("--pixel-size", type=float, default=0.0, metavar="UM",
-                   help="size of one image pixel in micrometres (as loaded): draws a scale bar")
+                   help="size of one image pixel in micrometres (as shown): draws a scale bar; "
+                        "overrides the calibration TIFF files record")
     p.add_argument("--screenshot", default="", help="save PREFIX-composite.png and PREFIX-cam.png, then exit")
     return p
 
@@ -72,7 +73,7 @@ def build(args, sync=False):
     from viewer.window import MainWindow
 
     window = MainWindow(session, sync=sync)
-    window.state.update(pixel_size=getattr(args, "pixel_size", 0.0))
+    window.set_pixel_size(getattr(args, "pixel_size", 0.0))  # > 0 overrides the files' calibration
     return app, window
 
 

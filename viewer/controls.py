@@ -32,6 +32,8 @@ class ChannelControls(QtWidgets.QGroupBox):
     """Per channel: shown (Ctrl+1..4), contrast low/high (0..255), gamma, colour; the contrast
     mode (per image / fixed / manual, viewer.contrast) and auto contrast."""
 
+    pixel_edited = QtCore.pyqtSignal(float)
+
     def __init__(self, state, parent=None):
         super().__init__("Channels", parent)
         self.state = state
@@ -53,8 +55,14 @@ class ChannelControls(QtWidgets.QGroupBox):
         self.auto = QtWidgets.QPushButton("Auto")
         self.auto.setToolTip("reset: per-image auto contrast, 0.5 / 99.8 percentiles (Ctrl+Shift+A)")
         grid.addWidget(QtWidgets.QLabel("mode"), len(CHANNELS) + 1, 0)
-        grid.addWidget(self.mode, len(CHANNELS) + 1, 1, 1, 3)
-        grid.addWidget(self.auto, len(CHANNELS) + 1, 4)
+        # mode and Auto share one row across the value columns: Auto alone in the narrow colour
+        # column widened it and squeezed the channel names ("yellow" was cut at 1400 px)
+        mode_row = QtWidgets.QHBoxLayout()
+        mode_row.setSpacing(3)
+        mode_row.addWidget(self.mode, 1)
+        self.auto.setFixedWidth(self.auto.fontMetrics().horizontalAdvance("Auto") + 22)  # not the style's 80 px minimum
+        mode_row.addWidget(self.auto)
+        grid.addLayout(mode_row, len(CHANNELS) + 1, 1, 1, 4)
         self.pixel = QtWidgets.QDoubleSpinBox()
         self.pixel.setRange(0, 1000)
         self.pixel.setDecimals(3)
@@ -65,6 +73,7 @@ class ChannelControls(QtWidgets.QGroupBox):
         self.pixel.setButtonSymbols(QtWidgets.QAbstractSpinBox.NoButtons)
         self.pixel.setToolTip("size of one pixel as shown, for the scale bar (--pixel-size); unknown: no bar")
         self.pixel.valueChanged.connect(lambda v: self.state.update(pixel_size=float(v)))
+        self.pixel.valueChanged.connect(self.pixel_edited)  # typed by the user: overrides the files' calibration
         grid.addWidget(QtWidgets.QLabel("pixel"), len(CHANNELS) + 2, 0)
         grid.addWidget(self.pixel, len(CHANNELS) + 2, 1, 1, 3)
         self.unbind = state.subscribe(self._on_state)
@@ -72,8 +81,12 @@ class ChannelControls(QtWidgets.QGroupBox):
     def _add_row(self, grid, i, name):
         check = QtWidgets.QCheckBox(name)
         check.setChecked(self.state.channels[i])
-        check.setStyleSheet(f"color: {CONTROL_COLOURS[i]}; font-weight: bold")
+        font = check.font()
+        font.setBold(True)  # set as a font, not in the style sheet, so that sizeHint() counts it
+        check.setFont(font)
+        check.setStyleSheet(f"color: {CONTROL_COLOURS[i]}")
         check.setToolTip(f"show {name} (Ctrl+{i + 1})")
+        check.setMinimumWidth(check.sizeHint().width())  # the name is never cut ("yellow" at 1400 px)
         check.toggled.connect(lambda on, i=i: self.state.channels[i] != on and self.state.toggle_channel(i))
         low, high = QtWidgets.QSpinBox(), QtWidgets.QSpinBox()
         for box, value in ((low, self.state.levels[i][0]), (high, self.state.levels[i][1])):

@@ -11,6 +11,27 @@ from runtime.classes import CLASS_NAMES
 ID_ROLE = QtCore.Qt.UserRole
 
 
+class ElidedIdDelegate(QtWidgets.QStyledItemDelegate):
+    """Draws every row's Id elided in the middle to the width the list shows, the selected row
+    included. (Left to QListView, rows were as wide as the longest Id: the list scrolled sideways,
+    the other rows were elided to that width and then cut at the column's edge, and the selected
+    row was cut without an ellipsis.)"""
+
+    def initStyleOption(self, option, index):  # noqa: N802 - Qt's name
+        super().initStyleOption(option, index)
+        view = self.parent()
+        margin = view.style().pixelMetric(QtWidgets.QStyle.PM_FocusFrameHMargin, None, view) + 1
+        icon = option.decorationSize.width() + 2 * margin if option.features & option.HasDecoration else 0
+        width = view.viewport().width() - 2 * margin - icon - 2
+        option.text = option.fontMetrics.elidedText(option.text, QtCore.Qt.ElideMiddle, max(width, 10))
+        option.textElideMode = QtCore.Qt.ElideNone  # elided here already, to the visible width
+
+    def sizeHint(self, option, index):  # noqa: N802
+        size = super().sizeHint(option, index)
+        size.setWidth(min(size.width(), self.parent().viewport().width()))
+        return size
+
+
 class IdPanel(QtWidgets.QWidget):
     current_changed = QtCore.pyqtSignal(str)
     filters_changed = QtCore.pyqtSignal()
@@ -32,8 +53,12 @@ class IdPanel(QtWidgets.QWidget):
         self.note.setStyleSheet("color: #c08000")
         self.list = QtWidgets.QListWidget()
         self.list.setUniformItemSizes(True)
-        # Full Ids: elided in the middle only when the column is too narrow, full Id as tooltip.
+        # Full Ids: elided in the middle only when the column is too narrow, full Id as tooltip;
+        # no sideways scrolling, rows re-laid out when the column is resized.
         self.list.setTextElideMode(QtCore.Qt.ElideMiddle)
+        self.list.setItemDelegate(ElidedIdDelegate(self.list))
+        self.list.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarAlwaysOff)
+        self.list.setResizeMode(QtWidgets.QListView.Adjust)
         self.count = QtWidgets.QLabel("")
         for widget in (self.search, self.gt_filter, self.pred_filter, self.errors_only, self.note):
             layout.addWidget(widget)

@@ -6,6 +6,7 @@ import pyqtgraph as pg
 from PyQt5 import QtCore, QtWidgets
 
 from runtime.classes import CHANNELS
+from viewer.menus import MenuViewBox
 
 CHANNEL_COLOURS = ("#ff4040", "#40ff40", "#4080ff", "#ffff40")   # labels on the black image
 CONTROL_COLOURS = ("#c01818", "#108010", "#1848c0", "#8a7400")   # the same hues, readable on a light panel
@@ -13,6 +14,7 @@ CONTROL_COLOURS = ("#c01818", "#108010", "#1848c0", "#8a7400")   # the same hues
 
 class ImagePanel(QtWidgets.QWidget):
     hovered = QtCore.pyqtSignal(int, int)   # image pixel (x, y) under the cursor; (-1, -1) outside
+    context_menu = QtCore.pyqtSignal(QtCore.QPoint)   # right-click on the composite or a channel (screen pos)
 
     def __init__(self, parent=None):
         super().__init__(parent)
@@ -34,7 +36,10 @@ class ImagePanel(QtWidgets.QWidget):
         self._shape = None
 
     def _build_main_view(self):
-        self.view = self.graphics.addViewBox(row=0, col=0, colspan=4, lockAspect=True, invertY=True)
+        # the viewer's own right-click menu (viewer.menus), not pyqtgraph's developer menu
+        self.view = MenuViewBox(lockAspect=True, invertY=True)
+        self.graphics.addItem(self.view, row=0, col=0, colspan=4)
+        self.view.context_menu.connect(self.context_menu)
         self.image_item = pg.ImageItem()
         self.overlay_item = pg.ImageItem()
         self.overlay_item.setZValue(10)
@@ -55,8 +60,10 @@ class ImagePanel(QtWidgets.QWidget):
     def _build_strip(self):
         self.channel_items, self.channel_labels, self.strip_views = [], [], []
         for i, name in enumerate(CHANNELS):
-            vb = self.graphics.addViewBox(row=1, col=i, lockAspect=True, invertY=True)
+            vb = MenuViewBox(lockAspect=True, invertY=True)
+            self.graphics.addItem(vb, row=1, col=i)
             vb.setMouseEnabled(False, False)
+            vb.context_menu.connect(self.context_menu)
             item = pg.ImageItem()
             vb.addItem(item)
             label = pg.TextItem(name, color=CHANNEL_COLOURS[i], anchor=(0, 0))

@@ -2,9 +2,9 @@
 field's width, drawn at the bottom right. The window draws it as a scene item in image
 coordinates (it stays true at any zoom); File > Export image burns the same bar into the PNG.
 
-*Decision*: the pixel size comes from ``--pixel-size UM`` or the "pixel" box (0 = unknown, no
-bar). HPA's Kaggle PNGs carry no calibration, so nothing is read from the files; the value is
-the size of one pixel AS LOADED (after any resizing on load).
+The pixel size is the size of one pixel AS SHOWN: ``--pixel-size UM`` or the "pixel" box, else
+the calibration the field's TIFF files record (viewer.calibration, scaled to the shown size when
+a channel was resized on load), else unknown (0: no bar).
 """
 
 import math

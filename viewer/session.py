@@ -20,11 +20,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from runtime.classes import CHANNELS
 from runtime.errors import DataError
 from runtime.infer import predicted_classes
 from runtime.labels import read_labels
 from runtime.preprocess import image_chw, preprocess
 from runtime.reader import EXTENSIONS, ImageFolder
+from viewer.calibration import TIFF_SUFFIXES, field_pixel_size
 from viewer.cam_request import CAM_METHODS, check_cam_request, check_fold
 
 
@@ -56,11 +58,13 @@ class Dataset:
         self.labels = _labels_for(self.path) if data else {}
         # problems: Ids the scan finds that cannot be read (a missing channel, an unsafe name), with the reason
         self.ids, self.problems = self.folder.listing() if self.folder else ([], {})
+        self.pixel_sizes = {}  # Id -> viewer.calibration.PixelSize or None, for the Ids read so far
 
     def empty_reason(self):
         """Why there is nothing to show, in one line (for a Dataset without Ids)."""
         if self.folder is None:
-            return "no image folder: open one (File > Open, or --data DIR / --sample)"
+            return ("no image folder: open one (File > Open image folder, or drop a folder on the window, "
+                    "or --data DIR / --sample)")
         return (f"{self.folder.root}: no images (a sample is four files {{Id}}_red, _green, _blue and _yellow, "
                 f"each {' or '.join(EXTENSIONS)})")
 
@@ -68,6 +72,14 @@ class Dataset:
         if sample_id in self.problems:
             raise DataError(self.folder.root / sample_id, self.problems[sample_id])
         return self.folder.read(sample_id)
+
+    def calibrate(self, sample_id, shown_width):
+        """Read the pixel size the sample's TIFF files record (viewer.calibration) into
+        ``pixel_sizes``: for the field being shown only, on the worker that decoded it, so the
+        window just looks it up (the folder's background predictions skip this)."""
+        paths = [self.folder.channel_path(sample_id, ch) for ch in CHANNELS]
+        tiff = any(p.suffix.lower() in TIFF_SUFFIXES for p in paths)
+        self.pixel_sizes[sample_id] = field_pixel_size(paths, shown_width) if tiff else None
 
 
 class Models:
@@ -128,6 +140,32 @@ class Models:
     @property
     def cam_ready(self):
         return self._cam is not None
+
+    # ------------------------------------------------------------------ provenance
+    def training_data(self):
+        """What the model records of its training data (train.synth.dataset_record): model.json's
+        ``source.training_data``, else the run's config.json, else - for files made before it was
+        recorded - the dataset.json in the run's data folder; None when nothing is known."""
+        from train.synth import dataset_record
+
+        record = self.spec.data.get("source", {}).get("training_data") if self.spec is not None else None
+        if isinstance(record, dict):
+            return record
+        if self.run is None or not self.run.has_config():
+            return None
+        try:
+            return self.run.training_data or dataset_record(self.run.config.data)
+        except DataError:
+            return None
+
+    def provenance_warning(self):
+        """One line for the window where the training data is known to be synthetic, else ""."""
+        record = self.training_data()
+        if not record or record.get("kind") != "synthetic":
+            return ""
+        generator = record.get("generator", "a generator").replace("python -m ", "")
+        return (f"model trained on synthetic data ({generator}): "
+                "predictions on real microscopy are not meaningful")
 
     def thresholds(self, fold="mean"):
         """(28 thresholds or None, one line saying which): those tuned for this model (the
@@ -223,8 +261,8 @@ class Models:
 class Session:
     """A dataset and the models, as the window sees them."""
 
-    def __init__(self, data=None, model=None, run=None, models=None):
-        self.dataset = Dataset(data)
+    def __init__(self, data=None, model=None, run=None, models=None, dataset=None):
+        self.dataset = dataset if dataset is not None else Dataset(data)
         self.models = models if models is not None else Models(model, run)
 
     @property
@@ -242,9 +280,19 @@ class Session:
     def sample(self, sample_id):
         return self.dataset.read(sample_id)
 
+    def shown_sample(self, sample_id):
+        """The sample to show, with its calibration read (Dataset.calibrate)."""
+        sample = self.sample(sample_id)
+        self.dataset.calibrate(sample_id, sample.shape[1])
+        return sample
+
     def with_folder(self, data):
         """The same models on another folder (File > Open)."""
         return Session(data, models=self.models)
+
+    def with_models(self, models):
+        """The same folder with other models (File > Open model); nothing of the folder is re-read."""
+        return Session(models=models, dataset=self.dataset)
 
     def close(self):
         self.models.close()

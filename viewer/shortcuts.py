@@ -19,7 +19,8 @@ class Shortcut:
 
 
 SHORTCUTS = (
-    Shortcut("&File", "&Open folder...", ("Ctrl+O",), "_open_dialog"),
+    Shortcut("&File", "&Open image folder...", ("Ctrl+O",), "_open_dialog"),
+    Shortcut("&File", "Open &model (deployment folder or training run)...", ("Ctrl+Shift+O",), "_open_model_dialog"),
     Shortcut("&File", "Export &view (window as shown)...", ("Ctrl+E",), "_export_view_dialog"),
     Shortcut("&File", "Export &image (own resolution, and the map alone)...", ("Ctrl+Shift+E",), "_export_image_dialog"),
     Shortcut("&File", "&Quit", ("Ctrl+Q",), "close"),

@@ -17,6 +17,8 @@ from viewer.chart import ProbabilityChart
 from viewer import scale_bar
 from viewer.contrast import FixedLevels, histograms, percentile_levels
 from viewer.histogram import HistogramPanel
+from viewer import menus
+from viewer.file_actions import FileActions
 from viewer.controls import CamControls, ChannelControls
 from viewer.id_list import IdPanel
 from viewer.image_panel import ImagePanel
@@ -43,7 +45,7 @@ class Current:
     error: str = ""
 
 
-class MainWindow(QtWidgets.QMainWindow):
+class MainWindow(FileActions, QtWidgets.QMainWindow):
     def __init__(self, session=None, state=None, sync=False):
         super().__init__()
         self.setWindowTitle("HPA viewer")
@@ -63,6 +65,9 @@ class MainWindow(QtWidgets.QMainWindow):
         self.failures = []           # (kind, Id, one-line message) of every worker request that failed
         self._build_panels()
         self._build_menus()
+        self.setAcceptDrops(True)  # a folder dropped on the window opens (viewer.file_actions)
+        self.image_panel.context_menu.connect(lambda pos: menus.show_image_menu(self, pos))
+        self.show_provenance()
         self._unbind = [self.state.subscribe(self._on_state), self.channel_controls.unbind, self.cam_controls.unbind,
                         self.histogram_panel.unbind]
         self._populate()
@@ -97,17 +102,25 @@ class MainWindow(QtWidgets.QMainWindow):
         self.id_panel.filters_changed.connect(self._apply_filters)
         self.channel_controls = ChannelControls(self.state)
         self.channel_controls.auto.clicked.connect(self.auto_contrast)
+        self.channel_controls.pixel_edited.connect(self.set_pixel_size)
         layout.addWidget(self.id_panel, 1)
         layout.addWidget(self.channel_controls)
         self.histogram_panel = HistogramPanel(self.state)
         layout.addWidget(self.histogram_panel)
-        left.setMinimumWidth(200)
+        # no fixed minimum: the splitter keeps the column at least as wide as its channel rows
+        # need (with a fixed 200 px they were squeezed and "yellow" was cut at 1400 px)
         return left
 
     def _right_column(self):
         right = QtWidgets.QWidget()
         layout = QtWidgets.QVBoxLayout(right)
         layout.setContentsMargins(0, 4, 4, 4)
+        # where the model's training data is known to be synthetic, it says so above the bars
+        self.provenance_label = QtWidgets.QLabel("")
+        self.provenance_label.setWordWrap(True)
+        self.provenance_label.setStyleSheet("background: #fff0c0; color: #804000; border: 1px solid #d09000; "
+                                            "padding: 3px; font-weight: bold")
+        layout.addWidget(self.provenance_label)
         self.chart = ProbabilityChart()
         self.pred_label = QtWidgets.QLabel("")
         self.pred_label.setWordWrap(True)
@@ -133,18 +146,18 @@ class MainWindow(QtWidgets.QMainWindow):
     def models(self):
         return self.session.models
 
-    def _populate(self):
+    def _populate(self, keep=None):
         self.predictions, self.unreadable = {}, {}
         self.id_panel.set_ids(self.session.listed_ids())
         for sample_id, reason in self.session.dataset.problems.items():
             self._mark_unreadable(sample_id, reason)
-        self.id_panel.set_predictions_enabled(self.models.can_predict, "needs a model: open with --model or --run")
+        self.id_panel.set_predictions_enabled(self.models.can_predict, "needs a model: File > Open model or --model")
         self._apply_filters()
         listed = self.session.listed_ids()
         self.statusBar().showMessage(f"{len(self.session.ids)} images" + (
-            "" if self.models.can_predict else "; no model: open with --model or --run for predictions"))
+            "" if self.models.can_predict else "; no model: File > Open model (or --model / --run) for predictions"))
         if listed:
-            self.id_panel.select(listed[0])
+            self.id_panel.select(keep if keep in listed else listed[0])
         else:
             self._show_empty()
         self._predict_next_chunk()
@@ -161,10 +174,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.pred_label.setText(_escape(message))
         self.statusBar().showMessage(message)
 
-    def open_folder(self, data):
+    def open_folder(self, data=None, dataset=None):
         """File > Open: another folder with the same models (nothing is reloaded)."""
-        session = self.session.with_folder(data)
-        self.session = session
+        self.session = Session(models=self.models, dataset=dataset) if dataset is not None else \
+            self.session.with_folder(data)
         self.current = Current()
         self._fixed = FixedLevels()  # the "fixed for the set" contrast, per opened set
         self.state.update(sample_id="")
@@ -199,7 +212,7 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         session = self.session
         self.statusBar().showMessage(f"loading {sample_id}...")
-        self.images.request("load", lambda: (session, sample_id, session.sample(sample_id)))
+        self.images.request("load", lambda: (session, sample_id, session.shown_sample(sample_id)))
 
     def _request_probs(self):
         cur, fold = self.current, self.state.cam_fold
@@ -213,7 +226,7 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         self._show_chart()
         models, sample, sample_id = self.models, cur.sample, cur.sample_id
-        self.images.request("probs", lambda: (sample_id, fold, models.predict([sample], fold)[0]))
+        self.images.request("probs", lambda: (sample_id, fold, models.predict([sample], fold)[0], models))
 
     def _cam_class(self):
         if self.state.cam_class >= 0:
@@ -273,6 +286,7 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         self.current.sample = sample
         self.histogram_panel.set_histograms(histograms(sample))
+        self.apply_file_pixel_size(sample_id)
         if not self._apply_contrast():
             self._render()
         self.statusBar().showMessage(f"{sample_id}: {sample.shape[1]}x{sample.shape[0]}", 4000)
@@ -281,8 +295,8 @@ class MainWindow(QtWidgets.QMainWindow):
             self._request_cam()
 
     def _got_probs(self, value):
-        sample_id, fold, probs = value
-        if sample_id != self.current.sample_id or fold != self.state.cam_fold:
+        sample_id, fold, probs, models = value
+        if sample_id != self.current.sample_id or fold != self.state.cam_fold or models is not self.models:
             return
         self.current.probs = probs
         if fold == "mean" and sample_id not in self.predictions:
@@ -318,7 +332,10 @@ class MainWindow(QtWidgets.QMainWindow):
         if not worker.is_latest(rid, kind):
             return
         self.failures.append((kind, self.state.sample_id, message))
-        if kind == "load":
+        if kind == "open":
+            self.statusBar().showMessage(f"not opened: {message}")
+            self.show_error("Open", message)
+        elif kind == "load":
             self._show_failure(self.state.sample_id, message)
         elif kind == "cam":
             self.current.cam_key = ()  # asking again retries
@@ -497,11 +514,6 @@ class MainWindow(QtWidgets.QMainWindow):
         shown = cur.cam is not None and self.state.show_cam
         return export_image(path, self.rendered, cur.cam if shown else None, self.state.cam_style, self.overlay_opacity(),
                             self.state.pixel_size)
-
-    def _open_dialog(self):
-        folder = QtWidgets.QFileDialog.getExistingDirectory(self, "Open image folder")
-        if folder:
-            self._guarded("Open folder", lambda: self.open_folder(folder))
 
     def _export_view_dialog(self):
         path, _ = QtWidgets.QFileDialog.getSaveFileName(self, "Export view", "view.png", "PNG (*.png)")
