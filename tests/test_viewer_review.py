@@ -67,6 +67,7 @@ def test_summary_table_shows_the_counts_and_sorts(qtbot):
     labels = {"a": [0, 1], "b": [1], "c": [2], "d": [0]}
     summary.set_errors(class_errors(labels, {"a": [0], "b": [1, 2], "c": [0], "d": [0]}), 5)
     assert summary.counts(0) == (2, 0, 1) and summary.counts(1) == (2, 1, 0) and summary.counts(2) == (1, 1, 1)
+    assert [summary.row_of(c) for c in (0, 9, 10, 27)] == [0, 9, 10, 27]   # by class number, not as text
     summary.table.sortItems(3, QtCore.Qt.DescendingOrder)   # by FP: the rows move, the counts follow
     assert summary.counts(2) == (1, 1, 1) and summary.row_of(0) in (0, 1)
     assert "4 of 5" in summary.header.text()
@@ -121,8 +122,8 @@ def test_error_opens_on_its_missed_class_and_the_menu_says_so(window):
     assert window.state.cam_class == -1 and window.current.cam_key[1] == expected
     menu = window.cam_controls.cls
     assert menu.currentIndex() == 0 and f"{expected} {CLASS_NAMES[expected]}" in menu.itemText(0)
-    assert ("missed" if expected in truth else "false positive") in menu.itemText(0)
-    assert ("FN" if expected in truth else "FP") in window.image_panel.caption.text()
+    assert menu.itemText(0).startswith("auto FN:" if expected in truth else "auto FP:")
+    assert ("[missed]" if expected in truth else "[false positive]") in window.image_panel.caption.text()
     window.state.update(cam_class=5)   # a class chosen in the menu: the menu shows it, "auto" says nothing
     assert menu.currentData() == 5 and "auto (" in menu.itemText(0)
 
@@ -215,7 +216,7 @@ def test_error_summary_filters_the_list_and_clears(window):
     shown = window.visible_ids()
     assert shown == sorted(errors.fn[cls])
     assert window.id_panel.count.text().startswith(f"{len(shown)} of {len(window.session.ids)}")
-    assert "false negatives" in window.id_panel.count.text()
+    assert "FN of" in window.id_panel.count.text()
     assert window.state.sample_id == shown[0] and window.current.sample is not None
     assert window.current.cam_key[1] == cls           # the map shows the filtered class's miss
     summary.clear_button.click()

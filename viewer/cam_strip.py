@@ -12,26 +12,30 @@ from PyQt5 import QtCore, QtGui, QtWidgets
 
 from runtime.classes import CLASS_NAMES
 from viewer.cam_request import MARKS
-from viewer.render import blend, overlay_rgba
+from viewer.render import HEAT_FLOOR, HEAT_STOPS
 
 THUMB = 76           # thumbnail side, pixels
+TILE_W = THUMB + 44  # a tile's width: the thumbnail and its label "FN 9 Endosomes" (elided beyond)
 MARK_COLOURS = {"FN": "#d04040", "FP": "#e08000", "TP": "#2e9a2e", "pred": "#5b9bd5", "true": "#808080"}
 WAITING_GRAY = 60
 
 
 def thumbnail(rgb, cam, size=THUMB):
-    """uint8 (size, size, 3): the composite as shown, shrunk (aspect kept, black borders), with
-    the map over it in the heat style (fill and contours). ``cam`` None: the composite alone,
-    darkened (the map is on its way)."""
+    """uint8 (size, size, 3): the composite as shown, shrunk (aspect kept, black borders) and
+    dimmed, with the map over it in the heat colours (violet to white, transparent below
+    HEAT_FLOOR). ``cam`` None: the composite alone, darker (the map is on its way)."""
     h, w = rgb.shape[:2]
     scale = size / max(h, w)
     nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
     small = cv2.resize(rgb, (nw, nh), interpolation=cv2.INTER_AREA)
-    if cam is None:
-        small = (small * 0.35).astype(np.uint8)
-    else:
-        small_cam = cv2.resize(cam.astype(np.float32), (nw, nh), interpolation=cv2.INTER_AREA)
-        small = blend(small, overlay_rgba(small_cam, "heat"), 0.9)
+    # the composite dimmed, so the map (the heat fill of the main view, opaque) stands out at 76 px
+    small = small.astype(np.float32) * (0.45 if cam is not None else 0.25)
+    if cam is not None:
+        value = cv2.resize(cam.astype(np.float32), (nw, nh), interpolation=cv2.INTER_AREA)
+        heat = np.stack([np.interp(value, HEAT_STOPS[:, 0], HEAT_STOPS[:, c + 1]) for c in range(3)], -1)
+        alpha = np.clip((value - HEAT_FLOOR) / (1 - HEAT_FLOOR), 0, 1)[..., None] ** 0.7
+        small = small * (1 - alpha) + heat * alpha
+    small = np.clip(small + 0.5, 0, 255).astype(np.uint8)
     out = np.zeros((size, size, 3), np.uint8)
     y0, x0 = (size - nh) // 2, (size - nw) // 2
     out[y0:y0 + nh, x0:x0 + nw] = small
@@ -63,11 +67,13 @@ class CamStrip(QtWidgets.QWidget):
         self.row = QtWidgets.QHBoxLayout(inner)
         self.row.setContentsMargins(2, 2, 2, 2)
         self.row.setSpacing(4)
-        self.note = QtWidgets.QLabel("")
-        self.note.setStyleSheet("color: gray")
-        self.row.addWidget(self.note)
         self.row.addStretch(1)
         self.scroll.setWidget(inner)
+        # why the strip is empty, or how many classes it leaves out: beside it, never scrolled away
+        self.note = QtWidgets.QLabel("")
+        self.note.setStyleSheet("color: gray")
+        self.note.setWordWrap(True)
+        outer.addWidget(self.note)
         text_h = self.fontMetrics().height()
         # fixed: the image above never moves when the strip fills or empties (room for a scroll bar)
         self.setFixedHeight(THUMB + text_h + 30)
@@ -79,10 +85,12 @@ class CamStrip(QtWidgets.QWidget):
     def clear(self, text=""):
         for button in self.buttons.values():
             self.row.removeWidget(button)
+            button.setParent(None)  # off screen now, not when the deferred delete comes
             button.deleteLater()
         self.buttons, self.marks, self.filled, self.selected = {}, {}, set(), None
         self.note.setText(text)
         self.note.setVisible(bool(text))
+        self.note.setMaximumWidth(16777215)  # alone: as wide as the strip
 
     def set_classes(self, entries, probs=None, placeholder=None, more=0):
         """One button per (class, mark), in order; ``placeholder`` (uint8 RGB thumbnail) is drawn
@@ -94,14 +102,17 @@ class CamStrip(QtWidgets.QWidget):
             button.setIconSize(QtCore.QSize(THUMB, THUMB))
             button.setCheckable(True)
             name = CLASS_NAMES[cls]
-            short = name if len(name) <= 14 else name[:13] + "…"
-            button.setText(f"{mark} {cls} {short}")
+            label = f"{mark} {cls} {name}"
+            button.setText(button.fontMetrics().elidedText(label, QtCore.Qt.ElideRight, TILE_W - 24))
             p = f", p {probs[cls]:.2f}" if probs is not None else ""
             button.setToolTip(f"{cls} {name}: {MARKS[mark]}{p}. Click: show this class's map.")
             colour = MARK_COLOURS[mark]
+            tint = QtGui.QColor(colour)
+            button.setFixedWidth(TILE_W)
             button.setStyleSheet(
                 f"QToolButton {{ border: 2px solid {colour}; color: {colour}; font-weight: bold; padding: 1px; }}"
-                f"QToolButton:checked {{ border: 4px solid {colour}; background: {colour}33; }}")
+                f"QToolButton:checked {{ border: 4px solid {colour}; "
+                f"background: rgba({tint.red()}, {tint.green()}, {tint.blue()}, 50); }}")
             if placeholder is not None:
                 button.setIcon(QtGui.QIcon(_pixmap(placeholder)))
             button.clicked.connect(lambda _checked=False, c=cls: self.class_clicked.emit(c))
@@ -109,6 +120,7 @@ class CamStrip(QtWidgets.QWidget):
             self.buttons[cls] = button
             self.marks[cls] = mark
         self.note.setVisible(bool(more))
+        self.note.setMaximumWidth(THUMB + 40)  # beside the tiles
         self.set_selected(self.selected)
 
     def set_map(self, cls, rgb_thumb):

@@ -13,6 +13,7 @@ from PyQt5 import QtCore, QtWidgets
 from runtime.classes import CLASS_NAMES, NUM_CLASSES
 
 KINDS = {"fn": "false negatives (missed)", "fp": "false positives", "both": "errors (FN or FP)"}
+SHORT = {"fn": "FN", "fp": "FP", "both": "FN or FP"}
 
 
 @dataclass
@@ -61,6 +62,19 @@ def restrict(id_panel, keep, label):
             item.setHidden(True)
         shown += not item.isHidden()
     id_panel.count.setText(f"{shown} of {id_panel.list.count()} · {label}")
+    id_panel.count.setToolTip(f"{shown} of {id_panel.list.count()} · {label}")
+
+
+class _Class(QtWidgets.QTableWidgetItem):
+    """A class's name, sorted by its index (not as text: "10" after "9")."""
+
+    def __init__(self, cls):
+        super().__init__(f"{cls} {CLASS_NAMES[cls]}")
+        self.setData(QtCore.Qt.UserRole, cls)
+        self.setToolTip(f"{cls} {CLASS_NAMES[cls]}")
+
+    def __lt__(self, other):
+        return self.data(QtCore.Qt.UserRole) < other.data(QtCore.Qt.UserRole)
 
 
 class _Number(QtWidgets.QTableWidgetItem):
@@ -99,12 +113,17 @@ class ErrorSummary(QtWidgets.QWidget):
         self.table.setEditTriggers(QtWidgets.QAbstractItemView.NoEditTriggers)
         self.table.setSelectionBehavior(QtWidgets.QAbstractItemView.SelectItems)
         self.table.setSelectionMode(QtWidgets.QAbstractItemView.SingleSelection)
-        self.table.horizontalHeader().setSectionResizeMode(0, QtWidgets.QHeaderView.Stretch)
+        header = self.table.horizontalHeader()
+        header.setSectionResizeMode(0, QtWidgets.QHeaderView.Stretch)
+        for col in (1, 2, 3):
+            header.setSectionResizeMode(col, QtWidgets.QHeaderView.ResizeToContents)
+        self.table.sortByColumn(0, QtCore.Qt.AscendingOrder)
         self.table.verticalHeader().setDefaultSectionSize(self.fontMetrics().height() + 4)
         self.table.setToolTip("click FN or FP: list that class's false negatives or false positives; "
                               "the class name: both")
         self.table.cellClicked.connect(self._clicked)
         layout.addWidget(self.table, 1)
+        self.setMinimumWidth(300)  # the class names and the three counts side by side
         self.errors = ClassErrors()
         self.filter = None      # (class, kind) or None
         self._update_active()
@@ -116,12 +135,10 @@ class ErrorSummary(QtWidgets.QWidget):
                             "(with ground truth and a prediction)")
         self.table.setSortingEnabled(False)
         for row, cls in enumerate(range(NUM_CLASSES)):
-            name = QtWidgets.QTableWidgetItem(f"{cls} {CLASS_NAMES[cls]}")
-            name.setData(QtCore.Qt.UserRole, cls)
-            self.table.setItem(row, 0, name)
+            self.table.setItem(row, 0, _Class(cls))
             for col, value in ((1, errors.support[cls]), (2, len(errors.fn[cls])), (3, len(errors.fp[cls]))):
                 self.table.setItem(row, col, _Number(value))
-        self.table.setSortingEnabled(True)
+        self.table.setSortingEnabled(True)  # sorts again by the column the user chose (class at first)
         self._update_active()
 
     def row_of(self, cls):
@@ -157,9 +174,9 @@ class ErrorSummary(QtWidgets.QWidget):
         """The Ids the active filter keeps (None: no filter)."""
         return None if self.filter is None else set(self.errors.ids(*self.filter))
 
-    def filter_label(self):
+    def filter_label(self, short=False):
         cls, kind = self.filter
-        return f"{KINDS[kind]} of {cls} {CLASS_NAMES[cls]}"
+        return f"{(SHORT if short else KINDS)[kind]} of {cls} {CLASS_NAMES[cls]}"
 
     def _update_active(self):
         self.clear_button.setEnabled(self.filter is not None)

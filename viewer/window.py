@@ -208,7 +208,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.id_panel.apply(self.session.labels, predicted, self.unreadable, max(pending, 0) if self.models.can_predict else 0)
         if self.error_summary.filter is not None:
             self.error_summary.set_errors(class_errors(self.session.labels, predicted), len(self.session.ids))
-            restrict(self.id_panel, self.error_summary.filter_ids(), self.error_summary.filter_label())
+            restrict(self.id_panel, self.error_summary.filter_ids(), self.error_summary.filter_label(short=True))
         # A filter that hides the shown Id (e.g. "errors only") jumps to and loads the first Id it keeps.
         shown = self.id_panel.visible_ids()
         if shown and self.id_panel.current_id() not in shown:
@@ -293,12 +293,13 @@ class MainWindow(QtWidgets.QMainWindow):
 
     def _show_auto_class(self, cls):
         """The class menu's first entry says which class "auto" stands for on this sample."""
-        text = "auto (missed, else false positive, else top class)"
+        text = tip = "auto (missed, else false positive, else top class)"
         if cls is not None:
-            marks = dict(review_classes(*self._review(), limit=None))
-            mark = {"FN": " - missed", "FP": " - false positive"}.get(marks.get(cls), "")
-            text = f"auto: {cls} {CLASS_NAMES[cls]}{mark}"
+            mark = dict(review_classes(*self._review(), limit=None)).get(cls)
+            text = "auto" + (f" {mark}" if mark in ("FN", "FP") else "") + f": {cls} {CLASS_NAMES[cls]}"
+            tip = f"{tip}: here {cls} {CLASS_NAMES[cls]}" + (f", {MARKS[mark]}" if mark in MARKS else "")
         self.cam_controls.cls.setItemText(0, text)
+        self.cam_controls.cls.setItemData(0, tip, QtCore.Qt.ToolTipRole)
 
     def _request_cam(self):
         cur = self.current
@@ -309,7 +310,7 @@ class MainWindow(QtWidgets.QMainWindow):
         if not self.models.can_explain:
             self.image_panel.set_caption("CAM: needs the PyTorch checkpoints (open with --run, or a model.json "
                                          "whose checkpoints exist)")
-            self.cam_strip.clear("maps of each predicted and true class: need the PyTorch checkpoints (--run)")
+            self.cam_strip.clear("maps per class: need the PyTorch checkpoints (--run)")
             return
         cls = self._cam_class()
         self._show_auto_class(cls if self.state.cam_class < 0 else None)
@@ -564,7 +565,7 @@ class MainWindow(QtWidgets.QMainWindow):
         source = (f"mean of {self.models.folds} folds" if fold == "mean" else fold.replace("fold", "fold ")) + (
             f", {views} views" if views > 1 else "")
         mark = dict(review_classes(*self._review(), limit=None)).get(cls)
-        mark = f" <span style='color:#d04040'>[{mark}: {MARKS[mark].split(':')[0]}]</span>" if mark in ("FN", "FP") else ""
+        mark = f" <span style='color:#d04040'>[{MARKS[mark].split(':')[0]}]</span>" if mark in ("FN", "FP") else ""
         head = f"<b>{METHOD_LABELS[method]}</b> of <b>{cls} {_escape(CLASS_NAMES[cls])}</b>{mark} ({source})"
         if self.current.cam.max() <= 0:
             return head + ": <span style='color:#c08000'>no positive evidence for this class anywhere</span>"
