@@ -70,7 +70,10 @@ def test_strip_fills_with_marked_maps_without_stalling(review_report):
     assert r["max_gap_ms"] < STALL_MS, f"the GUI thread stalled {r['max_gap_ms']:.0f} ms while the strip filled"
     from viewer.cam_strip import MARK_COLOURS
 
-    for (cls, mark, _), icon_rect, tile_rect in zip(r["strip"], r["icon_rects"], r["tile_rects"]):
+    assert len(r["on_screen"]) >= min(4, len(r["strip"]))            # 4 tiles fit 1600x1000 at least
+    marks = {c: m for c, m, _ in r["strip"]}
+    for cls, icon_rect, tile_rect in zip(r["on_screen"], r["icon_rects"], r["tile_rects"]):
+        mark = marks[cls]
         tile = _grab(r, "strip", tile_rect)
         assert _near(tile, _hex(MARK_COLOURS[mark])).sum() > 100, f"class {cls}: no {mark} border on screen"
         icon = _grab(r, "strip", icon_rect)
@@ -207,9 +210,17 @@ def drive(args):
     report["strip_classes"] = [c for c, _, _ in report["strip"]]
     report["empty_maps"] = {str(c): float(window.current.maps[(c, window.state.cam_method, "mean")].max()) <= 0
                             for c in report["strip_classes"]}
-    report["tile_rects"] = [rect_of(strip.buttons[c]) for c in report["strip_classes"]]
+    # the tiles the strip's scroll area shows without scrolling (8 tiles may not all fit)
+    port = strip.scroll.viewport()
+    def fits(button):
+        left = button.mapTo(port, QtCore.QPoint(0, 0)).x()
+        return left >= 0 and left + button.width() <= port.width()
+
+    shown = [c for c in report["strip_classes"] if fits(strip.buttons[c])]
+    report["on_screen"] = shown
+    report["tile_rects"] = [rect_of(strip.buttons[c]) for c in shown]
     report["icon_rects"] = []
-    for c in report["strip_classes"]:
+    for c in shown:
         b = strip.buttons[c]
         side = b.iconSize().width()
         report["icon_rects"].append(rect_of(b, QtCore.QRect((b.width() - side) // 2, 6, side, side - 4)))
@@ -218,7 +229,7 @@ def drive(args):
 
     # a click on another thumbnail: its map is the main one
     main = window.current.cam_key[1]
-    clicked = next(c for c in report["strip_classes"] if c != main)
+    clicked = next(c for c in shown if c != main)
     button = strip.buttons[clicked]
     report["clicked_class"], report["clicked_mark"] = clicked, strip.marks[clicked]
     report["clicked_tile"] = rect_of(button)
