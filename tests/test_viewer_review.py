@@ -243,3 +243,24 @@ def test_shared_forward_equals_one_class_at_a_time(tiny_deploy, tiny_run, tiny_d
             cams.cam_classes(np.concatenate([x, x]), [3], "gradcam")
     finally:
         models.close()
+
+
+def test_opening_another_folder_clears_the_error_filter(window, tiny_data):
+    predicted = {i: window.models.predicted(p) for i, p in window.predictions.items()}
+    errors = class_errors(window.session.labels, predicted)
+    cls = max(range(NUM_CLASSES), key=lambda c: len(errors.fp[c]))
+    window.error_summary.set_filter(cls, "fp")
+    assert window.visible_ids() == sorted(errors.fp[cls])
+    window.open_folder(tiny_data / "train")
+    assert window.error_summary.filter is None
+    assert len(window.visible_ids()) == len(window.session.listed_ids())
+    assert window.current.sample is not None and window.current.sample_id == window.visible_ids()[0]
+
+
+def test_without_checkpoints_the_strip_says_why(qtbot, tiny_data):
+    configure()
+    win = MainWindow(Session(tiny_data / "test"), sync=True)
+    qtbot.addWidget(win)
+    win.show()
+    assert win.current.sample is not None and not win.cam_strip.buttons
+    assert "PyTorch checkpoints" in win.cam_strip.note.text() and win.cam_strip.note.isVisibleTo(win)

@@ -6,7 +6,7 @@ true classes. What is drawn lives in render.py (numpy), what is shown is decided
 ViewerState, and everything slow runs on a worker (worker.py).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PyQt5 import QtCore, QtWidgets
@@ -43,7 +43,7 @@ class Current:
     cam_key: tuple = ()       # (Id, class, method, model) the map answers
     overlay: object = None    # RGBA drawn from cam at display scale
     error: str = ""
-    maps: dict = None         # (class, method, model) -> map, this sample's maps computed so far
+    maps: dict = field(default_factory=dict)   # (class, method, model) -> map, this sample's maps so far
     strip_key: tuple = ()     # (Id, method, model, classes) the strip's request answers
 
 
@@ -193,6 +193,7 @@ class MainWindow(QtWidgets.QMainWindow):
         """File > Open: another folder with the same models (nothing is reloaded)."""
         session = self.session.with_folder(data)
         self.session = session
+        self.error_summary.clear_filter()  # its Ids belong to the folder that was open
         self.current = Current()
         self._fixed = FixedLevels()  # the "fixed for the set" contrast, per opened set
         self.state.update(sample_id="")
@@ -249,9 +250,9 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # ------------------------------------------------------------------ requests
     def _load(self, sample_id):
-        self.current = Current(sample_id, maps={})
+        self.current = Current(sample_id)
         self.cams.cancel("cam", "strip")  # maps of the previous sample: skipped if queued, dropped if done
-        self.cam_strip.clear()
+        self.cam_strip.clear("" if self.models.can_explain else "maps per class: need the PyTorch checkpoints (--run)")
         self.chart.set_selected(None)
         if self._picked_for is not None and self._picked_for != sample_id:
             self._picked_for = None
@@ -310,7 +311,6 @@ class MainWindow(QtWidgets.QMainWindow):
         if not self.models.can_explain:
             self.image_panel.set_caption("CAM: needs the PyTorch checkpoints (open with --run, or a model.json "
                                          "whose checkpoints exist)")
-            self.cam_strip.clear("maps per class: need the PyTorch checkpoints (--run)")
             return
         cls = self._cam_class()
         self._show_auto_class(cls if self.state.cam_class < 0 else None)
@@ -326,7 +326,7 @@ class MainWindow(QtWidgets.QMainWindow):
         cur.cam, cur.cam_key, cur.overlay = None, key, None
         self._refresh_readout()
         self.image_panel.hide_overlay()
-        known = (cur.maps or {}).get(key[1:])
+        known = cur.maps.get(key[1:])
         if known is not None:  # computed for the strip already: no request
             self._got_cam((key, known))
             self._request_strip()
@@ -423,9 +423,8 @@ class MainWindow(QtWidgets.QMainWindow):
         if key != self.current.cam_key:
             return
         self.current.cam = cam
-        if self.current.maps is not None:
-            self.current.maps[key[1:]] = cam
-            self._draw_strip_maps()
+        self.current.maps[key[1:]] = cam
+        self._draw_strip_maps()
         self._render_overlay()
         if self.statusBar().currentMessage().startswith("loading the CAM models"):
             self.statusBar().showMessage("CAM models loaded", 4000)
