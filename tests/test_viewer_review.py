@@ -138,7 +138,8 @@ def test_strip_holds_every_predicted_and_true_class_with_its_map(window, monkeyp
     entries = window.cam_strip.entries()
     every = review_classes(window.current.probs, sorted(predicted), sorted(truth), limit=None)
     assert [c for c, _, _ in entries] == [c for c, _ in every[:MAX_STRIP]]   # bounded, misses first
-    assert {c for c, _, _ in entries} == (predicted | truth if len(every) <= MAX_STRIP else {c for c, _ in every[:MAX_STRIP]})
+    kept = predicted | truth if len(every) <= MAX_STRIP else {c for c, _ in every[:MAX_STRIP]}
+    assert {c for c, _, _ in entries} == kept
     assert (f"+{len(every) - MAX_STRIP} more" in window.cam_strip.note.text()) == (len(every) > MAX_STRIP)
     assert all(done for _, _, done in entries)
     marks = dict((c, m) for c, m, _ in entries)
@@ -236,7 +237,8 @@ def test_shared_forward_equals_one_class_at_a_time(tiny_deploy, tiny_run, tiny_d
             for fold in ("mean", "fold1"):
                 together = cams.cam_classes(x, [3, 0, 25], method, fold, views=models.views)
                 for cls, shared in zip((3, 0, 25), together):   # against the batched path, one class each
-                    np.testing.assert_allclose(shared, cams.cam(x, [cls], method, fold, views=models.views)[0], atol=1e-5)
+                    alone = cams.cam(x, [cls], method, fold, views=models.views)[0]
+                    np.testing.assert_allclose(shared, alone, atol=1e-5)
         with pytest.raises(ValueError):
             cams.cam_classes(x, [3, 28], "gradcam")
         with pytest.raises(ValueError):

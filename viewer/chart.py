@@ -39,7 +39,8 @@ class ProbabilityChart(QtWidgets.QWidget):
         self.threshold_marks = pg.ScatterPlotItem(symbol="|", size=ROW_PX, pen=pg.mkPen("#ff6060", width=2), brush=None)
         self.truth_marks = pg.ScatterPlotItem(symbol="star", size=11, brush="#ffd700", pen=None)
         # the row of the class whose map is shown: a pale band behind its bar
-        self.selection = pg.BarGraphItem(x0=[-0.02], y=[0], height=1.0, width=[TRUTH_X + 0.06], brush=SELECTED, pen=None)
+        self.selection = pg.BarGraphItem(x0=[-0.02], y=[0], height=1.0, width=[TRUTH_X + 0.06], brush=SELECTED,
+                                         pen=None)
         self.selection.setZValue(-10)
         self.selection.setVisible(False)
         for item in (self.selection, self.bars, self.threshold_marks, self.truth_marks):

@@ -8,7 +8,6 @@ ViewerState, and everything slow runs on a worker (worker.py).
 
 from dataclasses import dataclass, field
 
-import numpy as np
 from PyQt5 import QtCore, QtWidgets
 
 from runtime.classes import CHANNELS, CLASS_NAMES
@@ -29,6 +28,7 @@ from viewer.state import ViewerState
 from viewer.worker import Worker, one_line
 
 PREDICT_CHUNK = 16   # Ids per background prediction request: an image load waits for one chunk at most
+NO_MAPS = "maps per class: need the PyTorch checkpoints (--run)"
 DIMMED = 0.6         # overlay opacity factor for the map of a class the model does not predict
                      # (0.35 left the heat map nearly invisible on a bright field)
 
@@ -76,6 +76,7 @@ class MainWindow(QtWidgets.QMainWindow):
     # ------------------------------------------------------------------ layout
     def _build_panels(self):
         self.cam_controls = CamControls(self.state, self.session.models.folds)
+        self._show_auto_class(None)
         toolbar = self.addToolBar("Class activation map")
         toolbar.setMovable(False)
         toolbar.addWidget(self.cam_controls)
@@ -252,7 +253,7 @@ class MainWindow(QtWidgets.QMainWindow):
     def _load(self, sample_id):
         self.current = Current(sample_id)
         self.cams.cancel("cam", "strip")  # maps of the previous sample: skipped if queued, dropped if done
-        self.cam_strip.clear("" if self.models.can_explain else "maps per class: need the PyTorch checkpoints (--run)")
+        self.cam_strip.clear("" if self.models.can_explain else NO_MAPS)
         self.chart.set_selected(None)
         if self._picked_for is not None and self._picked_for != sample_id:
             self._picked_for = None
