@@ -141,7 +141,7 @@ def test_strip_holds_every_predicted_and_true_class_with_its_map(window, monkeyp
     kept = predicted | truth if len(every) <= MAX_STRIP else {c for c, _ in every[:MAX_STRIP]}
     assert {c for c, _, _ in entries} == kept
     assert (f"+{len(every) - MAX_STRIP} more" in window.cam_strip.note.text()) == (len(every) > MAX_STRIP)
-    assert all(done for _, _, done in entries)
+    assert all(done for _, _, done in entries) and window.strip_ready()
     marks = dict((c, m) for c, m, _ in entries)
     assert all(marks[c] == ("TP" if c in predicted and c in truth else "FN" if c in truth else "FP") for c in marks)
     # the main map, then one request for the rest of the strip (the main class is not asked twice)

@@ -365,6 +365,11 @@ class MainWindow(QtWidgets.QMainWindow):
             models, sample = self.models, cur.sample
             self.cams.request("strip", lambda: (key, todo, models.cams(sample, todo, method, fold)))
 
+    def strip_ready(self):
+        """True when every tile of the strip shows its map (for --screenshot and the real-window
+        check: a grab then shows the strip filled)."""
+        return all(done for _, _, done in self.cam_strip.entries())
+
     def _draw_strip_maps(self):
         """Thumbnails of the maps known for the strip's classes (cheap: shrunk to 76 px first)."""
         cur = self.current
