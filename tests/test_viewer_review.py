@@ -266,3 +266,16 @@ def test_without_checkpoints_the_strip_says_why(qtbot, tiny_data):
     win.show()
     assert win.current.sample is not None and not win.cam_strip.buttons
     assert "PyTorch checkpoints" in win.cam_strip.note.text() and win.cam_strip.note.isVisibleTo(win)
+
+
+def test_strip_never_moves_the_image(window, qtbot):
+    qtbot.waitExposed(window)
+    sample_id = _errors(window)[0][0]
+    window.id_panel.select(next(i for i in window.session.ids if i != sample_id))
+    window.cam_strip.clear()
+    QtCore.QCoreApplication.processEvents()
+    empty = (window.image_panel.geometry(), window.cam_strip.height())
+    window.id_panel.select(sample_id)
+    QtCore.QCoreApplication.processEvents()
+    assert window.cam_strip.entries()
+    assert (window.image_panel.geometry(), window.cam_strip.height()) == empty
