@@ -290,7 +290,8 @@ def test_overlay_is_cleared_when_the_image_changes(window, monkeypatch):
     assert window.image_panel.overlay_item.isVisible()
     seen = []
     original = window.cams.request
-    monkeypatch.setattr(window.cams, "request", lambda kind, fn, **kw: seen.append(window.image_panel.overlay_item.isVisible()) or original(kind, fn, **kw))
+    monkeypatch.setattr(window.cams, "request", lambda kind, fn, **kw: (
+        kind == "cam" and seen.append(window.image_panel.overlay_item.isVisible())) or original(kind, fn, **kw))
     window.go(1)
     assert seen == [False]   # the old map was gone before the new one was asked for
 

@@ -187,6 +187,11 @@ def drive(args):
     report["gl"] = any("libGLX" in line or "libGL.so" in line for line in open("/proc/self/maps"))
     wait(lambda: app.activeWindow() is window, "the window to become active")
     wait(cam_done, "the first CAM", TIMEOUT_S)
+    # the overlay checks need a map drawn at full opacity: the top predicted class's (the default
+    # map of a wrongly predicted field is its missed class, dimmed as not predicted)
+    top = int(np.argmax(window.current.probs))
+    window.state.update(cam_class=top)
+    wait(lambda: cam_done() and window.current.cam_key[1] == top, "the top class's CAM")
     report["image_rect"] = image_rect()
     grab("green-on")
     keys(window.channel_controls.gammas[0], QtCore.Qt.Key_2)      # Ctrl+2 from a spin box: green off

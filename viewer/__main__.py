@@ -179,6 +179,7 @@ def _screenshots(app, window, prefix, timeout=None):
         first = grab(f"{prefix}-composite.png")
         window.state.update(show_cam=True)
         settle(lambda: window.current.cam is not None or not window.models.can_explain, "the CAM")
+        settle(window.strip_ready, "the strip of class maps", tolerate=("strip",))  # a failed strip says so on it
         second = grab(f"{prefix}-cam.png")
         print(f"wrote {first} and {second}")
         return 0

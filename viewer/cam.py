@@ -98,6 +98,26 @@ def gradient_cams(model, x, classes, method, layers):
     return [_weigh(a.detach(), g.detach(), method) for a, g in zip(activations, grads)]
 
 
+def gradient_cams_shared(model, x, classes, method, layers):
+    """Raw maps of ONE image ``x`` (1, 4, S, S) for several classes: per layer a (K, h, w) tensor,
+    one row per class. The forward pass is shared by every class (one forward, then one backward
+    per class through the kept graph), so K maps cost one forward and K backwards instead of K of
+    each. Row k equals ``gradient_cams(model, x, [classes[k]], ...)``."""
+    if method not in GRADIENT_METHODS:
+        raise ValueError(f"unknown gradient CAM method {method!r}; valid: {', '.join(GRADIENT_METHODS)}")
+    if len(x) != 1:
+        raise ValueError(f"one image for a shared forward pass, got {len(x)}")
+    per_class = []
+    with ExitStack() as hooks, torch.enable_grad():
+        taps = [hooks.enter_context(LayerTap(layer)) for layer in layers]
+        logits = model(x)
+        activations = [tap.output for tap in taps]
+        for k, c in enumerate(classes):
+            grads = torch.autograd.grad(logits[0, int(c)], activations, retain_graph=k < len(classes) - 1)
+            per_class.append([_weigh(a.detach(), g.detach(), method) for a, g in zip(activations, grads)])
+    return [torch.cat([maps[i] for maps in per_class]) for i in range(len(layers))]
+
+
 def _weigh(a, g, method):
     if method == "gradcam":
         cam = (g.mean(dim=(2, 3), keepdim=True) * a).sum(1)
@@ -199,16 +219,29 @@ class CamModels:
         x = np.ascontiguousarray(x, np.float32)
         if len(classes) != len(x):
             raise ValueError(f"one class per image: {len(classes)} classes for {len(x)} images")
-        n, size = len(x), x.shape[-1]
+        return self._averaged(x, len(x), method, fold, views, gradient_cams, classes)
+
+    def cam_classes(self, x, classes, method="gradcam", fold="mean", views=1):
+        """(K, S, S) maps of ONE image (1, 4, S, S) for K classes, as :meth:`cam` would give them
+        one by one, with each view's forward pass shared by the K classes
+        (:func:`gradient_cams_shared`). The viewer's strip of maps uses it."""
+        classes = check_cam_request(classes, method, fold, self.folds)
+        x = np.ascontiguousarray(x, np.float32)
+        if len(x) != 1 or not classes:
+            raise ValueError(f"one image and at least one class, got {len(x)} image(s) and {len(classes)} class(es)")
+        return self._averaged(x, len(classes), method, fold, views, gradient_cams_shared, classes)
+
+    def _averaged(self, x, n, method, fold, views, gradient_fn, classes):
+        size = x.shape[-1]
         total = np.zeros((n, size * size), np.float64)
         count = 0
         for view, origin in zip(tta_views(x, views), _view_origins(size, views)):
             t = torch.from_numpy(view)
             for model in self._pick(fold):
-                if method == "cbam-attention":
-                    maps = [spatial_attention(model, t)]
+                if method == "cbam-attention":  # one class-blind map: the same for every class
+                    maps = [spatial_attention(model, t).expand(n, -1, -1)]
                 else:
-                    maps = gradient_cams(model, t, classes, method, target_layers(model, size))
+                    maps = gradient_fn(model, t, classes, method, target_layers(model, size))
                 combined = np.mean([upsample_unit_peak(m, size) for m in maps], axis=0)
                 # view pixel p shows original pixel origin[p]: put each value back where it came from
                 total[:, origin] += combined.reshape(n, -1)

@@ -12,11 +12,16 @@ from PyQt5 import QtCore, QtGui, QtWidgets
 from runtime.classes import CLASS_NAMES, NUM_CLASSES
 
 BAR, PREDICTED, NO_DATA = "#5b9bd5", "#70ad47", "#808080"
+SELECTED = (255, 255, 255, 60)   # the band behind the row whose map is shown
 ROW_PX = 14          # the least height a row needs for its 8-point label
 TRUTH_X = 1.06       # where the ground-truth stars sit, right of the bars
 
 
 class ProbabilityChart(QtWidgets.QWidget):
+    """``class_clicked(c)``: a click on class c's row (its bar, its label or the space between)."""
+
+    class_clicked = QtCore.pyqtSignal(int)
+
     def __init__(self, parent=None):
         super().__init__(parent)
         layout = QtWidgets.QVBoxLayout(self)
@@ -33,9 +38,45 @@ class ProbabilityChart(QtWidgets.QWidget):
                                     width=np.zeros(NUM_CLASSES), brush=BAR, pen=None)
         self.threshold_marks = pg.ScatterPlotItem(symbol="|", size=ROW_PX, pen=pg.mkPen("#ff6060", width=2), brush=None)
         self.truth_marks = pg.ScatterPlotItem(symbol="star", size=11, brush="#ffd700", pen=None)
-        for item in (self.bars, self.threshold_marks, self.truth_marks):
+        # the row of the class whose map is shown: a pale band behind its bar
+        self.selection = pg.BarGraphItem(x0=[-0.02], y=[0], height=1.0, width=[TRUTH_X + 0.06], brush=SELECTED,
+                                         pen=None)
+        self.selection.setZValue(-10)
+        self.selection.setVisible(False)
+        for item in (self.selection, self.bars, self.threshold_marks, self.truth_marks):
             self.plot.addItem(item)
         self.setMinimumHeight(NUM_CLASSES * ROW_PX + 70)
+        self.plot.setCursor(QtCore.Qt.PointingHandCursor)
+        self.plot.setToolTip("click a class's row to show its map")
+        self.plot.scene().sigMouseClicked.connect(self._clicked)
+
+    def row_at(self, scene_pos):
+        """The class whose row is at a scene position (bar, label or gap), or None."""
+        item = self.plot.getPlotItem()
+        if not item.sceneBoundingRect().contains(scene_pos):
+            return None
+        y = item.getViewBox().mapSceneToView(scene_pos).y()
+        row = int(np.floor(y + 0.5))
+        return row if 0 <= row < NUM_CLASSES else None
+
+    def row_center(self, cls):
+        """Class ``cls``'s bar centre in the plot widget's coordinates (for the real-window check)."""
+        view = self.plot.getPlotItem().getViewBox()
+        scene = view.mapViewToScene(QtCore.QPointF(0.25, cls))
+        return self.plot.mapFromScene(scene)
+
+    def _clicked(self, event):
+        if event.button() != QtCore.Qt.LeftButton:
+            return
+        row = self.row_at(event.scenePos())
+        if row is not None:
+            self.class_clicked.emit(row)
+
+    def set_selected(self, cls):
+        """Mark the row of the class whose map is on screen (None: no mark)."""
+        self.selection.setVisible(cls is not None)
+        if cls is not None:
+            self.selection.setOpts(y=[cls])
 
     def _setup_axes(self):
         item = self.plot.getPlotItem()

@@ -245,12 +245,17 @@ class Models:
 
     def cam(self, sample, cls, method="gradcam", fold="mean"):
         """A map in 0..1 at the sample's own resolution."""
-        (cls,) = check_cam_request([cls], method, fold, max(self.folds, 1), CAM_METHODS)
+        return self.cams(sample, [cls], method, fold)[0]
+
+    def cams(self, sample, classes, method="gradcam", fold="mean"):
+        """One map per class (0..1, at the sample's own resolution), the forward passes shared
+        by the classes (viewer.cam.CamModels.cam_classes)."""
+        classes = check_cam_request(classes, method, fold, max(self.folds, 1), CAM_METHODS)
         x = preprocess(sample, self.preprocess)[None]
         cams = self.cam_models()
         with self._torch_lock:
-            cam = cams.cam(x, [cls], method, fold, views=self.views)[0]
-        return cv2.resize(cam, (sample.shape[1], sample.shape[0]), interpolation=cv2.INTER_LINEAR)
+            maps = cams.cam_classes(x, classes, method, fold, views=self.views)
+        return [cv2.resize(m, (sample.shape[1], sample.shape[0]), interpolation=cv2.INTER_LINEAR) for m in maps]
 
     def close(self):
         with self._open_lock:

@@ -31,6 +31,7 @@ SHORTCUTS = (
     Shortcut("&View", "&Reset zoom and pan", ("Ctrl+R",), "reset_view"),
     Shortcut("&View", "&Auto contrast (per image; resets manual limits)", ("Ctrl+Shift+A",), "auto_contrast"),
     Shortcut("&View", "Show/hide the CAM &overlay", ("Ctrl+H",), "toggle_overlay"),
+    Shortcut("&View", "&Errors per class (filters the list)", ("Ctrl+Shift+R",), "toggle_error_summary"),
     *(Shortcut("&View", f"Show/hide {name}", (f"Ctrl+{i + 1}",), "toggle_channel", (i,))
       for i, name in enumerate(("red", "green", "blue", "yellow"))),
     Shortcut("&Help", "&Shortcuts", ("F1",), "_shortcuts_dialog"),

@@ -24,7 +24,7 @@ class ViewerState:
     colormaps: tuple = DEFAULT_COLORMAPS               # per-channel colour (viewer.colormaps)
     contrast_mode: str = CONTRAST_MODES[0]             # how levels follow the sample (viewer.contrast)
     pixel_size: float = 0.0                            # um per displayed pixel; 0: unknown, no scale bar
-    cam_class: int = -1                                # -1: the top predicted class
+    cam_class: int = -1                                # -1: auto (missed, else false positive, else top class)
     cam_method: str = CAM_METHODS[0]                   # LayerCAM: the best localiser (cam_request.py)
     cam_fold: str = "mean"                             # "mean" over folds or "fold<k>"
     cam_style: str = OVERLAY_STYLES[0]
@@ -78,7 +78,7 @@ def _check(changes):
     if "cam_style" in changes and changes["cam_style"] not in OVERLAY_STYLES:
         raise ValueError(f"unknown overlay style {changes['cam_style']!r}; valid: {', '.join(OVERLAY_STYLES)}")
     if "cam_class" in changes and not (isinstance(changes["cam_class"], int) and -1 <= changes["cam_class"] < NUM_CLASSES):
-        raise ValueError(f"cam_class must be -1 (top predicted) or 0..{NUM_CLASSES - 1}, got {changes['cam_class']!r}")
+        raise ValueError(f"cam_class must be -1 (auto) or 0..{NUM_CLASSES - 1}, got {changes['cam_class']!r}")
     if "cam_opacity" in changes and not 0 <= changes["cam_opacity"] <= 1:
         raise ValueError(f"cam_opacity must be in 0..1, got {changes['cam_opacity']!r}")
     for name in changes.get("colormaps", ()):

@@ -6,13 +6,14 @@ true classes. What is drawn lives in render.py (numpy), what is shown is decided
 ViewerState, and everything slow runs on a worker (worker.py).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-import numpy as np
 from PyQt5 import QtCore, QtWidgets
 
 from runtime.classes import CHANNELS, CLASS_NAMES
-from viewer.cam_request import METHOD_LABELS
+from viewer.cam_request import MARKS, MAX_STRIP, METHOD_LABELS, default_cam_class, review_classes
+from viewer.cam_strip import CamStrip, thumbnail
+from viewer.error_summary import ErrorSummary, class_errors, restrict
 from viewer.chart import ProbabilityChart
 from viewer import scale_bar
 from viewer.contrast import FixedLevels, histograms, percentile_levels
@@ -29,6 +30,7 @@ from viewer.state import ViewerState
 from viewer.worker import Worker, one_line
 
 PREDICT_CHUNK = 16   # Ids per background prediction request: an image load waits for one chunk at most
+NO_MAPS = "maps per class: need the PyTorch checkpoints (--run)"
 DIMMED = 0.6         # overlay opacity factor for the map of a class the model does not predict
                      # (0.35 left the heat map nearly invisible on a bright field)
 
@@ -43,6 +45,8 @@ class Current:
     cam_key: tuple = ()       # (Id, class, method, model) the map answers
     overlay: object = None    # RGBA drawn from cam at display scale
     error: str = ""
+    maps: dict = field(default_factory=dict)   # (class, method, model) -> map, this sample's maps so far
+    strip_key: tuple = ()     # (Id, method, model, classes) the strip's request answers
 
 
 class MainWindow(FileActions, QtWidgets.QMainWindow):
@@ -63,6 +67,8 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         self.predictions = {}        # Id -> ensemble probabilities, filled in behind the first image
         self.unreadable = {}         # Id -> reason
         self.failures = []           # (kind, Id, one-line message) of every worker request that failed
+        self._cursor = (-1, -1)      # the image pixel under the cursor, for the readout
+        self._picked_for = None      # the Id a class was picked for in the strip or the chart
         self._build_panels()
         self._build_menus()
         self.setAcceptDrops(True)  # a folder dropped on the window opens (viewer.file_actions)
@@ -75,6 +81,7 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
     # ------------------------------------------------------------------ layout
     def _build_panels(self):
         self.cam_controls = CamControls(self.state, self.session.models.folds)
+        self._show_auto_class(None)
         toolbar = self.addToolBar("Class activation map")
         toolbar.setMovable(False)
         toolbar.addWidget(self.cam_controls)
@@ -84,7 +91,16 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         splitter.addWidget(self._left_column())
         self.image_panel = ImagePanel()
         self.image_panel.hovered.connect(self._show_pixel)
-        splitter.addWidget(self.image_panel)
+        self.cam_strip = CamStrip()
+        self.cam_strip.class_clicked.connect(self.pick_class)
+        centre = QtWidgets.QWidget()
+        column = QtWidgets.QVBoxLayout(centre)
+        column.setContentsMargins(0, 0, 0, 0)
+        column.setSpacing(2)
+        column.addWidget(self.image_panel, 1)
+        column.addWidget(self.cam_strip)
+        splitter.addWidget(centre)
+        self._build_error_dock()
         splitter.addWidget(self._right_column())
         # The image takes what the window gains or loses; the side columns keep a readable width.
         for index, stretch in enumerate((0, 1, 0)):
@@ -122,6 +138,7 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
                                             "padding: 3px; font-weight: bold")
         layout.addWidget(self.provenance_label)
         self.chart = ProbabilityChart()
+        self.chart.class_clicked.connect(self.pick_class)
         self.pred_label = QtWidgets.QLabel("")
         self.pred_label.setWordWrap(True)
         self.pred_label.setTextFormat(QtCore.Qt.RichText)
@@ -129,6 +146,18 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         layout.addWidget(self.pred_label)
         right.setMinimumWidth(300)
         return right
+
+    def _build_error_dock(self):
+        """Errors per class (View > Errors per class), hidden until asked for: it never takes
+        the image's room unless the user wants it."""
+        self.error_summary = ErrorSummary()
+        self.error_summary.filter_changed.connect(self._error_filter_changed)
+        self.error_dock = QtWidgets.QDockWidget("Errors per class", self)
+        self.error_dock.setObjectName("errors-per-class")
+        self.error_dock.setWidget(self.error_summary)
+        self.addDockWidget(QtCore.Qt.RightDockWidgetArea, self.error_dock)
+        self.error_dock.hide()
+        self.error_dock.visibilityChanged.connect(lambda visible: visible and self._update_error_summary())
 
     def _build_menus(self):
         menus = {}
@@ -178,6 +207,7 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         """File > Open: another folder with the same models (nothing is reloaded)."""
         self.session = Session(models=self.models, dataset=dataset) if dataset is not None else \
             self.session.with_folder(data)
+        self.error_summary.clear_filter()  # its Ids belong to the folder that was open
         self.current = Current()
         self._fixed = FixedLevels()  # the "fixed for the set" contrast, per opened set
         self.state.update(sample_id="")
@@ -191,6 +221,9 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         predicted = {i: self.models.predicted(p) for i, p in self.predictions.items()}
         pending = len(self.session.ids) - len(self.predictions) - len(set(self.unreadable) - set(self.session.dataset.problems))
         self.id_panel.apply(self.session.labels, predicted, self.unreadable, max(pending, 0) if self.models.can_predict else 0)
+        if self.error_summary.filter is not None:
+            self.error_summary.set_errors(class_errors(self.session.labels, predicted), len(self.session.ids))
+            restrict(self.id_panel, self.error_summary.filter_ids(), self.error_summary.filter_label(short=True))
         # A filter that hides the shown Id (e.g. "errors only") jumps to and loads the first Id it keeps.
         shown = self.id_panel.visible_ids()
         if shown and self.id_panel.current_id() not in shown:
@@ -199,6 +232,32 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
     def visible_ids(self):
         return self.id_panel.visible_ids()
 
+    def _update_error_summary(self):
+        predicted = {i: self.models.predicted(p) for i, p in self.predictions.items()}
+        self.error_summary.set_errors(class_errors(self.session.labels, predicted), len(self.session.ids))
+
+    def _error_filter_changed(self, chosen):
+        """A row of the error summary (or Clear): filter the list, load the first Id kept, and
+        let the default map follow the filtered class."""
+        self._apply_filters()
+        shown = self.id_panel.visible_ids()
+        if chosen is not None and shown:
+            self.id_panel.select(shown[0])
+        if chosen is not None and self.state.cam_class != -1:
+            self.state.update(cam_class=-1)  # the default map shows the filtered class's error
+        elif self.current.sample is not None:
+            self._request_cam()
+
+    def toggle_error_summary(self):
+        self.error_dock.setVisible(not self.error_dock.isVisible())
+
+    def pick_class(self, cls):
+        """A class clicked in the strip or the chart: its map becomes the main one, for this
+        sample (the next sample starts again from the default class; the class menu's choice
+        is the one that stays while browsing)."""
+        self._picked_for = self.state.sample_id
+        self.state.update(cam_class=int(cls))
+
     def go(self, step):
         """Next (1), previous (-1) or further among the listed Ids. (Not ``move``: that is QWidget's.)"""
         self.id_panel.move(step)
@@ -206,6 +265,13 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
     # ------------------------------------------------------------------ requests
     def _load(self, sample_id):
         self.current = Current(sample_id)
+        self.cams.cancel("cam", "strip")  # maps of the previous sample: skipped if queued, dropped if done
+        self.cam_strip.clear("" if self.models.can_explain else NO_MAPS)
+        self.chart.set_selected(None)
+        if self._picked_for is not None and self._picked_for != sample_id:
+            self._picked_for = None
+            self.state.update(cam_class=-1)
+        self._refresh_readout()
         self.image_panel.hide_overlay()
         if sample_id in self.session.dataset.problems:
             self._show_failure(sample_id, self.session.dataset.problems[sample_id])
@@ -228,29 +294,57 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         models, sample, sample_id = self.models, cur.sample, cur.sample_id
         self.images.request("probs", lambda: (sample_id, fold, models.predict([sample], fold)[0], models))
 
+    def _review(self):
+        """(probabilities, predicted classes or None, true classes or None) of the sample on screen."""
+        cur = self.current
+        predicted = self.models.predicted(cur.probs, self.state.cam_fold) if cur.probs is not None else None
+        return cur.probs, predicted, self.session.labels.get(cur.sample_id)
+
     def _cam_class(self):
         if self.state.cam_class >= 0:
             return self.state.cam_class
-        return int(np.argmax(self.current.probs)) if self.current.probs is not None else None
+        focus = self.error_summary.filter[0] if self.error_summary.filter is not None else None
+        return default_cam_class(*self._review(), focus=focus)
+
+    def _show_auto_class(self, cls):
+        """The class menu's first entry says which class "auto" stands for on this sample."""
+        text = tip = "auto (missed, else false positive, else top class)"
+        if cls is not None:
+            mark = dict(review_classes(*self._review(), limit=None)).get(cls)
+            text = "auto" + (f" {mark}" if mark in ("FN", "FP") else "") + f": {cls} {CLASS_NAMES[cls]}"
+            tip = f"{tip}: here {cls} {CLASS_NAMES[cls]}" + (f", {MARKS[mark]}" if mark in MARKS else "")
+        self.cam_controls.cls.setItemText(0, text)
+        self.cam_controls.cls.setItemData(0, tip, QtCore.Qt.ToolTipRole)
 
     def _request_cam(self):
         cur = self.current
         if cur.sample is None or not self.state.show_cam:
             self._render_overlay()
+            self._request_strip()
             return
         if not self.models.can_explain:
             self.image_panel.set_caption("CAM: needs the PyTorch checkpoints (open with --run, or a model.json "
                                          "whose checkpoints exist)")
             return
         cls = self._cam_class()
+        self._show_auto_class(cls if self.state.cam_class < 0 else None)
         if cls is None:
-            return  # the top class is known once the probabilities arrive
+            return  # the default class is known once the probabilities arrive
+        self.chart.set_selected(cls)
+        self.cam_strip.set_selected(cls)
         key = (cur.sample_id, cls, self.state.cam_method, self.state.cam_fold)
         if key == cur.cam_key:
             self._render_overlay()  # this map is on screen already, or on its way
+            self._request_strip()
             return
         cur.cam, cur.cam_key, cur.overlay = None, key, None
+        self._refresh_readout()
         self.image_panel.hide_overlay()
+        known = cur.maps.get(key[1:])
+        if known is not None:  # computed for the strip already: no request
+            self._got_cam((key, known))
+            self._request_strip()
+            return
         waiting = "computing the map..." if self.models.cam_ready else (
             f"loading the CAM models (PyTorch and {len(self.models.checkpoints())} checkpoint(s); "
             "a few seconds, once)...")
@@ -259,6 +353,46 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
             self.statusBar().showMessage(waiting)
         models, sample = self.models, cur.sample
         self.cams.request("cam", lambda: (key, models.cam(sample, cls, key[2], key[3])))
+        self._request_strip()
+
+    def _request_strip(self):
+        """The strip's maps: every predicted and true class of the sample (viewer.cam_request.
+        review_classes), in one request on the CAM worker after the main map, the forward passes
+        shared by its classes; maps computed already (the main one) are not asked again."""
+        cur, method, fold = self.current, self.state.cam_method, self.state.cam_fold
+        if cur.sample is None or cur.probs is None or not self.models.can_explain:
+            return
+        every = review_classes(*self._review(), limit=None)
+        entries = every[:MAX_STRIP]
+        key = (cur.sample_id, method, fold, tuple(entries))
+        if key == cur.strip_key:
+            return
+        cur.strip_key = key
+        placeholder = thumbnail(self.rendered, None) if self.rendered is not None else None
+        self.cam_strip.set_classes(entries, cur.probs, placeholder, more=len(every) - len(entries))
+        self.cam_strip.set_selected(cur.cam_key[1] if cur.cam_key else None)
+        self._draw_strip_maps()
+        main = cur.cam_key[1:] if cur.cam_key else None
+        todo = [c for c, _ in entries if (c, method, fold) not in cur.maps and (c, method, fold) != main]
+        if todo:
+            models, sample = self.models, cur.sample
+            self.cams.request("strip", lambda: (key, todo, models.cams(sample, todo, method, fold)))
+
+    def strip_ready(self):
+        """True when every tile of the strip shows its map (for --screenshot and the real-window
+        check: a grab then shows the strip filled)."""
+        return all(done for _, _, done in self.cam_strip.entries())
+
+    def _draw_strip_maps(self):
+        """Thumbnails of the maps known for the strip's classes (cheap: shrunk to 76 px first)."""
+        cur = self.current
+        if not cur.strip_key or self.rendered is None:
+            return
+        _, method, fold, entries = cur.strip_key
+        for cls, _mark in entries:
+            cam = cur.maps.get((cls, method, fold))
+            if cam is not None:
+                self.cam_strip.set_map(cls, thumbnail(self.rendered, cam))
 
     def _predict_next_chunk(self):
         if not self.models.can_predict:
@@ -275,7 +409,7 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
 
     # ------------------------------------------------------------------ results
     def _on_result(self, rid, kind, value):
-        worker = self.cams if kind == "cam" else self.images
+        worker = self.cams if kind in ("cam", "strip") else self.images
         if not worker.is_latest(rid, kind):
             return  # a newer request of this kind is on its way
         getattr(self, f"_got_{kind}")(value)
@@ -309,9 +443,21 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         if key != self.current.cam_key:
             return
         self.current.cam = cam
+        self.current.maps[key[1:]] = cam
+        self._draw_strip_maps()
         self._render_overlay()
         if self.statusBar().currentMessage().startswith("loading the CAM models"):
             self.statusBar().showMessage("CAM models loaded", 4000)
+
+    def _got_strip(self, value):
+        key, classes, maps = value
+        cur = self.current
+        if key != cur.strip_key:
+            return
+        _, method, fold, _ = key
+        for cls, cam in zip(classes, maps):
+            cur.maps[(cls, method, fold)] = cam
+        self._draw_strip_maps()
 
     def _got_predict(self, value):
         session, probs, errors = value
@@ -323,12 +469,14 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         total = len(self.session.ids)
         if not self.statusBar().currentMessage().startswith("loading"):
             self.statusBar().showMessage(f"predicting all images: {len(self.predictions)} of {total}...")
-        if self.id_panel.needs_predictions() or errors:
+        if self.id_panel.needs_predictions() or errors or self.error_summary.filter is not None:
             self._apply_filters()
+        if self.error_dock.isVisible():
+            self._update_error_summary()
         self._predict_next_chunk()
 
     def _on_error(self, rid, kind, message):
-        worker = self.cams if kind == "cam" else self.images
+        worker = self.cams if kind in ("cam", "strip") else self.images
         if not worker.is_latest(rid, kind):
             return
         self.failures.append((kind, self.state.sample_id, message))
@@ -341,6 +489,10 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
             self.current.cam_key = ()  # asking again retries
             self.image_panel.set_caption(f"<span style='color:#d04040'>CAM failed: {_escape(message)}</span>")
             self.statusBar().showMessage(f"CAM: {message}")
+        elif kind == "strip":
+            self.current.strip_key = ()  # asking again retries
+            self.cam_strip.clear(f"maps failed: {message}")
+            self.statusBar().showMessage(f"maps: {message}")
         elif kind == "predict":
             self.statusBar().showMessage(f"predictions stopped: {message}")
             self.id_panel.note.setText(f"predictions stopped: {message}")
@@ -399,6 +551,8 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         self.rendered = composite_gamma(sample, s.channels, s.levels, s.gammas, s.colormaps)
         self.image_panel.show_image(self.rendered, channel_planes(sample, s.levels, s.gammas), s.channels)
         self._render_scale_bar()
+        self._draw_strip_maps()  # the thumbnails show the composite as the main view does
+        self._refresh_readout()
 
     def _render_scale_bar(self):
         g = None if self.rendered is None else scale_bar.geometry(self.rendered.shape, self.state.pixel_size)
@@ -412,6 +566,7 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         return self.state.cam_opacity * dim
 
     def _render_overlay(self):
+        self._refresh_readout()
         cur = self.current
         if not self.state.show_cam:
             self.image_panel.hide_overlay()
@@ -431,7 +586,9 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         views = self.models.views
         source = (f"mean of {self.models.folds} folds" if fold == "mean" else fold.replace("fold", "fold ")) + (
             f", {views} views" if views > 1 else "")
-        head = f"<b>{METHOD_LABELS[method]}</b> of <b>{cls} {_escape(CLASS_NAMES[cls])}</b> ({source})"
+        mark = dict(review_classes(*self._review(), limit=None)).get(cls)
+        mark = f" <span style='color:#d04040'>[{MARKS[mark].split(':')[0]}]</span>" if mark in ("FN", "FP") else ""
+        head = f"<b>{METHOD_LABELS[method]}</b> of <b>{cls} {_escape(CLASS_NAMES[cls])}</b>{mark} ({source})"
         if self.current.cam.max() <= 0:
             return head + ": <span style='color:#c08000'>no positive evidence for this class anywhere</span>"
         probs = self.current.probs
@@ -463,14 +620,21 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
                                 f"<br><span style='color:gray'>thresholds: {which}</span>")
 
     def _show_pixel(self, x, y):
+        self._cursor = (x, y)
         sample = self.current.sample
-        if sample is None or x < 0:
+        if sample is None or x < 0 or y >= sample.shape[0] or x >= sample.shape[1]:
             self.pixel_label.setText("")
             return
         values = "  ".join(f"{name[0].upper()} {sample[y, x, c]}" for c, name in enumerate(CHANNELS))
-        cam = self.current.cam
-        extra = f"  CAM {cam[y, x]:.2f}" if cam is not None and self.state.show_cam else ""
+        cam, key = self.current.cam, self.current.cam_key
+        extra = ""
+        if self.state.show_cam and key:
+            extra = f"  CAM {key[1]}: " + (f"{cam[y, x]:.2f}" if cam is not None else "…")
         self.pixel_label.setText(f"x {x}, y {y}:  {values}{extra}")
+
+    def _refresh_readout(self):
+        """The readout follows every change of sample, class, method or model, not only the mouse."""
+        self._show_pixel(*self._cursor)
 
     # ------------------------------------------------------------------ actions (see shortcuts.py)
     def toggle_channel(self, index):

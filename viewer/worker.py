@@ -68,6 +68,14 @@ class Worker(QtCore.QObject):
             self._submit.emit(rid, kind, fn)
         return rid
 
+    def cancel(self, *kinds):
+        """Make every request of these kinds made so far stale: still queued, they are skipped;
+        running, their result is dropped (the window moved to another sample)."""
+        with self._lock:
+            rid = next(self._ids)
+            for kind in kinds:
+                self._latest[kind] = rid
+
     def is_latest(self, rid, kind):
         """False when a newer superseding request of this kind was made after ``rid``."""
         with self._lock:
