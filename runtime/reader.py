@@ -321,6 +321,12 @@ class ImageFolder:
         """The sample as uint8 (H, W, 4) in CHANNELS order. Every failure, an OSError included
         (a name too long, a permission, a link loop), is a DataError naming the file: that
         sample's error, never the run's."""
+        return np.stack(self.read_planes(sample_id), axis=-1)
+
+    def read_planes(self, sample_id):
+        """The sample's four channels as 2-D uint8 arrays of the red channel's size, in CHANNELS
+        order (``read`` without interleaving them: the inference pipeline resizes each plane
+        straight into its batch). Failures as ``read``."""
         paths, planes = [], []
         try:
             for ch in CHANNELS:
@@ -334,7 +340,7 @@ class ImageFolder:
             if plane.shape != shape:
                 log.warning("%s: size %s differs from red's %s; resized", paths[i], plane.shape, shape)
                 planes[i] = cv2.resize(plane, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
-        return np.stack(planes, axis=-1)
+        return planes
 
     def fingerprint(self):
         """sha256 of what the folder holds: every channel file's path below the root, byte size and
