@@ -23,21 +23,29 @@ from runtime.probe import cpu_info
 from runtime.reader import ImageFolder
 
 
-def physical_cores():
-    """Distinct (package, core) pairs in /proc/cpuinfo; os.cpu_count() where it does not say."""
+def physical_cores(cpuinfo="/proc/cpuinfo"):
+    """(physical cores this process may run on, how that was found): the distinct (physical id,
+    core id) pairs of /proc/cpuinfo among the CPUs of os.sched_getaffinity (a container or
+    ``taskset`` may allow fewer than the machine has; logical siblings of one core count once);
+    the allowed CPUs themselves where /proc/cpuinfo says nothing of cores."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        text = Path(cpuinfo).read_text()
     except OSError:
-        return os.cpu_count() or 1
-    cores, package = set(), "0"
+        text = ""
+    cores, cpu, package = {}, None, "0"
     for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "physical id":
-            package = value.strip()
-        elif key == "core id":
-            cores.add((package, value.strip()))
-    return len(cores) or os.cpu_count() or 1
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "processor":
+            cpu = int(value)
+        elif key == "physical id":
+            package = value
+        elif key == "core id" and cpu is not None:
+            cores[cpu] = (package, value)
+    found = {cores[c] for c in allowed if c in cores}
+    if not found:
+        return len(allowed), f"{len(allowed)} CPUs allowed by sched_getaffinity; no core ids in {cpuinfo}"
+    return len(found), f"core ids in {cpuinfo} of the {len(allowed)} CPUs allowed by sched_getaffinity"
 
 
 def samples_from_channels(src, dst, count):
@@ -115,10 +123,10 @@ def main(argv=None):
     p.add_argument("--kinds", default="threads,processes", help="threads, processes or both")
     p.add_argument("--rounds", type=positive_int, default=3)
     args = p.parse_args(argv)
-    cores = physical_cores()
+    cores, how = physical_cores()
     workers = positive_int_list(args.workers) if args.workers else sorted({cores, os.cpu_count() or 1})
     name, _ = cpu_info()
-    print(f"CPU: {name}; {os.cpu_count()} logical cores, {cores} physical; load average "
+    print(f"CPU: {name}; {os.cpu_count()} logical cores, {cores} physical ({how}); load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:
         folders = list(args.folders)

@@ -140,7 +140,8 @@ def header_size(source, path):
 
 
 def _read_checked(fd, size, path, max_pixels):
-    """The whole file as uint8, read only after its header's size and its byte size pass."""
+    """The whole file's bytes, read only after its header's size and its byte size pass. Bytes,
+    not an array: Wuffs takes them as they are and OpenCV through a zero-copy np.frombuffer."""
     width, height = header_size(fd, path)
     if width * height > max_pixels:
         raise DataError(path, f"{width}x{height} pixels is over the decoded-size limit of {max_pixels} "
@@ -148,14 +149,14 @@ def _read_checked(fd, size, path, max_pixels):
     if size > max_file_bytes(width, height):
         raise DataError(path, f"{size} bytes is more than a {width}x{height} image can hold "
                               f"(at most {max_file_bytes(width, height)}); not read")
-    data = np.empty(size, np.uint8)  # the size from stat: a file grown since is read no further
-    view, got = memoryview(data), 0
+    parts, got = [], 0  # the size from stat: a file grown since is read no further
     while got < size:
-        n = os.preadv(fd, [view[got:]], got)
-        if n == 0:
+        part = os.pread(fd, size - got, got)  # one call for a regular file, unless it shrank
+        if not part:
             break
-        got += n
-    return data[:got]
+        parts.append(part)
+        got += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def decode_channel(path, max_pixels=DEFAULT_MAX_PIXELS, decoder="auto"):
@@ -179,7 +180,7 @@ def decode_channel(path, max_pixels=DEFAULT_MAX_PIXELS, decoder="auto"):
         raise DataError(path, f"cannot read ({err.strerror})") from None
     finally:
         os.close(fd)
-    if data.size == 0:
+    if not data:
         raise DataError(path, "empty file (0 bytes)")
     img = imdecode(data, path, decoder)
     if img is None or img.size == 0:
