@@ -17,10 +17,10 @@ from pathlib import Path
 from runtime.classes import CHANNELS
 from runtime.cli import ArgumentParser, positive_int, positive_int_list
 from runtime.decoders import wuffs_available
-from runtime.pipeline import decoded_batches
+from runtime.pipeline import decoded_batches, opencv_single_threaded
 from runtime.preprocess import Preprocess
 from runtime.probe import cpu_info
-from runtime.reader import ImageFolder
+from runtime.reader import ImageFolder, decode_channel
 
 
 def physical_cores(cpuinfo="/proc/cpuinfo"):
@@ -101,6 +101,29 @@ def measure(images, size, workers, decoders, kinds, rounds, samples):
     return rows
 
 
+def per_channel(pngs, decoders, passes=7):
+    """{decoder: (median wall ms, median CPU ms)} per channel file on one thread: every file of
+    ``pngs`` decoded by ``runtime.reader.decode_channel`` (the reader's checks included), the
+    decoders in turns, ``passes`` times. CPU time (time.thread_time) is what a loaded machine
+    inflates least: waiting for a core is not counted."""
+    files = sorted(Path(pngs).glob("*.png"))
+    if not files:
+        raise ValueError(f"{pngs}: no .png files")
+    wall, cpu = {d: [] for d in decoders}, {d: [] for d in decoders}
+    with opencv_single_threaded():
+        for d in decoders:
+            for f in files:
+                decode_channel(f, decoder=d)  # warm the file cache and the decoder
+        for _ in range(passes):
+            for d in decoders:
+                w0, c0 = time.perf_counter(), time.thread_time()
+                for f in files:
+                    decode_channel(f, decoder=d)
+                wall[d].append((time.perf_counter() - w0) * 1000 / len(files))
+                cpu[d].append((time.thread_time() - c0) * 1000 / len(files))
+    return {d: (statistics.median(wall[d]), statistics.median(cpu[d])) for d in decoders}
+
+
 def format_rows(rows, cores):
     lines = [f"{'images':<34}{'decoder':<8}{'workers':<11}{'1 worker':>10}{'N':>4}{'N workers':>11}"
              f"{'scaling':>9}{'of cores':>10}"]
@@ -131,6 +154,12 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:
         folders = list(args.folders)
         if args.channels:
+            decoders = args.decoders.split(",")
+            ms = per_channel(args.channels, decoders)
+            print(f"one thread, per channel file of {args.channels} (decode_channel, median of 7 passes in turns): "
+                  + ", ".join(f"{d} {w:.2f} ms ({c:.2f} ms CPU)" for d, (w, c) in ms.items())
+                  + (f"; wuffs is {ms['opencv'][0] / ms['wuffs'][0]:.2f}x OpenCV ({ms['opencv'][1] / ms['wuffs'][1]:.2f}x "
+                     "in CPU time)" if {"opencv", "wuffs"} <= set(ms) else ""), flush=True)
             folders.append(samples_from_channels(args.channels, Path(tmp) / "real", args.samples or 200))
         rows = []
         for folder in folders:

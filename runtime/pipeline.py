@@ -1,13 +1,45 @@
-"""Decoding is the end-to-end bottleneck (four PNG decodes per sample): decode and preprocess on a
-pool of workers feeding a bounded window, so the model never waits while decoding can keep up.
-Batches come out in input order; a bad sample becomes an error record and never shifts another
-sample's result.
+"""The inference data path, from a channel file to a label; this module is its middle (batches).
 
-Workers are threads or processes; both run ``_load`` (decode, resize, channels first: the model's
-uint8 input, which the graph normalises), processes sending each sample back through a pipe, so
-the batches are byte-identical. Threads need the decoders to release the GIL (OpenCV and pywuffs do) and hold it
-only for the Python between calls; processes share no lock, at the price of starting (about half
-a second) and of the pipe.
+One image, top to bottom (``runtime infer``; ``runtime bench`` times the same stages):
+
+1. **Find and read** -- ``runtime.reader.ImageFolder``: ``ids()`` lists the samples; for each,
+   ``read_planes(Id)`` takes its four channel files ``{Id}_{red,green,blue,yellow}.png``
+   (``find_channel_file``), refuses a link leading out of the folder (``check_inside``), opens
+   regular files only (``runtime.regular``), checks the header's width x height against the
+   decoded-size limit and the byte size against what such an image can hold, then reads the file
+   with one ``pread`` (``reader._read_checked``). Every failure is a ``DataError`` naming the file.
+2. **Decode** -- ``runtime.decoders.imdecode``: Wuffs for the PNG kinds where its pixels equal
+   OpenCV's, OpenCV for the rest (the module's table); 16-bit becomes 8-bit, a colour file where
+   grayscale is expected keeps one plane (``reader.decode_channel``).
+3. **Preprocess** -- ``runtime.preprocess.image_chw_into``: each plane resized (model.json's size
+   and interpolation) straight into its slot of the batch: the uint8 (4, S, S) image the graph
+   takes. Nothing here normalises: a version-3 graph does it itself, a version-2 file's backend
+   does it once on the host (``Backend.infer``), the torch backend on its device.
+4. **Batch** -- this module: ``decoded_batches`` hands stretches of ``batch_size`` Ids to a pool
+   of decode workers (``_Threads`` or ``_Processes``, ``load_into`` per sample) that write into a
+   new uint8 (N, 4, S, S) buffer per batch; ``assembled`` keeps stretches in flight ahead of the
+   one being waited for; ``Prefetch`` runs that on a background thread with one finished batch
+   waiting, so the model runs on batch k while batch k+1 waits and the ones after it decode. A
+   ``Batch`` carries the Ids that decoded, their images, and the errors of its stretch.
+5. **Feed and run** -- ``runtime.backends`` (one contract, ``base.Backend``): ``predict(images,
+   views)`` averages ``infer`` over the test-time views (``runtime.tta``); ``infer`` checks the
+   batch against model.json and hands it to the engine: ONNX Runtime (``onnxruntime_backend``,
+   CPU or CUDA), TensorRT (``tensorrt_backend``), PyTorch (``torch_backend``: pinned copy,
+   normalised on the device). Out come (N, 28) probabilities.
+6. **Decide** -- ``runtime.infer``: ``resolve_thresholds`` (model.json's, tuned for that many
+   views) and ``predicted_classes`` (above threshold, else the most probable class); the rows go
+   to the journal (``runtime.journal``) every few batches and to ``submission.csv``,
+   ``probabilities.csv`` and ``errors.csv`` at the end. A sample's error keeps its row.
+
+Order and errors: batches come out in input order whatever the workers; a bad sample becomes an
+error record of its batch (the batch has fewer images) and never shifts another sample's
+result. The caller stopping early (an exception, Ctrl-C, ``break``) stops the background thread
+and the workers before ``decoded_batches`` returns.
+
+Workers are threads or processes, both running ``load_into``; processes send each chunk of
+samples back through a pipe, so the batches are byte-identical. Threads need the decoders to
+release the GIL (OpenCV and pywuffs do) and hold it only for the Python between calls; processes
+share no lock, at the price of starting (about half a second) and of the pipe.
 
 *Decision* (measured on a 16-core Xeon, docs/benchmarks.md "Wuffs and OpenCV, and decoding on
 every core"): the GIL is what stops threads on small images. A 128-px PNG decodes in about 0.1 ms,
@@ -19,6 +51,12 @@ size). So ``processes=None`` (auto) takes processes for images under PROCESS_BEL
 per channel when there are enough samples to pay for starting them (PROCESS_MIN_SAMPLES), threads
 otherwise. While a pool runs, OpenCV's own thread pool is held to one thread: the pool's workers
 already fill the cores (16 threads: 474 against 446 samples/s).
+
+*Decision*: a batch is a stretch of ``batch_size`` consecutive Ids, so its buffer can be
+allocated before any of them decodes and each worker writes its sample in place (no per-sample
+copies: the interleaved sample, its resized copy, its channels-first copy and the stacked batch
+are all gone). A stretch with a failed sample yields a shorter batch (one copy of the good
+images); a model with a fixed batch pads it (runtime.backends).
 """
 
 import logging
