@@ -5,8 +5,10 @@ threads ``runtime infer`` uses), and end to end from PNG files (sequential decod
 and pipelined), with how close the pipelined run comes to the ideal the two parts allow. The
 project's performance benchmark; not a timed test (docs/benchmarks.md).
 
-The ideal: when decoding and the model share the CPU cores, their times per image add up, so
-1 / (1/decode + 1/model); when the model runs on a GPU, the slower of the two.
+The ideal (IDEAL_RULES, printed under the table): when decoding and the model share the CPU cores,
+their times per image add up, so 1 / (1/decode + 1/model); when the model runs on a GPU, the
+slower of the two. Each end-to-end round takes its decode and model figures beside it, so the
+ratio compares one moment's load (the machine may be shared).
 
 Figures are for one view per image: a model exported with test-time augmentation (model.json
 ``tta``) does that many times the model work per image in ``runtime infer`` unless run with
@@ -19,8 +21,9 @@ over the 1-worker rate (runtime/pipeline.py; docs/benchmarks.md).
 Bounded time: the model is timed ``seconds`` per backend and batch size (the backends in turns), so
 a bench's model timing is about backends x batch sizes x seconds, plus a warm-up call each; that
 plan must be finite and at most MAX_MODEL_SECONDS (one hour), or the bench is refused before
-anything loads. With ``--images`` it adds passes over the folder's samples (two for decode-only,
-two per backend end to end), a time set by the folder's size."""
+anything loads. With ``--images`` it adds passes over the folder's samples (seven for decode-only,
+nine per backend end to end: three rounds of sequential, decode-only and pipelined, each round
+with a second of the model alone), a time set by the folder's size."""
 
 import math
 import statistics

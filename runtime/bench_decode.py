@@ -6,6 +6,7 @@ machine's load hits every variant alike (``scripts/bench_decode.py``; docs/bench
 ``scaling`` = the N-worker rate / the 1-worker rate; the aim is at least 0.8 x the physical cores
 (logical cores share a physical core's decoding units, so they count once)."""
 
+import math
 import os
 import shutil
 import statistics
@@ -14,11 +15,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from runtime.classes import CHANNELS
 from runtime.cli import ArgumentParser, positive_int, positive_int_list
-from runtime.decoders import wuffs_available
-from runtime.pipeline import decoded_batches, opencv_single_threaded
-from runtime.preprocess import Preprocess
+from runtime.decoders import imdecode, wuffs_available
+from runtime.pipeline import decoded_batches, load_into, opencv_single_threaded
+from runtime.preprocess import Preprocess, image_chw_into
 from runtime.probe import cpu_info
 from runtime.reader import ImageFolder, decode_channel
 
@@ -124,6 +127,34 @@ def per_channel(pngs, decoders, passes=7):
     return {d: (statistics.median(wall[d]), statistics.median(cpu[d])) for d in decoders}
 
 
+def around_decode(folder, pp, ids, passes=5):
+    """(whole sample us, decode + resize us) on one thread, minimum over ``passes``: ``load_into``
+    against the bare decoder and resize calls on the same files' bytes, already in memory. The
+    difference is reading, checks and the Python between calls: an upper bound on the share a
+    sample holds the GIL (file syscalls release it too), which caps N threads at
+    1 / (share + (1 - share) / N) (Amdahl)."""
+    files = [[folder.channel_path(i, c) for c in CHANNELS] for i in ids]
+    blobs = [[f.read_bytes() for f in sample] for sample in files]
+    out = np.empty((4, pp.size, pp.size), np.uint8)
+
+    def whole():
+        for sample_id in ids:
+            load_into(folder, pp, sample_id, out)
+
+    def bare():
+        for sample in blobs:
+            image_chw_into([imdecode(blob, "", folder.decoder) for blob in sample], pp, out)
+
+    best = {whole: math.inf, bare: math.inf}
+    with opencv_single_threaded():
+        for _ in range(passes):
+            for fn in best:
+                t0 = time.perf_counter()
+                fn()
+                best[fn] = min(best[fn], (time.perf_counter() - t0) * 1e6 / len(ids))
+    return best[whole], best[bare]
+
+
 def format_rows(rows, cores):
     lines = [f"{'images':<34}{'decoder':<8}{'workers':<11}{'1 worker':>10}{'N':>4}{'N workers':>11}"
              f"{'scaling':>9}{'of cores':>10}"]
@@ -163,6 +194,13 @@ def main(argv=None):
             folders.append(samples_from_channels(args.channels, Path(tmp) / "real", args.samples or 200))
         rows = []
         for folder in folders:
+            for decoder in args.decoders.split(","):
+                f = ImageFolder(folder, decoder=decoder)
+                whole, bare = around_decode(f, Preprocess(size=args.size), f.ids()[:50])
+                share = 1 - bare / whole
+                print(f"{Path(folder).name} {decoder}: one sample {whole:.0f} us on one thread, its decode + resize "
+                      f"{bare:.0f} us; reading, checks and Python {whole - bare:.0f} us ({share:.1%}): at most "
+                      f"{1 / (share + (1 - share) / 16):.1f}x on 16 threads if all of it held the GIL", flush=True)
             rows += measure(folder, args.size, workers, args.decoders.split(","), args.kinds.split(","),
                             args.rounds, args.samples)
             print(format_rows([r for r in rows if r["images"] == str(folder)], cores), flush=True)
