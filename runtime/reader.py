@@ -291,6 +291,7 @@ class ImageFolder:
         self.max_pixels = max_pixels_setting(max_pixels)
         self.decoder = resolve_decoder(decoder)
         self._real_root = os.path.realpath(self.root)
+        self._root_text = str(self.root)
         self._subdir = {}
         manifest = self.root / self.MANIFEST
         if manifest.exists():
@@ -309,7 +310,8 @@ class ImageFolder:
         """DataError when ``path`` (ROOT/[sub-folder/]file) is a symlink, or in a sub-folder that
         is one, whose real path leads out of the image folder. Only links are resolved (one lstat
         for a plain file), since nothing below the root but they can lead out."""
-        if os.path.islink(path) or (path.parent != self.root and os.path.islink(path.parent)):
+        parent = os.path.dirname(path)  # a string: no Path built for each of a sample's four files
+        if os.path.islink(path) or (parent != self._root_text and os.path.islink(parent)):
             real = os.path.realpath(path)
             if os.path.commonpath([real, self._real_root]) != self._real_root:
                 raise DataError(path, f"a symlink to {real}, outside the image folder {self.root} (not read)")
@@ -330,8 +332,10 @@ class ImageFolder:
         straight into its batch). Failures as ``read``."""
         paths, planes = [], []
         try:
+            check_id(sample_id, self.root)
+            folder = self.folder_of(sample_id)
             for ch in CHANNELS:
-                paths.append(self.channel_path(sample_id, ch))
+                paths.append(find_channel_file(folder, sample_id, ch))
                 planes.append(self._decode(paths[-1]))
         except OSError as err:
             raise DataError(err.filename or (paths[-1] if paths else self.folder_of(sample_id)),
