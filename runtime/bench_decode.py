@@ -187,10 +187,11 @@ def main(argv=None):
         if args.channels:
             decoders = args.decoders.split(",")
             ms = per_channel(args.channels, decoders)
+            ratio = "" if not {"opencv", "wuffs"} <= set(ms) else \
+                f"; wuffs is {ms['opencv'][0] / ms['wuffs'][0]:.2f}x OpenCV " \
+                f"({ms['opencv'][1] / ms['wuffs'][1]:.2f}x in CPU time)"
             print(f"one thread, per channel file of {args.channels} (decode_channel, median of 7 passes in turns): "
-                  + ", ".join(f"{d} {w:.2f} ms ({c:.2f} ms CPU)" for d, (w, c) in ms.items())
-                  + (f"; wuffs is {ms['opencv'][0] / ms['wuffs'][0]:.2f}x OpenCV ({ms['opencv'][1] / ms['wuffs'][1]:.2f}x "
-                     "in CPU time)" if {"opencv", "wuffs"} <= set(ms) else ""), flush=True)
+                  + ", ".join(f"{d} {w:.2f} ms ({c:.2f} ms CPU)" for d, (w, c) in ms.items()) + ratio, flush=True)
             folders.append(samples_from_channels(args.channels, Path(tmp) / "real", args.samples or 200))
         rows = []
         for folder in folders:

@@ -203,7 +203,8 @@ class _Processes:
         self.pool.shutdown(wait=True, cancel_futures=True)
 
     def start(self, ids, out):
-        tasks = [(k, self.pool.submit(_process_load, ids[k:k + PROCESS_CHUNK])) for k in range(0, len(ids), PROCESS_CHUNK)]
+        tasks = [(k, self.pool.submit(_process_load, ids[k:k + PROCESS_CHUNK]))
+                 for k in range(0, len(ids), PROCESS_CHUNK)]
 
         def wait():
             errors = []

@@ -23,6 +23,12 @@ def batch(spec, n=5, seed=0):
     return np.random.default_rng(seed).integers(0, 256, (n, 4, size, size), dtype=np.uint8)
 
 
+def all_channels_last(backend):
+    """Every 4-D weight (the convolutions) of every fold's model is laid out channels_last."""
+    return all(p.is_contiguous(memory_format=torch.channels_last)
+               for m in backend.models for p in m.parameters() if p.ndim == 4)
+
+
 def test_the_torch_backend_takes_fp32_and_fp16_and_refuses_int8(spec):
     assert choose(spec, "torch", env=Environment()).precision == "fp32"
     assert choose(spec, "torch", "fp16", env=Environment()).precision == "fp16"
@@ -36,7 +42,8 @@ def test_fp16_on_the_cpu_is_refused_in_one_line(spec):
     with pytest.raises(BackendUnavailable) as err:
         with make_backend(spec, "torch", precision="fp16", device="cpu", env=Environment()):
             pass
-    assert str(err.value) == "--precision fp16 runs the torch backend on CUDA only (FP16 autocast); on the CPU it runs fp32"
+    assert str(err.value) == ("--precision fp16 runs the torch backend on CUDA only (FP16 autocast); "
+                              "on the CPU it runs fp32")
 
 
 def test_the_cpu_runs_fp32_nchw_and_channels_last_gives_the_same_probabilities(spec):
@@ -47,8 +54,7 @@ def test_the_cpu_runs_fp32_nchw_and_channels_last_gives_the_same_probabilities(s
         assert "fp32" in nchw.description and "channels_last" not in nchw.description
     with make_backend(spec, "torch", device="cpu", env=Environment(), channels_last=True) as nhwc:
         got = nhwc.infer(x)
-        assert "channels_last" in nhwc.description and all(
-            p.is_contiguous(memory_format=torch.channels_last) for m in nhwc.models for p in m.parameters() if p.ndim == 4)
+        assert "channels_last" in nhwc.description and all_channels_last(nhwc)
     assert got.shape == (5, 28) and np.abs(got - want).max() <= 1e-5
 
 
@@ -67,8 +73,7 @@ def test_cuda_runs_channels_last_through_a_reused_pinned_buffer(spec, precision)
     with make_backend(spec, "torch", device="cpu", env=Environment()) as cpu:
         want = cpu.infer(x)
     with make_backend(spec, "torch", precision=precision, device="cuda", env=Environment()) as gpu:
-        assert gpu.channels_last and all(
-            p.is_contiguous(memory_format=torch.channels_last) for m in gpu.models for p in m.parameters() if p.ndim == 4)
+        assert gpu.channels_last and all_channels_last(gpu)
         got = gpu.infer(x)
         pinned = gpu.pinned
         assert pinned.is_pinned() and pinned.dtype == torch.uint8
