@@ -87,3 +87,16 @@ def test_a_caller_that_stops_early_stops_the_decode_thread(folder):
     assert assembling_threads()
     batches.close()  # what a break, an exception or Ctrl-C in the caller's loop does
     assert not assembling_threads()
+
+
+@pytest.mark.parametrize("interpolation", ["area", "linear", "nearest"])
+@pytest.mark.parametrize("shape,size", [((512, 512), 96), ((300, 517), 64), ((40, 40), 96), ((48, 48), 48)])
+def test_resizing_each_plane_into_the_batch_is_image_chw_bit_for_bit(interpolation, shape, size):
+    from runtime.preprocess import image_chw_into
+
+    pp = Preprocess(size=size, interpolation=interpolation)
+    sample = np.random.default_rng(1).integers(0, 256, (*shape, 4), dtype=np.uint8)
+    batch = np.full((3, 4, size, size), 7, np.uint8)
+    image_chw_into([np.ascontiguousarray(sample[..., c]) for c in range(4)], pp, batch[1])
+    assert np.array_equal(batch[1], image_chw(sample, pp))
+    assert (batch[0] == 7).all() and (batch[2] == 7).all()  # its own slot only
