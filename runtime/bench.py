@@ -5,8 +5,10 @@ threads ``runtime infer`` uses), and end to end from PNG files (sequential decod
 and pipelined), with how close the pipelined run comes to the ideal the two parts allow. The
 project's performance benchmark; not a timed test (docs/benchmarks.md).
 
-The ideal: when decoding and the model share the CPU cores, their times per image add up, so
-1 / (1/decode + 1/model); when the model runs on a GPU, the slower of the two.
+The ideal (IDEAL_RULES, printed under the table): when decoding and the model share the CPU cores,
+their times per image add up, so 1 / (1/decode + 1/model); when the model runs on a GPU, the
+slower of the two. Each end-to-end round takes its decode and model figures beside it, so the
+ratio compares one moment's load (the machine may be shared).
 
 Figures are for one view per image: a model exported with test-time augmentation (model.json
 ``tta``) does that many times the model work per image in ``runtime infer`` unless run with
@@ -19,8 +21,9 @@ over the 1-worker rate (runtime/pipeline.py; docs/benchmarks.md).
 Bounded time: the model is timed ``seconds`` per backend and batch size (the backends in turns), so
 a bench's model timing is about backends x batch sizes x seconds, plus a warm-up call each; that
 plan must be finite and at most MAX_MODEL_SECONDS (one hour), or the bench is refused before
-anything loads. With ``--images`` it adds passes over the folder's samples (two for decode-only,
-two per backend end to end), a time set by the folder's size."""
+anything loads. With ``--images`` it adds passes over the folder's samples (seven for decode-only,
+nine per backend end to end: three rounds of sequential, decode-only and pipelined, each round
+with a second of the model alone), a time set by the folder's size."""
 
 import math
 import statistics
@@ -31,6 +34,7 @@ import numpy as np
 
 from runtime.backends import make_backend
 from runtime.backends.base import backend_options, check_options
+from runtime.bench_decode import physical_cores
 from runtime.errors import DataError
 from runtime.model_spec import load_model_spec
 from runtime.pipeline import decoded_batches, worker_kind
@@ -76,22 +80,42 @@ def _through(folder, ids, pp, batch_size, workers, infer=None):
     return n / (time.perf_counter() - t0)
 
 
+IDEAL_RULES = {"cpu": "1/(1/decode + 1/model): decoding and the model share the CPU cores",
+               "cuda": "min(decode, model): decoding on the CPU overlaps the model on the GPU"}
+
+
 def ideal(decode, model, device):
-    """The most end to end can reach: decode and model time add up on shared CPU cores."""
+    """The most end to end can reach: decode and model time add up on shared CPU cores; with the
+    model on a GPU the slower of the two (IDEAL_RULES)."""
     return min(decode, model) if device == "cuda" else 1 / (1 / decode + 1 / model)
 
 
-def _end_to_end(backend, folder, ids, b, workers, decode, model_rows):
+def _end_to_end(backend, folder, ids, b, workers, rounds=3, model_seconds=1.0):
+    """e2e-sequential, then e2e-pipelined ``rounds`` times, each round also timing decoding alone
+    (the same workers) and the model alone (batch ``b``) just before it: the round's ideal comes
+    from figures taken under the same load as its end-to-end run, and the row gives the medians
+    (a bench on a shared machine would otherwise compare moments of different load)."""
     pp = backend.spec.preprocess
     _through(folder, ids[: 2 * b], pp, b, workers, backend.infer)  # warm the file cache and the session
-    model = next(r["images_per_s"] for r in model_rows if r["batch_size"] == b)
-    best = ideal(decode, model, backend.device)
-    rows = []
-    for mode, w in (("e2e-sequential", 0), (f"e2e-pipelined({workers} {worker_kind(folder, ids, workers)})", workers)):
-        rate = _through(folder, ids, pp, b, w, backend.infer)
-        rows.append({"backend": backend.description, "mode": mode, "batch_size": b, "images_per_s": rate,
-                     "images": len(ids), "ideal_per_s": best, "of_ideal": rate / best})
-    return rows
+    x = np.random.default_rng(0).integers(0, 256, (b, 4, pp.size, pp.size), dtype=np.uint8)
+    rule = "cuda" if backend.device == "cuda" else "cpu"
+    measured = {"sequential": [], "pipelined": [], "decode": [], "model": [], "ideal": [], "of_ideal": []}
+    for _ in range(rounds):
+        measured["sequential"].append(_through(folder, ids, pp, b, 0, backend.infer))
+        measured["decode"].append(_through(folder, ids, pp, b, workers))
+        times = interleaved([lambda: backend.infer(x)], model_seconds, block=model_seconds)[0]
+        measured["model"].append(b * len(times) / sum(times))
+        measured["pipelined"].append(_through(folder, ids, pp, b, workers, backend.infer))
+        measured["ideal"].append(ideal(measured["decode"][-1], measured["model"][-1], rule))
+        measured["of_ideal"].append(measured["pipelined"][-1] / measured["ideal"][-1])
+    med = {k: statistics.median(v) for k, v in measured.items()}
+    common = {"backend": backend.description, "batch_size": b, "images": len(ids), "rounds": rounds,
+              "ideal_rule": IDEAL_RULES[rule], "round_decode_per_s": med["decode"], "round_model_per_s": med["model"],
+              "ideal_per_s": med["ideal"]}
+    return [{**common, "mode": "e2e-sequential", "images_per_s": med["sequential"],
+             "of_ideal": statistics.median(s / i for s, i in zip(measured["sequential"], measured["ideal"]))},
+            {**common, "mode": f"e2e-pipelined({workers} {worker_kind(folder, ids, workers)})",
+             "images_per_s": med["pipelined"], "of_ideal": med["of_ideal"]}]
 
 
 # *Decision*: a batch of the default 512-px model at 1024 images is 4 GiB as float32; no engine here
@@ -123,7 +147,7 @@ def bench(model, backends="onnxruntime:fp32", batch_sizes=(1, 8, 32), images=Non
             gib = b * 16 * size * size / 2**30
             raise DataError("--batch-sizes", f"{b} images of 4 x {size} x {size} are {gib:.1f} GiB as float32, "
                                              f"over the {MAX_BATCH_BYTES >> 30} GiB a bench batch may take")
-    rows, decode = [], None
+    rows, decoded = [], False
     with ExitStack() as stack:
         opened = []
         for item, own in items:  # own: --backend-option's, then the item's +key=value ones
@@ -135,12 +159,11 @@ def bench(model, backends="onnxruntime:fp32", batch_sizes=(1, 8, 32), images=Non
             model_rows = [{"backend": backend.description, "mode": "model", "batch_size": b, **per[k]}
                           for b, per in zip(batch_sizes, stats)]
             rows += model_rows
-            if folder and decode is None:
-                decode_rows = _decode_only(folder, ids, spec.preprocess, max(batch_sizes), workers)
-                rows += decode_rows
-                decode = decode_rows[-1]
+            if folder and not decoded:
+                rows += _decode_only(folder, ids, spec.preprocess, max(batch_sizes), workers)
+                decoded = True
             if folder:
-                rows += _end_to_end(backend, folder, ids, max(batch_sizes), workers, decode["images_per_s"], model_rows)
+                rows += _end_to_end(backend, folder, ids, max(batch_sizes), workers)
     if json_path:
         name, flags = cpu_info()
         atomic_write_json(json_path, {"cpu": name, "cpu_flags": flags, "rows": rows})
@@ -166,16 +189,29 @@ def _decode_only(folder, ids, pp, batch_size, workers, rounds=3):
     if any(r["images_per_s"] == 0 for r in rows):
         raise DataError(folder.root, "no sample here could be read (runtime infer's errors.csv says why for each)")
     if len(rows) == 2:
-        rows[1]["scaling"] = rows[1]["images_per_s"] / rows[0]["images_per_s"]
+        cores, how = physical_cores()
+        rows[1].update(scaling=rows[1]["images_per_s"] / rows[0]["images_per_s"], physical_cores=cores,
+                       cores_from=how)
+        rows[1]["of_cores"] = rows[1]["scaling"] / min(cores, workers)
     return rows
 
 
 def format_table(rows):
+    """The rows as a table, then how the ideal and the scaling were reckoned."""
     lines = [f"{'backend':<52}{'mode':<34}{'batch':>6}{'img/s':>10}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}"
              f"{'ideal':>9}{'of ideal':>9}"]
     for r in rows:
         lat = "".join(f"{r[k]:>9.2f}" if k in r else f"{'':>9}" for k in ("p50_ms", "p95_ms", "p99_ms"))
         vs = f"{r['ideal_per_s']:>9.1f}{r['of_ideal']:>8.0%}" if "ideal_per_s" in r else \
-            f"{'':>9}{r['scaling']:>8.2f}x of 1 worker" if "scaling" in r else ""
+            f"{'':>9}{r['scaling']:>8.2f}x of 1 worker ({r['of_cores']:.0%} of " \
+            f"{min(r['physical_cores'], r['workers'])} cores)" if "scaling" in r else ""
         lines.append(f"{r['backend']:<52}{r['mode']:<34}{r['batch_size']:>6}{r['images_per_s']:>10.1f}{lat}{vs}")
+    for rule in dict.fromkeys(r["ideal_rule"] for r in rows if "ideal_rule" in r):
+        n = next(r["rounds"] for r in rows if r.get("ideal_rule") == rule)
+        lines.append(f"ideal = {rule}; per round of {n}, from decode-only and model-only timed beside that "
+                     "round's end-to-end run; medians shown")
+    for r in rows:
+        if "scaling" in r:
+            lines.append(f"scaling: {r['workers']} workers over 1; cores: {r['physical_cores']} physical "
+                         f"({r['cores_from']}); the aim is 80 % of min(workers, cores)")
     return "\n".join(lines)

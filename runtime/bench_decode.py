@@ -6,6 +6,7 @@ machine's load hits every variant alike (``scripts/bench_decode.py``; docs/bench
 ``scaling`` = the N-worker rate / the 1-worker rate; the aim is at least 0.8 x the physical cores
 (logical cores share a physical core's decoding units, so they count once)."""
 
+import math
 import os
 import shutil
 import statistics
@@ -14,30 +15,40 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+
 from runtime.classes import CHANNELS
 from runtime.cli import ArgumentParser, positive_int, positive_int_list
-from runtime.decoders import wuffs_available
-from runtime.pipeline import decoded_batches
-from runtime.preprocess import Preprocess
+from runtime.decoders import imdecode, wuffs_available
+from runtime.pipeline import decoded_batches, load_into, opencv_single_threaded
+from runtime.preprocess import Preprocess, image_chw_into
 from runtime.probe import cpu_info
-from runtime.reader import ImageFolder
+from runtime.reader import ImageFolder, decode_channel
 
 
-def physical_cores():
-    """Distinct (package, core) pairs in /proc/cpuinfo; os.cpu_count() where it does not say."""
+def physical_cores(cpuinfo="/proc/cpuinfo"):
+    """(physical cores this process may run on, how that was found): the distinct (physical id,
+    core id) pairs of /proc/cpuinfo among the CPUs of os.sched_getaffinity (a container or
+    ``taskset`` may allow fewer than the machine has; logical siblings of one core count once);
+    the allowed CPUs themselves where /proc/cpuinfo says nothing of cores."""
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        text = Path(cpuinfo).read_text()
     except OSError:
-        return os.cpu_count() or 1
-    cores, package = set(), "0"
+        text = ""
+    cores, cpu, package = {}, None, "0"
     for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "physical id":
-            package = value.strip()
-        elif key == "core id":
-            cores.add((package, value.strip()))
-    return len(cores) or os.cpu_count() or 1
+        key, _, value = (part.strip() for part in line.partition(":"))
+        if key == "processor":
+            cpu = int(value)
+        elif key == "physical id":
+            package = value
+        elif key == "core id" and cpu is not None:
+            cores[cpu] = (package, value)
+    found = {cores[c] for c in allowed if c in cores}
+    if not found:
+        return len(allowed), f"{len(allowed)} CPUs allowed by sched_getaffinity; no core ids in {cpuinfo}"
+    return len(found), f"core ids in {cpuinfo} of the {len(allowed)} CPUs allowed by sched_getaffinity"
 
 
 def samples_from_channels(src, dst, count):
@@ -93,6 +104,57 @@ def measure(images, size, workers, decoders, kinds, rounds, samples):
     return rows
 
 
+def per_channel(pngs, decoders, passes=7):
+    """{decoder: (median wall ms, median CPU ms)} per channel file on one thread: every file of
+    ``pngs`` decoded by ``runtime.reader.decode_channel`` (the reader's checks included), the
+    decoders in turns, ``passes`` times. CPU time (time.thread_time) is what a loaded machine
+    inflates least: waiting for a core is not counted."""
+    files = sorted(Path(pngs).glob("*.png"))
+    if not files:
+        raise ValueError(f"{pngs}: no .png files")
+    wall, cpu = {d: [] for d in decoders}, {d: [] for d in decoders}
+    with opencv_single_threaded():
+        for d in decoders:
+            for f in files:
+                decode_channel(f, decoder=d)  # warm the file cache and the decoder
+        for _ in range(passes):
+            for d in decoders:
+                w0, c0 = time.perf_counter(), time.thread_time()
+                for f in files:
+                    decode_channel(f, decoder=d)
+                wall[d].append((time.perf_counter() - w0) * 1000 / len(files))
+                cpu[d].append((time.thread_time() - c0) * 1000 / len(files))
+    return {d: (statistics.median(wall[d]), statistics.median(cpu[d])) for d in decoders}
+
+
+def around_decode(folder, pp, ids, passes=5):
+    """(whole sample us, decode + resize us) on one thread, minimum over ``passes``: ``load_into``
+    against the bare decoder and resize calls on the same files' bytes, already in memory. The
+    difference is reading, checks and the Python between calls: an upper bound on the share a
+    sample holds the GIL (file syscalls release it too), which caps N threads at
+    1 / (share + (1 - share) / N) (Amdahl)."""
+    files = [[folder.channel_path(i, c) for c in CHANNELS] for i in ids]
+    blobs = [[f.read_bytes() for f in sample] for sample in files]
+    out = np.empty((4, pp.size, pp.size), np.uint8)
+
+    def whole():
+        for sample_id in ids:
+            load_into(folder, pp, sample_id, out)
+
+    def bare():
+        for sample in blobs:
+            image_chw_into([imdecode(blob, "", folder.decoder) for blob in sample], pp, out)
+
+    best = {whole: math.inf, bare: math.inf}
+    with opencv_single_threaded():
+        for _ in range(passes):
+            for fn in best:
+                t0 = time.perf_counter()
+                fn()
+                best[fn] = min(best[fn], (time.perf_counter() - t0) * 1e6 / len(ids))
+    return best[whole], best[bare]
+
+
 def format_rows(rows, cores):
     lines = [f"{'images':<34}{'decoder':<8}{'workers':<11}{'1 worker':>10}{'N':>4}{'N workers':>11}"
              f"{'scaling':>9}{'of cores':>10}"]
@@ -115,17 +177,31 @@ def main(argv=None):
     p.add_argument("--kinds", default="threads,processes", help="threads, processes or both")
     p.add_argument("--rounds", type=positive_int, default=3)
     args = p.parse_args(argv)
-    cores = physical_cores()
+    cores, how = physical_cores()
     workers = positive_int_list(args.workers) if args.workers else sorted({cores, os.cpu_count() or 1})
     name, _ = cpu_info()
-    print(f"CPU: {name}; {os.cpu_count()} logical cores, {cores} physical; load average "
+    print(f"CPU: {name}; {os.cpu_count()} logical cores, {cores} physical ({how}); load average "
           f"{' '.join(f'{v:.2f}' for v in os.getloadavg())}")
     with tempfile.TemporaryDirectory(prefix="bench-decode-") as tmp:
         folders = list(args.folders)
         if args.channels:
+            decoders = args.decoders.split(",")
+            ms = per_channel(args.channels, decoders)
+            ratio = "" if not {"opencv", "wuffs"} <= set(ms) else \
+                f"; wuffs is {ms['opencv'][0] / ms['wuffs'][0]:.2f}x OpenCV " \
+                f"({ms['opencv'][1] / ms['wuffs'][1]:.2f}x in CPU time)"
+            print(f"one thread, per channel file of {args.channels} (decode_channel, median of 7 passes in turns): "
+                  + ", ".join(f"{d} {w:.2f} ms ({c:.2f} ms CPU)" for d, (w, c) in ms.items()) + ratio, flush=True)
             folders.append(samples_from_channels(args.channels, Path(tmp) / "real", args.samples or 200))
         rows = []
         for folder in folders:
+            for decoder in args.decoders.split(","):
+                f = ImageFolder(folder, decoder=decoder)
+                whole, bare = around_decode(f, Preprocess(size=args.size), f.ids()[:50])
+                share = 1 - bare / whole
+                print(f"{Path(folder).name} {decoder}: one sample {whole:.0f} us on one thread, its decode + resize "
+                      f"{bare:.0f} us; reading, checks and Python {whole - bare:.0f} us ({share:.1%}): at most "
+                      f"{1 / (share + (1 - share) / 16):.1f}x on 16 threads if all of it held the GIL", flush=True)
             rows += measure(folder, args.size, workers, args.decoders.split(","), args.kinds.split(","),
                             args.rounds, args.samples)
             print(format_rows([r for r in rows if r["images"] == str(folder)], cores), flush=True)

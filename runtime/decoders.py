@@ -215,7 +215,7 @@ def imdecode(data, path, decoder="auto"):
     if decoder != "opencv" and resolve_decoder(decoder) == "wuffs":
         plan = wuffs_format(data)
         if plan is not None:
-            blob = data.tobytes() if isinstance(data, np.ndarray) else bytes(data)
+            blob = data if isinstance(data, bytes) else bytes(data)  # the reader's bytes: no copy
             img = wuffs_decode(blob, *plan)
             if img is not None:
                 return img

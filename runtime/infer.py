@@ -113,7 +113,8 @@ def run_settings(backend, folder, views, thresholds, batch_size):
             "model.json": sha256_of(backend.spec.path), "model": backend.model,
             "file": f.path.name if f else "checkpoints",
             "sha256": f.sha256 if f else ",".join(c.sha256 for c in backend.spec.checkpoints),
-            "backend": f"{backend.name}-{backend.device}", "precision": f.precision if f else "fp32",
+            "backend": f"{backend.name}-{backend.device}",
+            "precision": f.precision if f else getattr(backend, "precision", "fp32"),
             "views": int(views), "thresholds": [round(float(t), 6) for t in thresholds], "batch_size": int(batch_size),
             **({"backend_options": backend.settings} if backend.settings else {})}
 

@@ -2,7 +2,8 @@
 
 A sample is uint8 (H, W, 4) in CHANNELS order. ``resize`` brings it to the model's size
 (still uint8, so training can cache it compactly); ``image_chw`` is that, channels first: the
-uint8 (4, S, S) image an exported graph (model.json version 3) takes and normalises itself.
+uint8 (4, S, S) image an exported graph (model.json version 3) takes and normalises itself;
+``image_chw_into`` writes it from the four channel planes straight into a batch's slot.
 ``normalize`` turns a batch of resized samples into the float32 (N, 4, S, S) tensor the network
 computes on (training, the viewer's Grad-CAM, and version-2 files, which take it as their input);
 ``normalize_chw`` is the same on channels-first images. ``preprocess`` is resize and normalize for
@@ -99,6 +100,19 @@ def normalize(batch, cfg):
 def image_chw(sample, cfg):
     """uint8 (H, W, 4) -> the resized uint8 (4, S, S) image, channels first."""
     return np.ascontiguousarray(np.moveaxis(resize(sample, cfg), -1, -3))
+
+
+def image_chw_into(planes, cfg, out):
+    """The four 2-D uint8 planes of a sample (``ImageFolder.read_planes``) resized straight into
+    ``out``, a uint8 (4, S, S) slot of a batch: ``image_chw`` of the stacked sample, bit for bit
+    (each interpolation treats the channels alone), without the interleaved copy, the resized
+    copy and the channels-first copy."""
+    for plane, dst in zip(planes, out):
+        if plane.shape == dst.shape:
+            np.copyto(dst, plane)
+        else:  # dst is a contiguous (S, S) view: cv2 writes into it
+            cv2.resize(plane, (cfg.size, cfg.size), dst=dst, interpolation=_INTERPOLATIONS[cfg.interpolation])
+    return out
 
 
 def normalize_chw(batch, cfg):

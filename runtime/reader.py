@@ -140,7 +140,8 @@ def header_size(source, path):
 
 
 def _read_checked(fd, size, path, max_pixels):
-    """The whole file as uint8, read only after its header's size and its byte size pass."""
+    """The whole file's bytes, read only after its header's size and its byte size pass. Bytes,
+    not an array: Wuffs takes them as they are and OpenCV through a zero-copy np.frombuffer."""
     width, height = header_size(fd, path)
     if width * height > max_pixels:
         raise DataError(path, f"{width}x{height} pixels is over the decoded-size limit of {max_pixels} "
@@ -148,14 +149,14 @@ def _read_checked(fd, size, path, max_pixels):
     if size > max_file_bytes(width, height):
         raise DataError(path, f"{size} bytes is more than a {width}x{height} image can hold "
                               f"(at most {max_file_bytes(width, height)}); not read")
-    data = np.empty(size, np.uint8)  # the size from stat: a file grown since is read no further
-    view, got = memoryview(data), 0
+    parts, got = [], 0  # the size from stat: a file grown since is read no further
     while got < size:
-        n = os.preadv(fd, [view[got:]], got)
-        if n == 0:
+        part = os.pread(fd, size - got, got)  # one call for a regular file, unless it shrank
+        if not part:
             break
-        got += n
-    return data[:got]
+        parts.append(part)
+        got += len(part)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def decode_channel(path, max_pixels=DEFAULT_MAX_PIXELS, decoder="auto"):
@@ -179,7 +180,7 @@ def decode_channel(path, max_pixels=DEFAULT_MAX_PIXELS, decoder="auto"):
         raise DataError(path, f"cannot read ({err.strerror})") from None
     finally:
         os.close(fd)
-    if data.size == 0:
+    if not data:
         raise DataError(path, "empty file (0 bytes)")
     img = imdecode(data, path, decoder)
     if img is None or img.size == 0:
@@ -290,6 +291,7 @@ class ImageFolder:
         self.max_pixels = max_pixels_setting(max_pixels)
         self.decoder = resolve_decoder(decoder)
         self._real_root = os.path.realpath(self.root)
+        self._root_text = str(self.root)
         self._subdir = {}
         manifest = self.root / self.MANIFEST
         if manifest.exists():
@@ -308,7 +310,8 @@ class ImageFolder:
         """DataError when ``path`` (ROOT/[sub-folder/]file) is a symlink, or in a sub-folder that
         is one, whose real path leads out of the image folder. Only links are resolved (one lstat
         for a plain file), since nothing below the root but they can lead out."""
-        if os.path.islink(path) or (path.parent != self.root and os.path.islink(path.parent)):
+        parent = os.path.dirname(path)  # a string: no Path built for each of a sample's four files
+        if os.path.islink(path) or (parent != self._root_text and os.path.islink(parent)):
             real = os.path.realpath(path)
             if os.path.commonpath([real, self._real_root]) != self._real_root:
                 raise DataError(path, f"a symlink to {real}, outside the image folder {self.root} (not read)")
@@ -321,10 +324,18 @@ class ImageFolder:
         """The sample as uint8 (H, W, 4) in CHANNELS order. Every failure, an OSError included
         (a name too long, a permission, a link loop), is a DataError naming the file: that
         sample's error, never the run's."""
+        return np.stack(self.read_planes(sample_id), axis=-1)
+
+    def read_planes(self, sample_id):
+        """The sample's four channels as 2-D uint8 arrays of the red channel's size, in CHANNELS
+        order (``read`` without interleaving them: the inference pipeline resizes each plane
+        straight into its batch). Failures as ``read``."""
         paths, planes = [], []
         try:
+            check_id(sample_id, self.root)
+            folder = self.folder_of(sample_id)
             for ch in CHANNELS:
-                paths.append(self.channel_path(sample_id, ch))
+                paths.append(find_channel_file(folder, sample_id, ch))
                 planes.append(self._decode(paths[-1]))
         except OSError as err:
             raise DataError(err.filename or (paths[-1] if paths else self.folder_of(sample_id)),
@@ -334,7 +345,7 @@ class ImageFolder:
             if plane.shape != shape:
                 log.warning("%s: size %s differs from red's %s; resized", paths[i], plane.shape, shape)
                 planes[i] = cv2.resize(plane, (shape[1], shape[0]), interpolation=cv2.INTER_AREA)
-        return np.stack(planes, axis=-1)
+        return planes
 
     def fingerprint(self):
         """sha256 of what the folder holds: every channel file's path below the root, byte size and

@@ -84,6 +84,7 @@ class Choice:
     file: object      # the ModelFile to load (None for the torch backend, which reads the checkpoints)
     device: str       # cpu or cuda (auto for torch: CUDA when PyTorch sees a GPU)
     reason: str       # one line for the user: why this backend and file
+    precision: str = None  # for the torch backend (no file): fp32, or fp16 autocast on CUDA
 
 
 def _fold_index(model):
@@ -124,9 +125,10 @@ def choose(spec, backend="auto", precision=None, device=None, model="ensemble", 
             raise DataError(spec.path, f"lists no {p} ONNX file for {model} ({', '.join(spec.choices())})")
         return Choice("onnxruntime", f, device, f"asked for ONNX Runtime ({p}, {device})")
     if backend == "torch":
-        if precision not in (None, "fp32"):
-            raise ValueError("the torch backend runs the fp32 checkpoints only")
-        return Choice("torch", None, device or "auto", "asked for the PyTorch reference")
+        if precision not in (None, "fp32", "fp16"):
+            raise ValueError("the torch backend runs the checkpoints in fp32, or fp16 autocast on CUDA")
+        return Choice("torch", None, device or "auto", f"asked for the PyTorch reference ({precision or 'fp32'})",
+                      precision or "fp32")
     raise ValueError(f"unknown backend {backend!r}; valid: auto, {', '.join(_EXPLICIT)}")
 
 
