@@ -57,3 +57,24 @@ def tiny_deploy(tiny_run, tmp_path_factory):
     spec = export_run(tiny_run[0], out, ("fp32", "fp16", "int8"), calib_images=16, report=lambda *_: None,
                       int8_targets=("cpu-vnni", "cpu-avx2", "tensorrt"), max_f1_drop=1.0)
     return out, spec
+
+
+@pytest.fixture
+def make_window(qtbot):
+    """Viewer windows for a test (``make(session, sync=True)``), kept referenced until pytest-qt
+    has closed them: it keeps only weak references, and a visible window that the cyclic garbage
+    collector frees in the middle of a paint event takes the process down."""
+    from viewer.app import configure
+    from viewer.window import MainWindow
+
+    made = []
+
+    def make(session, sync=True):
+        configure()
+        win = MainWindow(session, sync=sync)
+        qtbot.addWidget(win)
+        win.show()
+        made.append(win)
+        return win
+
+    yield make

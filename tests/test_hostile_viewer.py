@@ -15,29 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from viewer.app import configure
 from viewer.session import Session
-from viewer.window import MainWindow
 
 ROOT = Path(__file__).resolve().parents[1]
 WAIT_MS = 30000     # the longest a window test waits for a worker's answer
 CLI_TIMEOUT_S = 180  # the longest a `python -m viewer --screenshot` may take here
-
-
-@pytest.fixture
-def make_window(qtbot):
-    """Windows stay referenced until pytest-qt has closed them (see tests/test_viewer.py)."""
-    made = []
-
-    def make(session, sync=False):
-        configure()
-        win = MainWindow(session, sync=sync)
-        qtbot.addWidget(win)
-        win.show()
-        made.append(win)
-        return win
-
-    yield make
 
 
 def viewer(*argv, timeout=CLI_TIMEOUT_S):

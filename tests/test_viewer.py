@@ -32,24 +32,6 @@ def window(qtbot, tiny_data, tiny_deploy, tiny_run):
     return win
 
 
-@pytest.fixture
-def make_window(qtbot):
-    """Windows built in a test stay referenced until pytest-qt has closed them: it keeps only
-    weak references, and a visible window that the cyclic garbage collector frees in the middle
-    of a paint event takes the process down."""
-    made = []
-
-    def make(session, sync=True):
-        configure()
-        win = MainWindow(session, sync=sync)
-        qtbot.addWidget(win)
-        win.show()
-        made.append(win)
-        return win
-
-    yield make
-
-
 def _broken_copy(tiny_data, tmp_path, index=1):
     folder = tmp_path / "test"
     shutil.copytree(tiny_data / "test", folder)

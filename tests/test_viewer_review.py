@@ -259,23 +259,6 @@ def test_opening_another_folder_clears_the_error_filter(window, tiny_data):
     assert window.current.sample is not None and window.current.sample_id == window.visible_ids()[0]
 
 
-@pytest.fixture
-def make_window(qtbot):
-    """Windows stay referenced until pytest-qt has closed them (tests/test_viewer.py says why:
-    a visible window that the garbage collector frees in a paint event takes the process down)."""
-    made = []
-
-    def make(session):
-        configure()
-        win = MainWindow(session, sync=True)
-        qtbot.addWidget(win)
-        win.show()
-        made.append(win)
-        return win
-
-    yield make
-
-
 def test_without_checkpoints_the_strip_says_why(make_window, tiny_data):
     win = make_window(Session(tiny_data / "test"))
     assert win.current.sample is not None and not win.cam_strip.buttons
