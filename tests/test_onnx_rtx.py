@@ -114,8 +114,10 @@ def test_no_driver_or_gpu_is_one_line(monkeypatch):
         rtx.check_gpu()
 
 
-def ep_device(name, kind=GPU, tag=""):
-    return SimpleNamespace(ep_name=name, device=SimpleNamespace(type=kind), tag=tag)
+def ep_device(name, kind=GPU, tag="", memory=True):
+    """An OrtEpDevice: its provider, hardware device and the memory infos of its allocators."""
+    return SimpleNamespace(ep_name=name, device=SimpleNamespace(type=kind), tag=tag,
+                           memory_info=lambda kind: f"{tag}:{kind.name}" if memory else None)
 
 
 def test_device_selection_takes_the_plugins_gpus_in_order():
@@ -174,9 +176,15 @@ def test_load_registers_selects_and_keeps_the_cache(spec, tmp_path, monkeypatch)
     with backend:
         assert made["devices"] == [chosen] and made["wanted"] == rtx.EP_NAME
         assert made["options"]["nv_runtime_cache_path"] == str(cache) and cache.is_dir()
-        assert backend.feed.memory.ep_device is chosen and backend.feed.memory.pinned
+        memory = backend.feed.memory
+        assert memory.ep_device is chosen and memory.pinned  # the plugin's own allocators, on its gpu1
+        assert (memory.device_info, memory.host_info) == ("gpu1:DEFAULT", "gpu1:HOST_ACCESSIBLE")
     assert backend.feed is None and backend.ep_device is None
     assert ort.calls == [(rtx.EP_NAME, FakePackage().get_library_path())]
+    devices[1] = ep_device(rtx.EP_NAME, tag="gpu1", memory=False)
+    with pytest.raises(BackendUnavailable, match=r"^onnxruntime-tensorrt-rtx: NvTensorRTRTXExecutionProvider lists "
+                                                 r"no device memory for its device"):
+        make_backend(spec, "onnxruntime-tensorrt-rtx", precision="fp16", engine_cache=str(cache), gpu="1").__enter__()
 
 
 def test_a_graph_the_provider_does_not_run_whole_is_refused(spec):
@@ -241,13 +249,16 @@ def test_the_install_the_messages_name_exists_and_matches_the_extras():
         assert f"onnxruntime-ep-nv-tensorrt-rtx-{cuda}" in rtx.DISTRIBUTIONS
 
 
-def test_cuda_graphs_are_selected_with_the_plugins_own_run_option(spec, tmp_path):
-    """The plugin reads cuda_graph_annotation_id (its tensorrt_rtx_provider_options.h), ONNX
-    Runtime's CUDA provider gpu_graph_id: each feed sets its provider's key."""
+def test_cuda_graphs_are_selected_with_onnxruntimes_key_and_the_plugins_own(spec, tmp_path):
+    """ONNX Runtime's session reads gpu_graph_id to replay any provider's captured graph (plugin
+    providers' too, since 1.26); the plugin names cuda_graph_annotation_id (its
+    tensorrt_rtx_provider_options.h). The plugin's feed sets both: with its own key alone every
+    batch size would replay graph 0, captured at the first size."""
     from runtime.backends.onnxruntime_backend import OnnxRuntimeCudaBackend
 
     backend = make_backend(spec, "onnxruntime-tensorrt-rtx", engine_cache=str(tmp_path), cuda_graph="1")
-    assert backend.graph_key == "cuda_graph_annotation_id" and OnnxRuntimeCudaBackend.graph_key == "gpu_graph_id"
+    assert backend.graph_keys == ("gpu_graph_id", "cuda_graph_annotation_id")
+    assert OnnxRuntimeCudaBackend.graph_keys == ("gpu_graph_id",)
     header = importlib.util.find_spec(rtx.PACKAGE)
     if header is not None:  # the installed plugin's header says the same
         from pathlib import Path

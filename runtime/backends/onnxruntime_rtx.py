@@ -22,7 +22,8 @@ NvTensorRTRTXExecutionProvider). This backend
 - refuses a session in which any compute node runs on another provider (runtime/onnx_session.py:
   ``plugin_session``), so a result is never labelled TensorRT-RTX when the CPU computed it;
 - feeds the batch through the same IO binding as onnxruntime-cuda (runtime/backends/ort_feed.py),
-  with pinned host memory from the plugin's device and, with ``cuda_graph``, captured CUDA graphs.
+  with buffers from the plugin's own allocators (device memory on its GPU, pinned host memory)
+  and copies through its data transfer (``EpMemory``), and, with ``cuda_graph``, captured CUDA graphs.
 
 ``auto`` takes it on a supported GPU where a probe measures it faster than the CUDA provider
 (``measured_speedup``; runtime/backends/select.py). Nothing here has run on a GPU yet.
@@ -41,7 +42,7 @@ import numpy as np
 
 from runtime.backends.base import BackendUnavailable
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend, flag
-from runtime.backends.ort_feed import CudaMemory
+from runtime.backends.ort_feed import GRAPH_ID_KEY, EpMemory
 from runtime.errors import DataError
 from runtime.model_spec import INPUT_NAME
 
@@ -166,7 +167,9 @@ class OnnxRuntimeRtxBackend(OnnxRuntimeBackend):
     name = "onnxruntime-tensorrt-rtx"
     options = ("engine_cache", "max_batch", "cuda_graph", "gpu")
     provider = EP_NAME
-    graph_key = "cuda_graph_annotation_id"   # the plugin's run option (tensorrt_rtx_provider_options.h)
+    # ONNX Runtime's gpu_graph_id (what its session reads to replay a plugin's captured graph) and the
+    # plugin's own cuda_graph_annotation_id (tensorrt_rtx_provider_options.h): both name the slot's graph.
+    graph_keys = (GRAPH_ID_KEY, "cuda_graph_annotation_id")
 
     def __init__(self, spec, model_file, device="cuda", model="ensemble", threads=0, engine_cache=None,
                  max_batch=64, cuda_graph=None, gpu=0):
@@ -217,7 +220,11 @@ class OnnxRuntimeRtxBackend(OnnxRuntimeBackend):
         log.info("TensorRT for RTX session for %s in %.1f s (runtime cache %s)", self.file.path.name,
                  time.perf_counter() - t0, self.engine_cache)
         self._check_inputs()
-        self.feed = self._feed(CudaMemory(self.gpu, self.ep_device), fixed=self.cuda["cuda_graph"])
+        try:  # the plugin's own allocators and copies: its GPU, and no CUDA provider library needed
+            memory = EpMemory(self.ep_device)
+        except ValueError as err:
+            raise BackendUnavailable(f"{self.name}: {err}") from None
+        self.feed = self._feed(memory, fixed=self.cuda["cuda_graph"])
 
     def _free(self):
         super()._free()
