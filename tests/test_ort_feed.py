@@ -123,14 +123,16 @@ class FakeSession:
     """A session whose 'graph' sums each image; binds and runs as onnxruntime's IO binding does."""
 
     def __init__(self):
-        self.runs = []
+        self.runs, self.events = [], []
 
     def io_binding(self):
         return SimpleNamespace(bind_ortvalue_input=lambda name, v: setattr(self, "input", v),
                                bind_ortvalue_output=lambda name, v: setattr(self, "output", v),
-                               clear_binding_inputs=lambda: None, clear_binding_outputs=lambda: None)
+                               clear_binding_inputs=lambda: None, clear_binding_outputs=lambda: None,
+                               synchronize_outputs=lambda: self.events.append("sync"))
 
     def run_with_iobinding(self, binding, options=None):
+        self.events.append("run")
         self.runs.append(options.get_run_config_entry(GRAPH_ID_KEY) if options else None)
         x = self.input.array.reshape(len(self.input.array), -1).astype(np.float32)
         self.output.array[...] = x.sum(1, keepdims=True) + np.arange(self.output.array.shape[1])
@@ -146,6 +148,8 @@ def test_cuda_memory_uses_pinned_host_buffers_and_one_copy_each_way(monkeypatch)
     monkeypatch.setattr(ort_feed, "_view", lambda value, shape, dtype: value.array)
     FakeValue.made = []
     memory = CudaMemory(0, FakeEpDevice())
+    read = memory.download
+    monkeypatch.setattr(memory, "download", lambda *a: (session.events.append("read"), read(*a))[1])
     assert memory.pinned
     session = FakeSession()
     feed = BoundFeed(session, memory, INPUT_NAME, PROBS, (4, 2, 2), np.uint8, 3, fixed=True)
@@ -157,7 +161,7 @@ def test_cuda_memory_uses_pinned_host_buffers_and_one_copy_each_way(monkeypatch)
     assert [v.where for v in FakeValue.made] == ["CUDAExecutionProvider:HOST_ACCESSIBLE", ("cuda", 0), ("cuda", 0)]
     assert (slot.device_in.copies, slot.device_out.copies) == (2, 2)  # pinned input, device input and output
     assert slot.host_in.ctypes.data == slot.host_in_value.data_ptr()   # the batch is written into pinned memory
-    assert session.runs == ["1", "1"]
+    assert session.runs == ["1", "1"] and session.events == ["run", "sync", "read"] * 2
     out = feed.run(x[:2])
     out[:] = -1  # the caller's copy: the feed's buffer is not handed out
     assert slot.device_out.array[0, 0] != -1
@@ -177,9 +181,18 @@ def test_cuda_memory_without_pinned_memory_falls_back_to_pageable(monkeypatch):
     class NoAllocator(FakeEpDevice):
         def memory_info(self, kind):
             raise RuntimeError("no allocator for HOST_ACCESSIBLE")
-    memory = CudaMemory(0, NoAllocator())
-    host, array = memory.host((2, 3), np.uint8)
-    assert not memory.pinned and host.array is array
+
+    class NotListed(FakeEpDevice):
+        def memory_info(self, kind):
+            return None  # memory_info=None would give plain CPU memory under the name of pinned
+
+    class Silent(FakeEpDevice):
+        def memory_info(self, kind):
+            raise RuntimeError()  # no message: still one log line, no IndexError
+    for device in (NoAllocator(), NotListed(), Silent()):
+        memory = CudaMemory(0, device)
+        host, array = memory.host((2, 3), np.uint8)
+        assert not memory.pinned and host.array is array
 
 
 class PluginValue(FakeValue):
@@ -246,6 +259,7 @@ def test_plugin_memory_allocates_and_copies_through_the_plugins_device(monkeypat
     host = "gpu1:HOST_ACCESSIBLE" if host_accessible else ("cpu", 0)
     assert [v.where for v in FakeValue.made] == [host, "gpu1:DEFAULT", host, "gpu1:DEFAULT"]  # in, out
     assert copies == [(host, "gpu1:DEFAULT"), ("gpu1:DEFAULT", host)] * 2  # one copy each way per batch
+    assert session.events == ["run", "sync"] * 2  # outputs synchronised before they are read
     assert session.runs == ["1", "1"]
     out = feed.run(x[:2])
     out[:] = -1  # the caller's copy
@@ -308,10 +322,11 @@ def test_every_graph_key_names_the_slots_graph(monkeypatch):
 def test_the_onnxruntime_calls_the_feed_makes_exist():
     """The fakes above stand for these onnxruntime names; a rename upstream fails here."""
     assert {"bind_ortvalue_input", "bind_ortvalue_output", "clear_binding_inputs",
-            "clear_binding_outputs"} <= set(dir(onnxruntime.IOBinding))
+            "clear_binding_outputs", "synchronize_outputs"} <= set(dir(onnxruntime.IOBinding))
     assert "memory_info" in inspect.signature(onnxruntime.OrtValue.ortvalue_from_shape_and_type).parameters
     assert {"update_inplace", "data_ptr", "numpy"} <= set(dir(onnxruntime.OrtValue))
-    assert "stream" in inspect.signature(onnxruntime.copy_tensors).parameters
+    assert "stream" in inspect.signature(onnxruntime.copy_tensors).parameters  # EpMemory's copies
+    assert {"device_id", "device_vendor_id"} <= set(dir(onnxruntime.OrtMemoryInfo))  # its fallback allocation
     assert {"DEFAULT", "HOST_ACCESSIBLE"} <= set(onnxruntime.OrtDeviceMemoryType.__members__)
     assert "memory_info" in dir(onnxruntime.OrtEpDevice) and hasattr(onnxruntime, "get_ep_devices")
     assert hasattr(onnxruntime.InferenceSession, "run_with_iobinding")

@@ -105,12 +105,15 @@ class CudaMemory:
         if self.pinned:
             try:
                 info = self.ep_device.memory_info(ort.OrtDeviceMemoryType.HOST_ACCESSIBLE)
+                if info is None:  # memory_info=None would allocate plain CPU memory, not pinned
+                    raise ValueError("it lists no host-accessible memory")
                 value = ort.OrtValue.ortvalue_from_shape_and_type(list(shape), dtype, memory_info=info)
                 return value, _view(value, shape, dtype)
             except Exception as err:  # noqa: BLE001 - onnxruntime's own types: no such allocator in this build
                 self.pinned = False
+                reason = (str(err).strip().splitlines() or [type(err).__name__])[0][:160]
                 log.info("no pinned host memory from %s (%s): host buffers are pageable",
-                         getattr(self.ep_device, "ep_name", "the provider"), str(err).splitlines()[0][:160])
+                         getattr(self.ep_device, "ep_name", "the provider"), reason)
         array = np.zeros(shape, dtype)
         return ort.OrtValue.ortvalue_from_numpy(array), array
 
@@ -256,6 +259,10 @@ class BoundFeed:
             for key in self.graph_keys:
                 options.add_run_config_entry(key, str(slot.graph_id))
         self.session.run_with_iobinding(slot.binding, options)
+        # Run synchronises the provider's stream before it returns, and a graph replay is followed
+        # by the provider's own stream sync; reading back only after synchronize_outputs keeps the
+        # read correct whatever a provider does there (on an idle stream it costs microseconds).
+        slot.binding.synchronize_outputs()
         return self.memory.download(slot.device_out, slot.host_out_value, slot.host_out, n)  # and one back
 
     def close(self):
