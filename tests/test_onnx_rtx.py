@@ -267,3 +267,13 @@ def test_cuda_graphs_are_selected_with_onnxruntimes_key_and_the_plugins_own(spec
         assert 'kCudaGraphAnnotation = "cuda_graph_annotation_id"' in text
         names = rtx.rtx_provider_options(48, 16, tmp_path, True)
         assert all(f'"{name}"' in text for name in names)  # every provider option the backend sets
+
+
+def test_onnxruntime_errors_become_one_line():
+    """onnxruntime's messages span lines (source path, stack); one without a message names its type."""
+    from runtime.onnx_session import first_line
+
+    err = RuntimeError("[ONNXRuntimeError] : 1 : FAIL : cannot load\n/onnxruntime_src/x.cc:12 stack\n#0 ...")
+    assert first_line(err) == "[ONNXRuntimeError] : 1 : FAIL : cannot load"
+    assert first_line(RuntimeError()) == "RuntimeError" and first_line(MemoryError("  ")) == "MemoryError"
+    assert len(first_line(RuntimeError("x" * 500), 160)) == 160

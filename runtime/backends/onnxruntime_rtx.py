@@ -45,6 +45,7 @@ from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend, flag
 from runtime.backends.ort_feed import GRAPH_ID_KEY, EpMemory
 from runtime.errors import DataError
 from runtime.model_spec import INPUT_NAME
+from runtime.onnx_session import first_line
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +70,7 @@ def plugin_package():
         return importlib.import_module(PACKAGE)
     except (ImportError, OSError) as err:
         raise BackendUnavailable(f"onnxruntime-tensorrt-rtx: the plugin package does not import "
-                                 f"({str(err).splitlines()[0][:200]}; {INSTALL})") from None
+                                 f"({first_line(err)}; {INSTALL})") from None
 
 
 def plugin_version():
