@@ -104,6 +104,7 @@ def test_compute_capability_is_checked_against_the_support_matrix(monkeypatch, c
         rtx.check_gpu()
     assert f"has compute capability {cc}; TensorRT for RTX supports 7.5, 8.6, 8.9, 12.x" in str(err.value)
     assert "\n" not in str(err.value)
+    assert rtx.check_gpu(capability=False).compute_capability == cc  # gpu=N: the plugin's list decides
 
 
 def test_no_driver_or_gpu_is_one_line(monkeypatch):
@@ -181,6 +182,12 @@ def test_load_registers_selects_and_keeps_the_cache(spec, tmp_path, monkeypatch)
         assert (memory.device_info, memory.host_info) == ("gpu1:DEFAULT", "gpu1:HOST_ACCESSIBLE")
     assert backend.feed is None and backend.ep_device is None
     assert ort.calls == [(rtx.EP_NAME, FakePackage().get_library_path())]
+    monkeypatch.setattr(runtime.gpu_info, "gpu_info", lambda: gpu("NVIDIA H100", "9.0"))
+    with make_backend(spec, "onnxruntime-tensorrt-rtx", precision="fp16", engine_cache=str(cache), gpu="1") as mixed:
+        assert mixed.ep_device is chosen  # an H100 at 0 does not refuse the RTX card the plugin lists at 1
+    with pytest.raises(BackendUnavailable, match="NVIDIA H100 has compute capability 9.0"):
+        make_backend(spec, "onnxruntime-tensorrt-rtx", precision="fp16", engine_cache=str(cache)).__enter__()
+    monkeypatch.setattr(runtime.gpu_info, "gpu_info", lambda: gpu())
     devices[1] = ep_device(rtx.EP_NAME, tag="gpu1", memory=False)
     with pytest.raises(BackendUnavailable, match=r"^onnxruntime-tensorrt-rtx: NvTensorRTRTXExecutionProvider lists "
                                                  r"no device memory for its device"):

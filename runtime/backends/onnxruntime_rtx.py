@@ -95,15 +95,17 @@ def unsupported_reason(gpu_name, compute_capability):
             "tensorrt: docs/gpu.md)")
 
 
-def check_gpu():
-    """The GpuInfo of device 0 when TensorRT for RTX can run on it; BackendUnavailable otherwise."""
+def check_gpu(capability=True):
+    """The GpuInfo of device 0 when TensorRT for RTX can run on it; BackendUnavailable otherwise.
+    ``capability=False`` checks the driver and a GPU only: device 0's compute capability says
+    nothing of another GPU (``gpu=N``), which the plugin lists only when it supports it."""
     from runtime.gpu_info import NoGpu, gpu_info
 
     try:
         gpu = gpu_info()
     except NoGpu as err:
         raise BackendUnavailable(f"onnxruntime-tensorrt-rtx: {err}") from None
-    reason = unsupported_reason(gpu.name, gpu.compute_capability)
+    reason = unsupported_reason(gpu.name, gpu.compute_capability) if capability else None
     if reason:
         raise BackendUnavailable(reason)
     return gpu
@@ -206,7 +208,7 @@ class OnnxRuntimeRtxBackend(OnnxRuntimeBackend):
         from runtime.onnx_session import ProviderUnavailable, plugin_session
 
         package = plugin_package()
-        check_gpu()
+        check_gpu(capability=self.gpu == 0)  # GPU 0's capability; select_device answers for another
         ep_name = register_plugin(package, ort)
         self.ep_device = select_device(ort.get_ep_devices(), ep_name, self.gpu)
         self.engine_cache.mkdir(parents=True, exist_ok=True)
