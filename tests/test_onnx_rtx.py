@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import onnxruntime
 import pytest
 
+import runtime.errors
 import runtime.gpu_info
 import runtime.onnx_session
 from runtime.backends import BackendUnavailable, make_backend
@@ -188,6 +189,16 @@ def test_load_registers_selects_and_keeps_the_cache(spec, tmp_path, monkeypatch)
     with pytest.raises(BackendUnavailable, match="NVIDIA H100 has compute capability 9.0"):
         make_backend(spec, "onnxruntime-tensorrt-rtx", precision="fp16", engine_cache=str(cache)).__enter__()
     monkeypatch.setattr(runtime.gpu_info, "gpu_info", lambda: gpu())
+
+    def refuse(path, ep_devices, options, wanted, threads, data):
+        raise runtime.errors.DataError(path, f"{wanted} cannot load it (graph capture needs every node on the EP)")
+    monkeypatch.setattr(runtime.onnx_session, "plugin_session", refuse)
+    with pytest.raises(BackendUnavailable, match=r"cuda_graph=1 is not possible for ensemble.fp16.onnx: .*run without"):
+        make_backend(spec, "onnxruntime-tensorrt-rtx", precision="fp16", engine_cache=str(cache),
+                     cuda_graph="1").__enter__()
+    with pytest.raises(runtime.errors.DataError):  # without the option it is the file's error
+        make_backend(spec, "onnxruntime-tensorrt-rtx", precision="fp16", engine_cache=str(cache)).__enter__()
+    monkeypatch.setattr(runtime.onnx_session, "plugin_session", session)
     devices[1] = ep_device(rtx.EP_NAME, tag="gpu1", memory=False)
     with pytest.raises(BackendUnavailable, match=r"^onnxruntime-tensorrt-rtx: NvTensorRTRTXExecutionProvider lists "
                                                  r"no device memory for its device"):

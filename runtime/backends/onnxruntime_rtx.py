@@ -220,6 +220,11 @@ class OnnxRuntimeRtxBackend(OnnxRuntimeBackend):
                                           self.file.verified_bytes())
         except ProviderUnavailable as err:
             raise BackendUnavailable(f"{self.name}: {err}") from None
+        except DataError as err:  # graph capture refused (a node left to the CPU): the option, not the file
+            if not self.cuda["cuda_graph"]:
+                raise
+            raise BackendUnavailable(f"{self.name}: cuda_graph=1 is not possible for {self.file.path.name}: "
+                                     f"{err.reason}; run without it") from None
         log.info("TensorRT for RTX session for %s in %.1f s (runtime cache %s)", self.file.path.name,
                  time.perf_counter() - t0, self.engine_cache)
         self._check_inputs()
