@@ -30,6 +30,12 @@ COMPUTE_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul", "QLinearConv
                          "QLinearMatMul", "BatchNormalization", "GlobalAveragePool", "AveragePool", "MaxPool"})
 
 
+def first_line(err, limit=200):
+    """The first line of ``err``'s message (its type's name when it has none), at most ``limit``
+    characters: onnxruntime's messages run over several lines, with a source path and a stack."""
+    return (str(err).strip().splitlines() or [type(err).__name__])[0][:limit]
+
+
 class ProviderUnavailable(Exception):
     """A GPU execution provider cannot run here; the message says what is missing, in one line."""
 
@@ -71,7 +77,7 @@ def _session(path, providers, threads, data=None):
     try:
         return ort.InferenceSession(str(path) if data is None else data, _options(threads), providers=providers)
     except Exception as err:  # onnxruntime raises its own exception types for a bad file or provider
-        raise DataError(path, f"ONNX Runtime cannot load it ({str(err).splitlines()[0][:160]})") from None
+        raise DataError(path, f"ONNX Runtime cannot load it ({first_line(err, 160)})") from None
 
 
 def make_session(path, device="cpu", threads=0, data=None):
@@ -150,7 +156,7 @@ def plugin_session(path, ep_devices, provider_options, wanted, threads=0, data=N
     try:
         session = ort.InferenceSession(str(path) if data is None else data, options)
     except Exception as err:  # onnxruntime's own exception types: the file, or the provider refusing it
-        raise DataError(path, f"{wanted} cannot load it ({str(err).splitlines()[0][:200]})") from None
+        raise DataError(path, f"{wanted} cannot load it ({first_line(err)})") from None
     active = session.get_providers()
     if wanted not in active:
         raise ProviderUnavailable(f"{wanted} is not active (the session runs on {', '.join(active)})")

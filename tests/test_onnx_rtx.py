@@ -11,6 +11,7 @@ from types import SimpleNamespace
 import onnxruntime
 import pytest
 
+import runtime.errors
 import runtime.gpu_info
 import runtime.onnx_session
 from runtime.backends import BackendUnavailable, make_backend
@@ -104,6 +105,7 @@ def test_compute_capability_is_checked_against_the_support_matrix(monkeypatch, c
         rtx.check_gpu()
     assert f"has compute capability {cc}; TensorRT for RTX supports 7.5, 8.6, 8.9, 12.x" in str(err.value)
     assert "\n" not in str(err.value)
+    assert rtx.check_gpu(capability=False).compute_capability == cc  # gpu=N: the plugin's list decides
 
 
 def test_no_driver_or_gpu_is_one_line(monkeypatch):
@@ -114,8 +116,10 @@ def test_no_driver_or_gpu_is_one_line(monkeypatch):
         rtx.check_gpu()
 
 
-def ep_device(name, kind=GPU, tag=""):
-    return SimpleNamespace(ep_name=name, device=SimpleNamespace(type=kind), tag=tag)
+def ep_device(name, kind=GPU, tag="", memory=True):
+    """An OrtEpDevice: its provider, hardware device and the memory infos of its allocators."""
+    return SimpleNamespace(ep_name=name, device=SimpleNamespace(type=kind), tag=tag,
+                           memory_info=lambda kind: f"{tag}:{kind.name}" if memory else None)
 
 
 def test_device_selection_takes_the_plugins_gpus_in_order():
@@ -174,9 +178,31 @@ def test_load_registers_selects_and_keeps_the_cache(spec, tmp_path, monkeypatch)
     with backend:
         assert made["devices"] == [chosen] and made["wanted"] == rtx.EP_NAME
         assert made["options"]["nv_runtime_cache_path"] == str(cache) and cache.is_dir()
-        assert backend.feed.memory.ep_device is chosen and backend.feed.memory.pinned
+        memory = backend.feed.memory
+        assert memory.ep_device is chosen and memory.pinned  # the plugin's own allocators, on its gpu1
+        assert (memory.device_info, memory.host_info) == ("gpu1:DEFAULT", "gpu1:HOST_ACCESSIBLE")
     assert backend.feed is None and backend.ep_device is None
     assert ort.calls == [(rtx.EP_NAME, FakePackage().get_library_path())]
+    monkeypatch.setattr(runtime.gpu_info, "gpu_info", lambda: gpu("NVIDIA H100", "9.0"))
+    with make_backend(spec, "onnxruntime-tensorrt-rtx", precision="fp16", engine_cache=str(cache), gpu="1") as mixed:
+        assert mixed.ep_device is chosen  # an H100 at 0 does not refuse the RTX card the plugin lists at 1
+    with pytest.raises(BackendUnavailable, match="NVIDIA H100 has compute capability 9.0"):
+        make_backend(spec, "onnxruntime-tensorrt-rtx", precision="fp16", engine_cache=str(cache)).__enter__()
+    monkeypatch.setattr(runtime.gpu_info, "gpu_info", lambda: gpu())
+
+    def refuse(path, ep_devices, options, wanted, threads, data):
+        raise runtime.errors.DataError(path, f"{wanted} cannot load it (graph capture needs every node on the EP)")
+    monkeypatch.setattr(runtime.onnx_session, "plugin_session", refuse)
+    with pytest.raises(BackendUnavailable, match=r"cuda_graph=1 is not possible for ensemble.fp16.onnx: .*run without"):
+        make_backend(spec, "onnxruntime-tensorrt-rtx", precision="fp16", engine_cache=str(cache),
+                     cuda_graph="1").__enter__()
+    with pytest.raises(runtime.errors.DataError):  # without the option it is the file's error
+        make_backend(spec, "onnxruntime-tensorrt-rtx", precision="fp16", engine_cache=str(cache)).__enter__()
+    monkeypatch.setattr(runtime.onnx_session, "plugin_session", session)
+    devices[1] = ep_device(rtx.EP_NAME, tag="gpu1", memory=False)
+    with pytest.raises(BackendUnavailable, match=r"^onnxruntime-tensorrt-rtx: NvTensorRTRTXExecutionProvider lists "
+                                                 r"no device memory for its device"):
+        make_backend(spec, "onnxruntime-tensorrt-rtx", precision="fp16", engine_cache=str(cache), gpu="1").__enter__()
 
 
 def test_a_graph_the_provider_does_not_run_whole_is_refused(spec):
@@ -241,13 +267,16 @@ def test_the_install_the_messages_name_exists_and_matches_the_extras():
         assert f"onnxruntime-ep-nv-tensorrt-rtx-{cuda}" in rtx.DISTRIBUTIONS
 
 
-def test_cuda_graphs_are_selected_with_the_plugins_own_run_option(spec, tmp_path):
-    """The plugin reads cuda_graph_annotation_id (its tensorrt_rtx_provider_options.h), ONNX
-    Runtime's CUDA provider gpu_graph_id: each feed sets its provider's key."""
+def test_cuda_graphs_are_selected_with_onnxruntimes_key_and_the_plugins_own(spec, tmp_path):
+    """ONNX Runtime's session reads gpu_graph_id to replay any provider's captured graph (plugin
+    providers' too, since 1.26); the plugin names cuda_graph_annotation_id (its
+    tensorrt_rtx_provider_options.h). The plugin's feed sets both: with its own key alone every
+    batch size would replay graph 0, captured at the first size."""
     from runtime.backends.onnxruntime_backend import OnnxRuntimeCudaBackend
 
     backend = make_backend(spec, "onnxruntime-tensorrt-rtx", engine_cache=str(tmp_path), cuda_graph="1")
-    assert backend.graph_key == "cuda_graph_annotation_id" and OnnxRuntimeCudaBackend.graph_key == "gpu_graph_id"
+    assert backend.graph_keys == ("gpu_graph_id", "cuda_graph_annotation_id")
+    assert OnnxRuntimeCudaBackend.graph_keys == ("gpu_graph_id",)
     header = importlib.util.find_spec(rtx.PACKAGE)
     if header is not None:  # the installed plugin's header says the same
         from pathlib import Path
@@ -256,3 +285,13 @@ def test_cuda_graphs_are_selected_with_the_plugins_own_run_option(spec, tmp_path
         assert 'kCudaGraphAnnotation = "cuda_graph_annotation_id"' in text
         names = rtx.rtx_provider_options(48, 16, tmp_path, True)
         assert all(f'"{name}"' in text for name in names)  # every provider option the backend sets
+
+
+def test_onnxruntime_errors_become_one_line():
+    """onnxruntime's messages span lines (source path, stack); one without a message names its type."""
+    from runtime.onnx_session import first_line
+
+    err = RuntimeError("[ONNXRuntimeError] : 1 : FAIL : cannot load\n/onnxruntime_src/x.cc:12 stack\n#0 ...")
+    assert first_line(err) == "[ONNXRuntimeError] : 1 : FAIL : cannot load"
+    assert first_line(RuntimeError()) == "RuntimeError" and first_line(MemoryError("  ")) == "MemoryError"
+    assert len(first_line(RuntimeError("x" * 500), 160)) == 160

@@ -17,7 +17,7 @@ from runtime.__main__ import main as runtime_main
 from runtime.backends import make_backend
 from runtime.backends import ort_feed
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend, cuda_provider_options, cuda_settings
-from runtime.backends.ort_feed import GRAPH_ID_KEY, BoundFeed, CpuMemory, CudaMemory
+from runtime.backends.ort_feed import GRAPH_ID_KEY, BoundFeed, CpuMemory, CudaMemory, EpMemory
 from runtime.bench import bench
 from runtime.infer import run_settings
 from runtime.reader import ImageFolder
@@ -123,14 +123,16 @@ class FakeSession:
     """A session whose 'graph' sums each image; binds and runs as onnxruntime's IO binding does."""
 
     def __init__(self):
-        self.runs = []
+        self.runs, self.events = [], []
 
     def io_binding(self):
         return SimpleNamespace(bind_ortvalue_input=lambda name, v: setattr(self, "input", v),
                                bind_ortvalue_output=lambda name, v: setattr(self, "output", v),
-                               clear_binding_inputs=lambda: None, clear_binding_outputs=lambda: None)
+                               clear_binding_inputs=lambda: None, clear_binding_outputs=lambda: None,
+                               synchronize_outputs=lambda: self.events.append("sync"))
 
     def run_with_iobinding(self, binding, options=None):
+        self.events.append("run")
         self.runs.append(options.get_run_config_entry(GRAPH_ID_KEY) if options else None)
         x = self.input.array.reshape(len(self.input.array), -1).astype(np.float32)
         self.output.array[...] = x.sum(1, keepdims=True) + np.arange(self.output.array.shape[1])
@@ -146,6 +148,8 @@ def test_cuda_memory_uses_pinned_host_buffers_and_one_copy_each_way(monkeypatch)
     monkeypatch.setattr(ort_feed, "_view", lambda value, shape, dtype: value.array)
     FakeValue.made = []
     memory = CudaMemory(0, FakeEpDevice())
+    read = memory.download
+    monkeypatch.setattr(memory, "download", lambda *a: (session.events.append("read"), read(*a))[1])
     assert memory.pinned
     session = FakeSession()
     feed = BoundFeed(session, memory, INPUT_NAME, PROBS, (4, 2, 2), np.uint8, 3, fixed=True)
@@ -157,7 +161,7 @@ def test_cuda_memory_uses_pinned_host_buffers_and_one_copy_each_way(monkeypatch)
     assert [v.where for v in FakeValue.made] == ["CUDAExecutionProvider:HOST_ACCESSIBLE", ("cuda", 0), ("cuda", 0)]
     assert (slot.device_in.copies, slot.device_out.copies) == (2, 2)  # pinned input, device input and output
     assert slot.host_in.ctypes.data == slot.host_in_value.data_ptr()   # the batch is written into pinned memory
-    assert session.runs == ["1", "1"]
+    assert session.runs == ["1", "1"] and session.events == ["run", "sync", "read"] * 2
     out = feed.run(x[:2])
     out[:] = -1  # the caller's copy: the feed's buffer is not handed out
     assert slot.device_out.array[0, 0] != -1
@@ -177,17 +181,152 @@ def test_cuda_memory_without_pinned_memory_falls_back_to_pageable(monkeypatch):
     class NoAllocator(FakeEpDevice):
         def memory_info(self, kind):
             raise RuntimeError("no allocator for HOST_ACCESSIBLE")
-    memory = CudaMemory(0, NoAllocator())
-    host, array = memory.host((2, 3), np.uint8)
-    assert not memory.pinned and host.array is array
+
+    class NotListed(FakeEpDevice):
+        def memory_info(self, kind):
+            return None  # memory_info=None would give plain CPU memory under the name of pinned
+
+    class Silent(FakeEpDevice):
+        def memory_info(self, kind):
+            raise RuntimeError()  # no message: still one log line, no IndexError
+    for device in (NoAllocator(), NotListed(), Silent()):
+        memory = CudaMemory(0, device)
+        host, array = memory.host((2, 3), np.uint8)
+        assert not memory.pinned and host.array is array
+
+
+class PluginValue(FakeValue):
+    """OrtValue as onnxruntime-gpu makes it beside a plugin provider: a 'cuda' value needs the CUDA
+    provider's library (which the TensorRT for RTX install does not bring: 'CUDA Provider not
+    available'), and so do update_inplace and numpy() on a device value; a value from an
+    OrtEpDevice's memory info comes from the plugin's own allocator."""
+
+    @classmethod
+    def ortvalue_from_shape_and_type(cls, shape, dtype, device_type="cpu", device_id=0, memory_info=None):
+        if device_type == "cuda":
+            raise RuntimeError("provider_bridge_ort.cc:2465 GetProviderInfo_CUDA() CUDA Provider not available")
+        return super().ortvalue_from_shape_and_type(shape, dtype, device_type, device_id, memory_info)
+
+    def update_inplace(self, array):
+        raise RuntimeError("CUDA Provider not available")
+
+    def numpy(self):
+        raise RuntimeError("CUDA Provider not available")
+
+
+class PluginDevice:
+    """An OrtEpDevice of a plugin on its second GPU (what the backend's gpu=1 selects)."""
+
+    ep_name = "NvTensorRTRTXExecutionProvider"
+
+    def __init__(self, host_accessible=True):
+        self.host_accessible = host_accessible
+
+    def memory_info(self, kind):
+        if kind.name == "HOST_ACCESSIBLE" and not self.host_accessible:
+            return None
+        return f"gpu1:{kind.name}"
+
+
+def plugin_ort(copies):
+    def copy_tensors(src, dst, stream=None):
+        for s, d in zip(src, dst):
+            copies.append((s.where, d.where))
+            d.array[...] = s.array
+    return SimpleNamespace(OrtValue=PluginValue, OrtDeviceMemoryType=onnxruntime.OrtDeviceMemoryType,
+                           RunOptions=onnxruntime.RunOptions, copy_tensors=copy_tensors)
+
+
+@pytest.mark.parametrize("host_accessible", [True, False])
+def test_plugin_memory_allocates_and_copies_through_the_plugins_device(monkeypatch, host_accessible):
+    """A plugin provider's feed (TensorRT for RTX): every buffer from its OrtEpDevice's allocators
+    (device memory on the GPU it was selected for, pinned host memory where listed), every copy
+    through onnxruntime.copy_tensors; no 'cuda' OrtValue, whose allocation needs the CUDA provider's
+    library and would sit on CUDA device 'gpu' whatever device the plugin listed at that index."""
+    copies = []
+    monkeypatch.setattr(ort_feed, "ort", plugin_ort(copies))
+    monkeypatch.setattr(ort_feed, "_view", lambda value, shape, dtype: value.array)
+    FakeValue.made = []
+    memory = EpMemory(PluginDevice(host_accessible))
+    assert memory.pinned is host_accessible
+    session = FakeSession()
+    feed = BoundFeed(session, memory, INPUT_NAME, PROBS, (4, 2, 2), np.uint8, 3, fixed=True,
+                     graph_keys=(GRAPH_ID_KEY, "cuda_graph_annotation_id"))
+    x = np.arange(5 * 16, dtype=np.uint8).reshape(5, 4, 2, 2)
+    expected = x.reshape(5, -1).astype(np.float32).sum(1, keepdims=True) + np.arange(3)
+    np.testing.assert_array_equal(feed.run(x), expected)
+    np.testing.assert_array_equal(feed.run(x[:2]), expected[:2])  # padded into the 5-row slot
+    host = "gpu1:HOST_ACCESSIBLE" if host_accessible else ("cpu", 0)
+    assert [v.where for v in FakeValue.made] == [host, "gpu1:DEFAULT", host, "gpu1:DEFAULT"]  # in, out
+    assert copies == [(host, "gpu1:DEFAULT"), ("gpu1:DEFAULT", host)] * 2  # one copy each way per batch
+    assert session.events == ["run", "sync"] * 2  # outputs synchronised before they are read
+    assert session.runs == ["1", "1"]
+    out = feed.run(x[:2])
+    out[:] = -1  # the caller's copy
+    assert feed.slots[0].host_out[0, 0] != -1
+    feed.close()
+    assert feed.slots == []
+
+
+def test_plugin_memory_on_an_onnxruntime_without_memory_info(monkeypatch):
+    """onnxruntime 1.26 (requirements-tensorrt-rtx-cu12.txt) has no memory_info argument: device
+    buffers by the device memory's vendor and device id, which key the plugin's shared allocator."""
+    class OldValue(PluginValue):
+        @classmethod
+        def ortvalue_from_shape_and_type(cls, shape, dtype, device_type="cpu", device_id=0, vendor_id=-1):
+            return cls(shape, dtype, (device_type, device_id, vendor_id))
+
+    class Info:
+        device_id, device_vendor_id = 1, 0x10DE
+
+    fake = plugin_ort([])
+    fake.OrtValue = OldValue
+    monkeypatch.setattr(ort_feed, "ort", fake)
+    device = PluginDevice()
+    device.memory_info = lambda kind: Info()
+    memory = EpMemory(device)
+    assert not memory.pinned
+    assert memory.device((2, 3), np.uint8, None).where == ("gpu", 1, 0x10DE)
+
+
+def test_plugin_memory_without_device_memory_is_one_line(monkeypatch):
+    monkeypatch.setattr(ort_feed, "ort", plugin_ort([]))
+
+    class NoMemory(PluginDevice):
+        def memory_info(self, kind):
+            return None
+    with pytest.raises(ValueError, match="^NvTensorRTRTXExecutionProvider lists no device memory for its device"):
+        EpMemory(NoMemory())
+
+
+def test_every_graph_key_names_the_slots_graph(monkeypatch):
+    """Under CUDA graphs each run carries gpu_graph_id (what ONNX Runtime's session reads to replay
+    a captured graph, for the CUDA provider and plugin providers alike) and any key of the
+    provider's own, all set to the slot's id."""
+    monkeypatch.setattr(ort_feed, "ort", SimpleNamespace(OrtValue=FakeValue, RunOptions=onnxruntime.RunOptions))
+    session = FakeSession()
+    seen = []
+    run = session.run_with_iobinding
+
+    def record(binding, options=None):
+        seen.append((options.get_run_config_entry(GRAPH_ID_KEY), options.get_run_config_entry("own_key")))
+        return run(binding, options)
+    session.run_with_iobinding = record
+    feed = BoundFeed(session, CudaMemory(0, None), INPUT_NAME, PROBS, (4, 2, 2), np.uint8, 3, fixed=True,
+                     graph_keys=(GRAPH_ID_KEY, "own_key"))
+    for n in (4, 2, 6):
+        feed.run(np.zeros((n, 4, 2, 2), np.uint8))
+    assert seen == [("1", "1"), ("1", "1"), ("2", "2")]
 
 
 def test_the_onnxruntime_calls_the_feed_makes_exist():
     """The fakes above stand for these onnxruntime names; a rename upstream fails here."""
     assert {"bind_ortvalue_input", "bind_ortvalue_output", "clear_binding_inputs",
-            "clear_binding_outputs"} <= set(dir(onnxruntime.IOBinding))
+            "clear_binding_outputs", "synchronize_outputs"} <= set(dir(onnxruntime.IOBinding))
     assert "memory_info" in inspect.signature(onnxruntime.OrtValue.ortvalue_from_shape_and_type).parameters
     assert {"update_inplace", "data_ptr", "numpy"} <= set(dir(onnxruntime.OrtValue))
+    assert "stream" in inspect.signature(onnxruntime.copy_tensors).parameters  # EpMemory's copies
+    assert {"device_id", "device_vendor_id"} <= set(dir(onnxruntime.OrtMemoryInfo))  # its fallback allocation
     assert {"DEFAULT", "HOST_ACCESSIBLE"} <= set(onnxruntime.OrtDeviceMemoryType.__members__)
     assert "memory_info" in dir(onnxruntime.OrtEpDevice) and hasattr(onnxruntime, "get_ep_devices")
     assert hasattr(onnxruntime.InferenceSession, "run_with_iobinding")

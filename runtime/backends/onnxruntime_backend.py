@@ -92,7 +92,7 @@ class OnnxRuntimeBackend(Backend):
     name = "onnxruntime"
     options = ("cuda_graph", "prefer_nhwc", "conv_algo", "conv_workspace", "io_binding")
     provider = CUDA          # the provider whose OrtEpDevice gives pinned host memory
-    graph_key = GRAPH_ID_KEY  # its run option naming a captured CUDA graph
+    graph_keys = (GRAPH_ID_KEY,)  # the run options naming a captured CUDA graph
 
     def __init__(self, spec, model_file, device="cpu", model="ensemble", threads=0, io_binding=None,
                  cuda_graph=None, prefer_nhwc=None, conv_algo=None, conv_workspace=None):
@@ -153,7 +153,7 @@ class OnnxRuntimeBackend(Backend):
             raise ValueError(f"{self.file.path}: input {INPUT_NAME!r} is {kind}; expected uint8 or float")
         size = self.spec.preprocess.size
         return BoundFeed(self.session, memory, INPUT_NAME, PROBS, (4, size, size), INPUT_TYPES[kind], NUM_CLASSES,
-                         fixed=fixed, graph_key=self.graph_key)
+                         fixed=fixed, graph_keys=self.graph_keys)
 
     def _infer(self, batch):
         if self.feed is not None:

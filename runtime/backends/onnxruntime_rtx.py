@@ -22,7 +22,8 @@ NvTensorRTRTXExecutionProvider). This backend
 - refuses a session in which any compute node runs on another provider (runtime/onnx_session.py:
   ``plugin_session``), so a result is never labelled TensorRT-RTX when the CPU computed it;
 - feeds the batch through the same IO binding as onnxruntime-cuda (runtime/backends/ort_feed.py),
-  with pinned host memory from the plugin's device and, with ``cuda_graph``, captured CUDA graphs.
+  with buffers from the plugin's own allocators (device memory on its GPU, pinned host memory)
+  and copies through its data transfer (``EpMemory``), and, with ``cuda_graph``, captured CUDA graphs.
 
 ``auto`` takes it on a supported GPU where a probe measures it faster than the CUDA provider
 (``measured_speedup``; runtime/backends/select.py). Nothing here has run on a GPU yet.
@@ -41,9 +42,10 @@ import numpy as np
 
 from runtime.backends.base import BackendUnavailable
 from runtime.backends.onnxruntime_backend import OnnxRuntimeBackend, flag
-from runtime.backends.ort_feed import CudaMemory
+from runtime.backends.ort_feed import GRAPH_ID_KEY, EpMemory
 from runtime.errors import DataError
 from runtime.model_spec import INPUT_NAME
+from runtime.onnx_session import first_line
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +70,7 @@ def plugin_package():
         return importlib.import_module(PACKAGE)
     except (ImportError, OSError) as err:
         raise BackendUnavailable(f"onnxruntime-tensorrt-rtx: the plugin package does not import "
-                                 f"({str(err).splitlines()[0][:200]}; {INSTALL})") from None
+                                 f"({first_line(err)}; {INSTALL})") from None
 
 
 def plugin_version():
@@ -93,15 +95,17 @@ def unsupported_reason(gpu_name, compute_capability):
             "tensorrt: docs/gpu.md)")
 
 
-def check_gpu():
-    """The GpuInfo of device 0 when TensorRT for RTX can run on it; BackendUnavailable otherwise."""
+def check_gpu(capability=True):
+    """The GpuInfo of device 0 when TensorRT for RTX can run on it; BackendUnavailable otherwise.
+    ``capability=False`` checks the driver and a GPU only: device 0's compute capability says
+    nothing of another GPU (``gpu=N``), which the plugin lists only when it supports it."""
     from runtime.gpu_info import NoGpu, gpu_info
 
     try:
         gpu = gpu_info()
     except NoGpu as err:
         raise BackendUnavailable(f"onnxruntime-tensorrt-rtx: {err}") from None
-    reason = unsupported_reason(gpu.name, gpu.compute_capability)
+    reason = unsupported_reason(gpu.name, gpu.compute_capability) if capability else None
     if reason:
         raise BackendUnavailable(reason)
     return gpu
@@ -166,7 +170,9 @@ class OnnxRuntimeRtxBackend(OnnxRuntimeBackend):
     name = "onnxruntime-tensorrt-rtx"
     options = ("engine_cache", "max_batch", "cuda_graph", "gpu")
     provider = EP_NAME
-    graph_key = "cuda_graph_annotation_id"   # the plugin's run option (tensorrt_rtx_provider_options.h)
+    # ONNX Runtime's gpu_graph_id (what its session reads to replay a plugin's captured graph) and the
+    # plugin's own cuda_graph_annotation_id (tensorrt_rtx_provider_options.h): both name the slot's graph.
+    graph_keys = (GRAPH_ID_KEY, "cuda_graph_annotation_id")
 
     def __init__(self, spec, model_file, device="cuda", model="ensemble", threads=0, engine_cache=None,
                  max_batch=64, cuda_graph=None, gpu=0):
@@ -202,7 +208,7 @@ class OnnxRuntimeRtxBackend(OnnxRuntimeBackend):
         from runtime.onnx_session import ProviderUnavailable, plugin_session
 
         package = plugin_package()
-        check_gpu()
+        check_gpu(capability=self.gpu == 0)  # GPU 0's capability; select_device answers for another
         ep_name = register_plugin(package, ort)
         self.ep_device = select_device(ort.get_ep_devices(), ep_name, self.gpu)
         self.engine_cache.mkdir(parents=True, exist_ok=True)
@@ -214,10 +220,19 @@ class OnnxRuntimeRtxBackend(OnnxRuntimeBackend):
                                           self.file.verified_bytes())
         except ProviderUnavailable as err:
             raise BackendUnavailable(f"{self.name}: {err}") from None
+        except DataError as err:  # graph capture refused (a node left to the CPU): the option, not the file
+            if not self.cuda["cuda_graph"]:
+                raise
+            raise BackendUnavailable(f"{self.name}: cuda_graph=1 is not possible for {self.file.path.name}: "
+                                     f"{err.reason}; run without it") from None
         log.info("TensorRT for RTX session for %s in %.1f s (runtime cache %s)", self.file.path.name,
                  time.perf_counter() - t0, self.engine_cache)
         self._check_inputs()
-        self.feed = self._feed(CudaMemory(self.gpu, self.ep_device), fixed=self.cuda["cuda_graph"])
+        try:  # the plugin's own allocators and copies: its GPU, and no CUDA provider library needed
+            memory = EpMemory(self.ep_device)
+        except ValueError as err:
+            raise BackendUnavailable(f"{self.name}: {err}") from None
+        self.feed = self._feed(memory, fixed=self.cuda["cuda_graph"])
 
     def _free(self):
         super()._free()
