@@ -415,7 +415,10 @@ def _train_loader(cfg, pp, train_set, weights, epoch, k):
         order = torch.utils.data.RandomSampler(train_set, generator=g)
     rank, size, _ = ddp.world()
     sampler = ddp.RankSlice(order, cfg.batch_size, rank, size)
-    workers = 0 if train_set.samples.images is not None else cfg.workers
+    # Images held in RAM are served by this process; streamed from PNG or from the --cache memory map
+    # (a worker opens the file again: train.data.Samples pickles it as its path) they use --workers.
+    in_ram = train_set.samples.images is not None and not isinstance(train_set.samples.images, np.memmap)
+    workers = 0 if in_ram else cfg.workers
     return torch.utils.data.DataLoader(train_set, cfg.batch_size // size, sampler=sampler, drop_last=True,
                                        collate_fn=collate(pp), num_workers=workers)
 
@@ -424,21 +427,27 @@ def _autocast(device, amp):
     return torch.autocast(device.type, dtype=torch.float16, enabled=amp)
 
 
+def train_step(parts, x, y, device):
+    """One optimizer step on a batch; returns its loss as a float (waiting for the device, as the
+    epoch's running loss needs). train.bench times this same step."""
+    x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
+    y = y.to(device, non_blocking=True)
+    parts.optimizer.zero_grad(set_to_none=True)
+    with _autocast(device, parts.amp):
+        loss = parts.criterion(parts.net(x), y)
+    parts.scaler.scale(loss).backward()
+    parts.scaler.step(parts.optimizer)
+    parts.scaler.update()
+    parts.scheduler.step()
+    return float(loss.detach())
+
+
 def _train_epoch(parts, loader, device, desc, progress):
     parts.net.train()
     total, count = 0.0, 0
     bar = tqdm(loader, desc=desc, unit="batch", leave=False, disable=not progress)
     for x, y in bar:
-        x = x.to(device, non_blocking=True, memory_format=torch.channels_last)
-        y = y.to(device, non_blocking=True)
-        parts.optimizer.zero_grad(set_to_none=True)
-        with _autocast(device, parts.amp):
-            loss = parts.criterion(parts.net(x), y)
-        parts.scaler.scale(loss).backward()
-        parts.scaler.step(parts.optimizer)
-        parts.scaler.update()
-        parts.scheduler.step()
-        total += float(loss.detach()) * len(x)
+        total += train_step(parts, x, y, device) * len(x)
         count += len(x)
         bar.set_postfix(loss=f"{total / count:.4f}")
     total, count = ddp.all_sum([total, count])
