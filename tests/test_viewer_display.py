@@ -206,3 +206,20 @@ def test_large_field_percentiles_stay_close():
     for (low, high), c in zip(percentile_levels(sample), range(4)):
         lo, hi = np.percentile(sample[..., c], [0.5, 99.8])
         assert abs(low - lo) <= 2 and abs(high - hi) <= 2
+
+
+def test_typed_pixel_size_is_kept_as_typed(qtbot):
+    """Typing 0.65 into the pixel box gives 0.65 um: the box applies on Enter, so the first
+    key (0, "unknown") no longer rewrites the text mid-typing (it used to end as 0.600)."""
+    from PyQt5 import QtCore
+
+    from viewer.controls import ChannelControls
+
+    state = ViewerState()
+    controls = ChannelControls(state)
+    qtbot.addWidget(controls)
+    controls.pixel.setFocus()
+    controls.pixel.selectAll()
+    qtbot.keyClicks(controls.pixel, "0.65")
+    qtbot.keyClick(controls.pixel, QtCore.Qt.Key_Return)
+    assert state.pixel_size == pytest.approx(0.65)
