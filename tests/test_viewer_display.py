@@ -223,3 +223,16 @@ def test_typed_pixel_size_is_kept_as_typed(qtbot):
     qtbot.keyClicks(controls.pixel, "0.65")
     qtbot.keyClick(controls.pixel, QtCore.Qt.Key_Return)
     assert state.pixel_size == pytest.approx(0.65)
+
+
+def test_opening_a_folder_replaces_the_no_folder_caption(qtbot, dim_folder):
+    """Started with no arguments, then File > Open image folder: the caption over the image no
+    longer tells the user to open a folder (it stayed, stale, when no model was loaded)."""
+    configure()
+    win = MainWindow(Session(None), sync=True)
+    qtbot.addWidget(win)
+    win.show()
+    assert "no image folder" in win.image_panel.caption.text()
+    win.open_folder(str(dim_folder))
+    assert win.current.sample is not None
+    assert "no image folder" not in win.image_panel.caption.text()
