@@ -206,3 +206,33 @@ def test_large_field_percentiles_stay_close():
     for (low, high), c in zip(percentile_levels(sample), range(4)):
         lo, hi = np.percentile(sample[..., c], [0.5, 99.8])
         assert abs(low - lo) <= 2 and abs(high - hi) <= 2
+
+
+def test_typed_pixel_size_is_kept_as_typed(qtbot):
+    """Typing 0.65 into the pixel box gives 0.65 um: the box applies on Enter, so the first
+    key (0, "unknown") no longer rewrites the text mid-typing (it used to end as 0.600)."""
+    from PyQt5 import QtCore
+
+    from viewer.controls import ChannelControls
+
+    state = ViewerState()
+    controls = ChannelControls(state)
+    qtbot.addWidget(controls)
+    controls.pixel.setFocus()
+    controls.pixel.selectAll()
+    qtbot.keyClicks(controls.pixel, "0.65")
+    qtbot.keyClick(controls.pixel, QtCore.Qt.Key_Return)
+    assert state.pixel_size == pytest.approx(0.65)
+
+
+def test_opening_a_folder_replaces_the_no_folder_caption(qtbot, dim_folder):
+    """Started with no arguments, then File > Open image folder: the caption over the image no
+    longer tells the user to open a folder (it stayed, stale, when no model was loaded)."""
+    configure()
+    win = MainWindow(Session(None), sync=True)
+    qtbot.addWidget(win)
+    win.show()
+    assert "no image folder" in win.image_panel.caption.text()
+    win.open_folder(str(dim_folder))
+    assert win.current.sample is not None
+    assert "no image folder" not in win.image_panel.caption.text()

@@ -71,6 +71,9 @@ class ChannelControls(QtWidgets.QGroupBox):
         self.pixel.setSuffix(" µm")
         self.pixel.setValue(state.pixel_size)
         self.pixel.setButtonSymbols(QtWidgets.QAbstractSpinBox.NoButtons)
+        # Applied on Enter or leaving the box, not per keystroke: typing "0.65" passed 0 ("unknown",
+        # hand back to the files) on its first key, whose echo rewrote the text, and left 0.600.
+        self.pixel.setKeyboardTracking(False)
         self.pixel.setToolTip("size of one pixel as shown, for the scale bar (--pixel-size); unknown: no bar")
         self.pixel.valueChanged.connect(lambda v: self.state.update(pixel_size=float(v)))
         self.pixel.valueChanged.connect(self.pixel_edited)  # typed by the user: overrides the files' calibration

@@ -284,6 +284,8 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         cur, fold = self.current, self.state.cam_fold
         if cur.sample is None or not self.models.can_predict:
             self._show_chart()
+            if cur.sample is not None:
+                self._request_cam()  # replaces the caption of what was shown before (e.g. "no image folder")
             return
         if fold == "mean" and cur.sample_id in self.predictions:
             cur.probs = self.predictions[cur.sample_id]
