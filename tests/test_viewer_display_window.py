@@ -3,27 +3,22 @@ readable, the histograms are on screen with their limit lines, a colour change c
 pixels, and the scale bar is drawn with its length. pytest runs this file as a script under
 xvfb-run and checks the grabs of the X screen it saves.
 
-By hand: xvfb-run -a -s "-screen 0 1600x1000x24" python tests/test_viewer_display_window.py --data DIR --out OUT
+By hand: PYTHONPATH=. xvfb-run -a -s "-screen 0 1600x1000x24" python tests/test_viewer_display_window.py --data DIR --out OUT
 """
 
 import json
-import os
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.xwindow import Driver, load_grab, run_driver, script_args
+
 PIXEL_UM = 1.0   # 64 px fields: a fifth is 12.8 um, so a 10 um bar of 10 image pixels
 
 
 @pytest.fixture(scope="module")
 def display_report(tmp_path_factory):
-    if shutil.which("xvfb-run") is None:
-        pytest.skip("xvfb-run is not installed (make xvfb installs it on Debian/Ubuntu as root)")
     import cv2
 
     data = tmp_path_factory.mktemp("dim")
@@ -33,24 +28,11 @@ def display_report(tmp_path_factory):
             plane = (rng.random((64, 64)) ** 2 * 25).astype(np.uint8)
             plane[16:40, 16:40] = 25
             cv2.imwrite(str(data / f"id{k}_{name}.png"), plane)
-    out = tmp_path_factory.mktemp("xvfb-display")
-    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "QT_XCB_GL_INTEGRATION")}
-    env["PYTHONPATH"] = str(ROOT)
-    cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", sys.executable, __file__,
-           "--data", str(data), "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, env=env, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    report = json.loads((out / "report.json").read_text())
-    report["out"] = out
-    return report
+    return run_driver(__file__, ["--data", data], tmp_path_factory.mktemp("xvfb-display"), 180)
 
 
 def _grab(report, name, rect):
-    import cv2
-
-    image = cv2.cvtColor(cv2.imread(str(report["out"] / f"{name}.png")), cv2.COLOR_BGR2RGB).astype(int)
-    x, y, w, h = rect
-    return image[y:y + h, x:x + w]
+    return load_grab(report, name, rect)
 
 
 def test_dim_field_opens_readable_on_screen(display_report):
@@ -88,47 +70,19 @@ def test_scale_bar_visible_with_its_length(display_report):
 
 # ---------------------------------------------------------------------- the driver (xvfb side)
 def drive(args):
-    import time
-
-    from PyQt5 import QtCore
-
     from runtime.composite import composite
     from viewer.__main__ import build, parser
 
     app, window = build(parser().parse_args(["--data", args.data]))
-    window.resize(1600, 1000)
-    window.move(0, 0)
-    window.show()
-    out = Path(args.out)
+    x = Driver(app, window, args.out)
+    out, rect_of, grab = x.out, x.rect_of, x.grab
     report = {}
 
     def settle(condition=lambda: True, timeout=30):
-        end = time.time() + timeout
-        while not condition():
-            if time.time() > end:
-                raise TimeoutError("the image did not load")
-            app.processEvents(QtCore.QEventLoop.AllEvents, 20)
-            time.sleep(0.01)
-        for _ in range(10):
-            app.processEvents()
-            time.sleep(0.02)
-
-    def grab(name):
-        settle()
-        window.repaint()
-        app.processEvents()
-        frame = window.frameGeometry()
-        app.primaryScreen().grabWindow(0, 0, 0, frame.width(), frame.height()).save(str(out / f"{name}.png"))
-
-    def rect_of(widget, rect=None):
-        rect = rect or widget.rect()
-        top_left = widget.mapToGlobal(rect.topLeft())
-        return [top_left.x(), top_left.y(), rect.width(), rect.height()]
+        x.wait(condition, "the image", timeout)
 
     settle(lambda: window.current.sample is not None and window.image_panel.image_item.image is not None)
-    panel = window.image_panel
-    view_rect = panel.graphics.mapFromScene(panel.image_item.sceneBoundingRect()).boundingRect()
-    report["image_rect"] = rect_of(panel.graphics.viewport(), view_rect.intersected(panel.graphics.viewport().rect()))
+    report["image_rect"] = x.image_rect()
     report["raw_mean"] = float(composite(window.current.sample).mean())
     plot = window.histogram_panel.plots[0]
     report["hist_rect"] = rect_of(plot)
@@ -150,10 +104,4 @@ def drive(args):
 
 
 if __name__ == "__main__":
-    import argparse
-
-    sys.path.insert(0, str(ROOT))
-    p = argparse.ArgumentParser()
-    p.add_argument("--data", required=True)
-    p.add_argument("--out", required=True)
-    sys.exit(drive(p.parse_args()))
+    sys.exit(drive(script_args("--data").parse_args()))

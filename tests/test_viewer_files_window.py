@@ -6,29 +6,24 @@ events, as a file manager's drop arrives) replaces the model; a TIFF folder whos
 0.65 um per pixel draws a scale bar of the right length; the Id list and the channel rows fit
 at 1400 px. pytest runs this file as a script under xvfb-run and checks the grabs of the X screen.
 
-By hand: xvfb-run -a -s "-screen 0 1600x1000x24" python tests/test_viewer_files_window.py \\
+By hand: PYTHONPATH=. xvfb-run -a -s "-screen 0 1600x1000x24" python tests/test_viewer_files_window.py \\
     --data DIR --model DEPLOY --run RUN --tiff TIFFDIR --out OUT
 """
 
 import json
-import os
-import shutil
-import subprocess
 import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.xwindow import Driver, load_grab, run_driver, script_args
+
 UM = 0.65          # the TIFFs' calibration: 10000 / 0.65 pixels per centimetre
 SIZE = 200         # their width: a fifth is 26 um, so a 20 um bar of 30.8 pixels
 
 
 @pytest.fixture(scope="module")
 def files_report(tiny_data, tiny_deploy, tiny_run, tmp_path_factory):
-    if shutil.which("xvfb-run") is None:
-        pytest.skip("xvfb-run is not installed (make xvfb installs it on Debian/Ubuntu as root)")
     from PIL import Image
 
     tiff = tmp_path_factory.mktemp("tiff")
@@ -36,27 +31,12 @@ def files_report(tiny_data, tiny_deploy, tiny_run, tmp_path_factory):
     for name in ("red", "green", "blue", "yellow"):
         plane = (rng.random((SIZE, SIZE)) * 60).astype(np.uint8)
         Image.fromarray(plane).save(tiff / f"cal_{name}.tif", resolution=10000 / UM, resolution_unit=3)
-    out = tmp_path_factory.mktemp("xvfb-files")
-    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "QT_XCB_GL_INTEGRATION")}
-    env["PYTHONPATH"] = str(ROOT)
-    cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", sys.executable, __file__,
-           "--data", str(tiny_data / "test"), "--model", str(tiny_deploy[0]), "--run", str(tiny_run[0]),
-           "--tiff", str(tiff), "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    report = json.loads((out / "report.json").read_text())
-    report["out"] = out
-    return report
+    return run_driver(__file__, ["--data", tiny_data / "test", "--model", tiny_deploy[0], "--run", tiny_run[0],
+                                 "--tiff", tiff], tmp_path_factory.mktemp("xvfb-files"), 300)
 
 
 def _grab(report, name, rect=None):
-    import cv2
-
-    image = cv2.cvtColor(cv2.imread(str(report["out"] / f"{name}.png")), cv2.COLOR_BGR2RGB).astype(int)
-    if rect is None:
-        return image
-    x, y, w, h = rect
-    return image[y:y + h, x:x + w]
+    return load_grab(report, name, rect)
 
 
 def test_right_click_shows_the_viewers_menu(files_report):
@@ -105,40 +85,18 @@ def test_list_and_channel_rows_fit_at_1400_px(files_report):
 
 # ---------------------------------------------------------------------- the driver (xvfb side)
 def drive(args):
-    import time
-
     from PyQt5 import QtCore, QtGui, QtWidgets
     from PyQt5.QtTest import QTest
 
     from viewer.__main__ import build, parser
 
     app, window = build(parser().parse_args(["--data", args.data]))
-    window.resize(1400, 860)
-    window.move(0, 0)
-    window.show()
-    out = Path(args.out)
+    x = Driver(app, window, args.out, size=(1400, 860))
+    out, rect_of, grab = x.out, x.rect_of, x.grab
     report = {"run": args.run}
 
     def settle(condition=lambda: True, timeout=60, what="the window"):
-        end = time.time() + timeout
-        while not condition():
-            if time.time() > end:
-                raise TimeoutError(f"gave up waiting for {what}")
-            app.processEvents(QtCore.QEventLoop.AllEvents, 20)
-            time.sleep(0.01)
-        for _ in range(10):
-            app.processEvents()
-            time.sleep(0.02)
-
-    def grab(name):
-        settle()
-        app.processEvents()
-        app.primaryScreen().grabWindow(0, 0, 0, 1600, 1000).save(str(out / f"{name}.png"))
-
-    def rect_of(widget, rect=None):
-        rect = rect or widget.rect()
-        top_left = widget.mapToGlobal(rect.topLeft())
-        return [top_left.x(), top_left.y(), rect.width(), rect.height()]
+        x.wait(condition, what, timeout)
 
     settle(lambda: window.current.sample is not None, what="the first image")
     report["shown_id"] = window.current.sample_id
@@ -214,8 +172,7 @@ def drive(args):
     report["tiff_pixel_size"] = window.state.pixel_size
     # a black field without the map's contours: only the bar is white
     window.state.update(channels=(False, False, False, False), show_cam=False)
-    view_rect = panel.graphics.mapFromScene(panel.image_item.sceneBoundingRect()).boundingRect()
-    report["image_rect"] = rect_of(panel.graphics.viewport(), view_rect.intersected(panel.graphics.viewport().rect()))
+    report["image_rect"] = x.image_rect()
     grab("tiff")
     (out / "report.json").write_text(json.dumps(report))
     window.close()
@@ -223,10 +180,4 @@ def drive(args):
 
 
 if __name__ == "__main__":
-    import argparse
-
-    sys.path.insert(0, str(ROOT))
-    p = argparse.ArgumentParser()
-    for name in ("--data", "--model", "--run", "--tiff", "--out"):
-        p.add_argument(name, required=True)
-    sys.exit(drive(p.parse_args()))
+    sys.exit(drive(script_args("--data", "--model", "--run", "--tiff").parse_args()))

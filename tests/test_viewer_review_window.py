@@ -6,53 +6,32 @@ filters the list. pytest runs this file as a script under xvfb-run and checks it
 
 By hand (screenshots land in OUT)::
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python tests/test_viewer_review_window.py \\
+    PYTHONPATH=. xvfb-run -a -s "-screen 0 1600x1000x24" python tests/test_viewer_review_window.py \\
         --data DIR --model DEPLOY --run RUN --out OUT
 """
 
 import json
 import os
-import shutil
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.xwindow import Driver, load_grab, run_driver, script_args
+
 TIMEOUT_S = 240
 STALL_MS = 100   # the longest the GUI thread may be busy while the strip fills
 
 
 @pytest.fixture(scope="module")
 def review_report(tiny_data, tiny_deploy, tiny_run, tmp_path_factory):
-    if shutil.which("xvfb-run") is None:
-        pytest.skip("xvfb-run is not installed (make xvfb installs it on Debian/Ubuntu as root)")
-    out = tmp_path_factory.mktemp("xvfb-review")
-    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "QT_XCB_GL_INTEGRATION")}
-    env["PYTHONPATH"] = str(ROOT)
-    cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", sys.executable, __file__,
-           "--data", str(tiny_data / "test"), "--model", str(tiny_deploy[0]), "--run", str(tiny_run[0]),
-           "--out", str(out)]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S + 60, env=env, cwd=ROOT)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    report = json.loads((out / "report.json").read_text())
-    report["out"] = out
-    return report
+    return run_driver(__file__, ["--data", tiny_data / "test", "--model", tiny_deploy[0], "--run", tiny_run[0]],
+                      tmp_path_factory.mktemp("xvfb-review"), TIMEOUT_S + 60)
 
 
 def _grab(report, name, rect=None):
-    import cv2
-
-    image = cv2.imread(str(report["out"] / f"{name}.png"))
-    assert image is not None, name
-    image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(int)
-    if rect is None:
-        return image
-    x, y, w, h = rect
-    return image[y:y + h, x:x + w]
+    return load_grab(report, name, rect)
 
 
 def _near(rgb, colour, tol=40):
@@ -137,41 +116,9 @@ def drive(args):
     from viewer.error_summary import class_errors
 
     app, window = build(parser().parse_args(["--data", args.data, "--model", args.model, "--run", args.run]))
-    window.resize(1600, 1000)
-    window.move(0, 0)
-    window.show()
-    window.activateWindow()
-    window.raise_()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    x = Driver(app, window, args.out)
+    out, wait, grab, rect_of, image_rect = x.out, x.wait, x.grab, x.rect_of, x.image_rect
     report = {}
-
-    def wait(condition, what, timeout=60):
-        end = time.time() + timeout
-        while not condition():
-            if time.time() > end:
-                raise TimeoutError(f"waited {timeout} s for {what}; status {window.statusBar().currentMessage()!r}")
-            app.processEvents(QtCore.QEventLoop.AllEvents, 20)
-            time.sleep(0.01)
-        for _ in range(5):
-            app.processEvents()
-            time.sleep(0.02)
-
-    def grab(name):
-        window.repaint()
-        app.processEvents()
-        frame = window.frameGeometry()
-        app.primaryScreen().grabWindow(0, 0, 0, frame.width(), frame.height()).save(str(out / f"{name}.png"))
-
-    def rect_of(widget, rect=None):
-        rect = rect or widget.rect()
-        top_left = widget.mapToGlobal(rect.topLeft())
-        return [top_left.x(), top_left.y(), rect.width(), rect.height()]
-
-    def image_rect():
-        panel = window.image_panel
-        view_rect = panel.graphics.mapFromScene(panel.image_item.sceneBoundingRect()).boundingRect()
-        return rect_of(panel.graphics.viewport(), view_rect.intersected(panel.graphics.viewport().rect()))
 
     def cam_of(cls):
         return lambda: (window.current.cam is not None and window.current.cam_key[1] == cls
@@ -305,10 +252,4 @@ def drive(args):
 
 
 if __name__ == "__main__":
-    import argparse
-
-    sys.path.insert(0, str(ROOT))
-    p = argparse.ArgumentParser()
-    for name in ("--data", "--model", "--run", "--out"):
-        p.add_argument(name, required=True)
-    sys.exit(drive(p.parse_args()))
+    sys.exit(drive(script_args("--data", "--model", "--run").parse_args()))

@@ -8,16 +8,15 @@ focused spin box, File > Open, exports, two window sizes), and saves grabs of th
 test then checks the grabs themselves: the composite loses its green with green off, the overlay
 changes the image, the chart's axis shows 28 separate rows of labels.
 
-Run by hand (screenshots land in OUT)::
+Run by hand (screenshots land in OUT; the common pattern is tests/xwindow.py)::
 
-    xvfb-run -a -s "-screen 0 1600x1000x24" python tests/test_viewer_window.py \\
+    PYTHONPATH=. xvfb-run -a -s "-screen 0 1600x1000x24" python tests/test_viewer_window.py \\
         --data DIR --model DEPLOY --run RUN --out OUT
 """
 
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -25,43 +24,23 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.xwindow import Driver, crop, load_grab, run_driver, script_args
+
 TIMEOUT_S = 240
 
 
 # ---------------------------------------------------------------------- the test (pytest side)
 @pytest.fixture(scope="module")
 def xvfb_report(tiny_data, tiny_deploy, tiny_run, tmp_path_factory):
-    if shutil.which("xvfb-run") is None:
-        pytest.skip("xvfb-run is not installed (make xvfb installs it on Debian/Ubuntu as root)")
     out = tmp_path_factory.mktemp("xvfb")
     other = out / "other"
     shutil.copytree(tiny_data / "test", other)
-    env = {k: v for k, v in os.environ.items() if k not in ("QT_QPA_PLATFORM", "QT_XCB_GL_INTEGRATION")}
-    env["PYTHONPATH"] = str(ROOT)
-    cmd = ["xvfb-run", "-a", "-s", "-screen 0 1600x1000x24", sys.executable, __file__,
-           "--data", str(tiny_data / "test"), "--model", str(tiny_deploy[0]), "--run", str(tiny_run[0]),
-           "--open", str(other), "--out", str(out), "--t0", repr(time.time())]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT_S + 60, env=env, cwd=ROOT)
-    if proc.returncode == 139 or proc.returncode == -11:
-        pytest.fail("the viewer crashed with a segmentation fault in a real X window:\n" + proc.stderr[-3000:])
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-4000:]
-    report = json.loads((out / "report.json").read_text())
-    report["out"] = out
-    return report
+    return run_driver(__file__, ["--data", tiny_data / "test", "--model", tiny_deploy[0], "--run", tiny_run[0],
+                                 "--open", other, "--t0", repr(time.time())], out, TIMEOUT_S + 60)
 
 
 def _grab(report, name):
-    import cv2
-
-    image = cv2.imread(str(report["out"] / f"{name}.png"))
-    assert image is not None, name
-    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB).astype(int)
-
-
-def _crop(image, rect):
-    x, y, w, h = rect
-    return image[y:y + h, x:x + w]
+    return load_grab(report, name)
 
 
 def _green_dominant(rgb):
@@ -80,15 +59,15 @@ def test_mesa_gl_was_loaded_as_on_a_desktop(xvfb_report):
 
 
 def test_composite_loses_its_green_when_green_is_off(xvfb_report):
-    on = _crop(_grab(xvfb_report, "green-on"), xvfb_report["image_rect"])
-    off = _crop(_grab(xvfb_report, "green-off"), xvfb_report["image_rect"])
+    on = crop(_grab(xvfb_report, "green-on"), xvfb_report["image_rect"])
+    off = crop(_grab(xvfb_report, "green-off"), xvfb_report["image_rect"])
     assert _green_dominant(on) > 50
     assert _green_dominant(off) == 0
 
 
 def test_overlay_is_on_screen(xvfb_report):
-    shown = _crop(_grab(xvfb_report, "overlay-on"), xvfb_report["image_rect"])
-    hidden = _crop(_grab(xvfb_report, "overlay-off"), xvfb_report["image_rect"])
+    shown = crop(_grab(xvfb_report, "overlay-on"), xvfb_report["image_rect"])
+    hidden = crop(_grab(xvfb_report, "overlay-off"), xvfb_report["image_rect"])
     changed = (np.abs(shown - hidden).sum(-1) > 60).mean()
     assert changed > 0.01
     contour = ((shown.min(-1) > 180) & (hidden.min(-1) < 150)).mean()   # the white isolines
@@ -101,7 +80,7 @@ def test_chart_shows_28_labelled_rows(xvfb_report):
     for size in ("1600x1000", "1000x650"):
         labels = xvfb_report["labels"][size]
         assert len(labels) == 28 and labels[23].startswith("23 Mitochondria")
-        text = _crop(_grab(xvfb_report, f"window-{size}"), xvfb_report["label_rect"][size])
+        text = crop(_grab(xvfb_report, f"window-{size}"), xvfb_report["label_rect"][size])
         ink = (np.abs(text - np.median(text.reshape(-1, 3), 0)).sum(-1) > 120).any(1)
         rows = int((ink[1:] & ~ink[:-1]).sum() + ink[0])
         assert rows == 28, f"{size}: {rows} rows of label text on screen"
@@ -130,53 +109,9 @@ def drive(args):
 
     t0 = args.t0 if args.t0 is not None else _process_start()
     app, window = build(parser().parse_args(["--data", args.data, "--model", args.model, "--run", args.run]))
-    window.resize(1600, 1000)
-    window.move(0, 0)
-    window.show()
-    # Xvfb has no window manager to give the window the keyboard focus; a desktop's would.
-    window.activateWindow()
-    window.raise_()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
+    x = Driver(app, window, args.out)
+    out, wait, grab, rect_of, image_rect, keys = x.out, x.wait, x.grab, x.rect_of, x.image_rect, x.keys
     report = {"methods": [window.cam_controls.method.itemData(i) for i in range(window.cam_controls.method.count())]}
-
-    def wait(condition, what, timeout=20):
-        end = time.time() + timeout
-        while not condition():
-            if time.time() > end:
-                cur = window.current
-                raise TimeoutError(f"waited {timeout} s for {what}: on screen {cur.sample_id!r}, cam key {cur.cam_key}, "
-                                   f"cam {'set' if cur.cam is not None else 'none'}, status "
-                                   f"{window.statusBar().currentMessage()!r}, caption {window.image_panel.caption.text()!r}")
-            app.processEvents(QtCore.QEventLoop.AllEvents, 20)
-            time.sleep(0.01)
-        for _ in range(5):
-            app.processEvents()
-            time.sleep(0.02)
-
-    def grab(name):
-        window.repaint()
-        app.processEvents()
-        pixmap = app.primaryScreen().grabWindow(0, 0, 0, window.frameGeometry().width(), window.frameGeometry().height())
-        pixmap.save(str(out / f"{name}.png"))
-        return pixmap
-
-    def rect_of(widget, rect=None):
-        rect = rect or widget.rect()
-        top_left = widget.mapToGlobal(rect.topLeft())
-        return [top_left.x(), top_left.y(), rect.width(), rect.height()]
-
-    def image_rect():
-        panel = window.image_panel
-        scene = panel.image_item.sceneBoundingRect()
-        view_rect = panel.graphics.mapFromScene(scene).boundingRect()
-        return rect_of(panel.graphics.viewport(), view_rect.intersected(panel.graphics.viewport().rect()))
-
-    def keys(widget, key, modifier=QtCore.Qt.ControlModifier):
-        widget.setFocus()
-        app.processEvents()
-        QtTest.QTest.keyClick(widget, key, modifier)
-        app.processEvents()
 
     def cam_done():
         return window.current.cam is not None and window.image_panel.overlay_item.isVisible()
@@ -291,18 +226,10 @@ def _process_start():
 
 
 def _crop_rgb(path, rect):
-    import cv2
-
-    image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB).astype(int)
-    return _crop(image, rect)
+    return load_grab({"out": Path(path).parent}, Path(path).stem, rect)
 
 
 if __name__ == "__main__":
-    import argparse
-
-    sys.path.insert(0, str(ROOT))
-    p = argparse.ArgumentParser()
-    for name in ("--data", "--model", "--run", "--open", "--out"):
-        p.add_argument(name, required=True)
+    p = script_args("--data", "--model", "--run", "--open")
     p.add_argument("--t0", type=float, default=None, help="epoch seconds to count from (default: this process's start)")
     sys.exit(drive(p.parse_args()))
