@@ -436,17 +436,26 @@ def test_a_run_folder_given_as_the_model_says_to_open_it_as_the_run(tiny_run):
         Models(tiny_run[0], None)
 
 
-def test_a_long_caption_neither_wraps_nor_moves_the_image(window, qtbot):
+def test_a_long_caption_is_read_in_full_and_never_moves_the_image(window, qtbot):
     """The 'not predicted ... overlay dimmed' caption once wrapped to two lines and pushed the image
-    down by about 15 px; the caption is one fixed line now, the whole text in its tooltip."""
+    down by about 15 px, then was cut at the panel's edge on one line. It wraps onto two lines of
+    a fixed height now: shown whole where two lines hold it, elided at the end (the whole text in
+    its tooltip) where they do not, and the image stays where it was either way."""
     panel = window.image_panel
     panel.set_caption("short")
     qtbot.wait(50)
     top, height = panel.graphics.geometry().top(), panel.caption.height()
+    two_lines = ("LayerCAM of 11 Intermediate filaments [missed] (mean of 2 folds, 4 views): "
+                 "<span style='color:#c08000'>not predicted (p 0.51 &le; threshold 0.53); overlay dimmed</span>")
+    panel.set_caption(two_lines)
+    qtbot.wait(50)
+    assert panel.caption.text() == two_lines and not panel.caption.elided()
+    assert panel.caption.heightForWidth(panel.caption.width()) <= panel.caption.height()
     long_text = "LayerCAM of 27 Rods &amp; rings: not predicted (p 0.01 &lt; threshold 0.40); overlay dimmed " * 4
     panel.set_caption(long_text)
     qtbot.wait(50)
+    assert panel.caption.elided() and panel.caption.text().endswith("…")
+    assert panel.caption.heightForWidth(panel.caption.width()) <= panel.caption.height()
     assert panel.caption.height() == height
     assert panel.graphics.geometry().top() == top
     assert panel.caption.toolTip() == long_text
-    assert not panel.caption.wordWrap()

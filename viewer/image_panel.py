@@ -1,15 +1,79 @@
 """The image panel: the composite with the CAM overlay (zoom and pan), a caption saying what the
 overlay is, and a strip of the four channels alone."""
 
+import html
+
 import numpy as np
 import pyqtgraph as pg
-from PyQt5 import QtCore, QtWidgets
+from PyQt5 import QtCore, QtGui, QtWidgets
 
 from runtime.classes import CHANNELS
 from viewer.menus import MenuViewBox
 
 CHANNEL_COLOURS = ("#ff4040", "#40ff40", "#4080ff", "#ffff40")   # labels on the black image
 CONTROL_COLOURS = ("#c01818", "#108010", "#1848c0", "#8a7400")   # the same hues, readable on a light panel
+CAPTION_LINES = 2
+
+
+class Caption(QtWidgets.QLabel):
+    """The line over the image saying what the overlay is, read in full: it wraps onto a second
+    line, in a label of fixed height.
+
+    *Decision*: wrap within a fixed two-line height rather than elide one line. One line cut
+    the caption at 1400 px ("not predicted (p 0.51 <= threshold 0.5" ended at the panel's edge),
+    and the end of it is what the user needs (predicted or not, the threshold); a growing label
+    pushed the image down by about 15 px. Two lines hold the longest caption (method, class,
+    mark, model, probability and threshold) from a centre panel of about 420 px; narrower than
+    that, the text is elided at the end of the second line and the whole of it is the tooltip."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self.html = ""
+        self.setWordWrap(True)
+        self.setTextFormat(QtCore.Qt.RichText)
+        self.setAlignment(QtCore.Qt.AlignLeft | QtCore.Qt.AlignTop)
+        self.setSizePolicy(QtWidgets.QSizePolicy.Ignored, QtWidgets.QSizePolicy.Fixed)
+        self.setFixedHeight(CAPTION_LINES * self.fontMetrics().lineSpacing() + 4)
+
+    def set_html(self, text):
+        self.html = text
+        self.setToolTip(text)
+        self._fit()
+
+    def elided(self):
+        """True when the label shows less than the whole caption (the tooltip has it all)."""
+        return self.text() != self.html
+
+    def resizeEvent(self, event):  # noqa: N802 - Qt's name
+        super().resizeEvent(event)
+        self._fit()
+
+    def _lines(self, text):
+        doc = QtGui.QTextDocument()
+        doc.setDefaultFont(self.font())
+        doc.setDocumentMargin(0)
+        doc.setHtml(text)
+        doc.setTextWidth(max(1, self.contentsRect().width()))
+        doc.size()  # lays the document out
+        block, lines = doc.begin(), 0
+        while block.isValid():
+            lines += block.layout().lineCount()
+            block = block.next()
+        return lines
+
+    def _fit(self):
+        text = self.html
+        if self.contentsRect().width() > 1 and self._lines(text) > CAPTION_LINES:
+            plain = QtGui.QTextDocument()
+            plain.setHtml(text)
+            plain = plain.toPlainText()
+            metrics, width = self.fontMetrics(), CAPTION_LINES * self.contentsRect().width()
+            text = html.escape(metrics.elidedText(plain, QtCore.Qt.ElideRight, width))
+            while width > 20 and self._lines(text) > CAPTION_LINES:  # words wrap early: trim until it fits
+                width = int(width * 0.95)
+                text = html.escape(metrics.elidedText(plain, QtCore.Qt.ElideRight, width))
+        if text != self.text():
+            self.setText(text)
 
 
 class ImagePanel(QtWidgets.QWidget):
@@ -21,13 +85,7 @@ class ImagePanel(QtWidgets.QWidget):
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
         layout.setSpacing(2)
-        # One line of fixed height that never wraps: a long caption is cut at the panel's edge
-        # (the whole text is the tooltip) instead of growing and pushing the image down.
-        self.caption = QtWidgets.QLabel("")
-        self.caption.setWordWrap(False)
-        self.caption.setTextFormat(QtCore.Qt.RichText)
-        self.caption.setSizePolicy(QtWidgets.QSizePolicy.Ignored, QtWidgets.QSizePolicy.Fixed)
-        self.caption.setFixedHeight(self.caption.fontMetrics().height() + 4)
+        self.caption = Caption()   # two lines of fixed height: the image never moves for it
         layout.addWidget(self.caption)
         self.graphics = pg.GraphicsLayoutWidget()
         layout.addWidget(self.graphics, 1)
@@ -56,6 +114,8 @@ class ImagePanel(QtWidgets.QWidget):
         self.view.addItem(self.scale_text)
         self.set_scale_bar(None)
         self.view.scene().sigMouseMoved.connect(self._mouse_moved)
+        # the scene reports moves only: leaving the panel is a Leave event on the view's viewport
+        self.graphics.viewport().installEventFilter(self)
 
     def _build_strip(self):
         self.channel_items, self.channel_labels, self.strip_views = [], [], []
@@ -131,11 +191,16 @@ class ImagePanel(QtWidgets.QWidget):
         self.view.autoRange(padding=0)
         self.view.disableAutoRange()
 
-    def set_caption(self, html):
-        self.caption.setText(html)
-        self.caption.setToolTip(html)
+    def set_caption(self, text):
+        self.caption.set_html(text)
 
     # ------------------------------------------------------------------ cursor
+    def eventFilter(self, watched, event):  # noqa: N802 - Qt's name
+        """The cursor left the image panel: the readout clears (no values of a pixel it left)."""
+        if event.type() == QtCore.QEvent.Leave and watched is self.graphics.viewport():
+            self.hovered.emit(-1, -1)
+        return False
+
     def _mouse_moved(self, scene_pos):
         if self._shape is None or not self.view.sceneBoundingRect().contains(scene_pos):
             self.hovered.emit(-1, -1)
