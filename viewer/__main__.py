@@ -152,7 +152,7 @@ def _screenshots(app, window, prefix, timeout=None):
 
     try:
         if not window.session.listed_ids():
-            raise ScreenshotFailed(f"{window.session.dataset.empty_reason()}; nothing for --screenshot")
+            raise ScreenshotFailed(f"{window.session.dataset.empty_reason(cli=True)}; nothing for --screenshot")
         window.resize(1400, 860)
         window.show()
         labelled = [i for i in window.session.ids if window.session.labels.get(i)]

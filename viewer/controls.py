@@ -12,6 +12,8 @@ from viewer.image_panel import CONTROL_COLOURS
 from viewer.render import OVERLAY_STYLES
 from viewer.state import GAMMA_RANGE
 
+PIXEL_TIP = "size of one pixel as shown, in µm, for the scale bar: type it and press Enter; 0: unknown, no bar"
+
 
 def _quietly(widget, setter, value):
     """Set a widget's value without it echoing the change back into the state."""
@@ -74,7 +76,7 @@ class ChannelControls(QtWidgets.QGroupBox):
         # Applied on Enter or leaving the box, not per keystroke: typing "0.65" passed 0 ("unknown",
         # hand back to the files) on its first key, whose echo rewrote the text, and left 0.600.
         self.pixel.setKeyboardTracking(False)
-        self.pixel.setToolTip("size of one pixel as shown, for the scale bar (--pixel-size); unknown: no bar")
+        self.pixel.setToolTip(PIXEL_TIP)
         self.pixel.valueChanged.connect(lambda v: self.state.update(pixel_size=float(v)))
         self.pixel.valueChanged.connect(self.pixel_edited)  # typed by the user: overrides the files' calibration
         grid.addWidget(QtWidgets.QLabel("pixel"), len(CHANNELS) + 2, 0)
@@ -117,7 +119,11 @@ class ChannelControls(QtWidgets.QGroupBox):
         for box, width in ((low, 34), (high, 34), (gamma, 40)):
             box.setMaximumWidth(width)  # just the digits: leaves the name column its width
             box.setButtonSymbols(QtWidgets.QAbstractSpinBox.NoButtons)
-            box.setToolTip("type a value, or use the mouse wheel / Up and Down")
+            # Applied on Enter or leaving the box, as the pixel box: per keystroke, typing a gamma
+            # of "0.65" applied 0.6 at its third key, whose echo rewrote the text to "0.60" and
+            # refused the "5"; a typed "200" rendered the image at 2 and 20 on the way.
+            box.setKeyboardTracking(False)
+            box.setToolTip("type a value and press Enter, or use the mouse wheel / Up and Down")
         for col, widget in enumerate((check, low, high, gamma, cmap)):
             grid.addWidget(widget, i + 1, col)
         self.checks.append(check)
@@ -150,6 +156,30 @@ class ChannelControls(QtWidgets.QGroupBox):
             _quietly(self.mode, self.mode.setCurrentText, self.state.contrast_mode)
 
 
+AUTO_IDLE = "auto (errors first)"   # the tooltip says which class "auto" picks
+
+
+def auto_text(cls, mark):
+    """The class menu's first entry once "auto" stands for class ``cls`` (``mark``: FN, FP or other)."""
+    return "auto" + (f" {mark}" if mark in ("FN", "FP") else "") + f": {cls} {CLASS_NAMES[cls]}"
+
+
+def class_texts():
+    """Every text the class menu can show."""
+    return [AUTO_IDLE] + [f"{c} {n}" for c, n in enumerate(CLASS_NAMES)] + \
+        [auto_text(c, m) for c in range(len(CLASS_NAMES)) for m in ("FN", "FP")]
+
+
+def _combo_width(combo, texts):
+    """The width a combo box needs to show the longest of ``texts`` uncut (its frame and arrow
+    as the style draws them)."""
+    option = QtWidgets.QStyleOptionComboBox()
+    combo.initStyleOption(option)
+    metrics = combo.fontMetrics()
+    text = QtCore.QSize(max(metrics.horizontalAdvance(t) for t in texts) + 4, metrics.height())
+    return combo.style().sizeFromContents(QtWidgets.QStyle.CT_ComboBox, option, text, combo).width()
+
+
 class CamControls(QtWidgets.QWidget):
     """Which map (class, method, model) and how it is drawn (style, opacity, shown): one row,
     in the window's toolbar, so the right column keeps its height for the 28 bars."""
@@ -158,11 +188,16 @@ class CamControls(QtWidgets.QWidget):
         super().__init__(parent)
         self.state = state
         self.cls = QtWidgets.QComboBox()
-        self.cls.addItem("top predicted class", -1)
+        self.cls.addItem(AUTO_IDLE, -1)
         for c, name in enumerate(CLASS_NAMES):
             self.cls.addItem(f"{c} {name}", c)
-        self.cls.setMinimumContentsLength(16)
+        # *Decision*: as wide as its longest text ("auto FN: 18 Microtubule organizing center"),
+        # fixed: the toolbar has the room at 1000 px and up, and a box sized to 16 characters cut
+        # the class name ("auto FN: 11 Intermediate" at 1400 px). Not sized to the current
+        # text: the first entry changes with every sample and would move the controls after it.
         self.cls.setSizeAdjustPolicy(QtWidgets.QComboBox.AdjustToMinimumContentsLengthWithIcon)
+        self.cls.setMinimumContentsLength(1)
+        self.cls.setMinimumWidth(_combo_width(self.cls, class_texts()))
         self.method = QtWidgets.QComboBox()
         for m in methods:
             self.method.addItem(METHOD_LABELS[m], m)

@@ -11,6 +11,7 @@ from pathlib import Path
 from PyQt5 import QtCore, QtWidgets
 
 from viewer import open_model
+from viewer.controls import PIXEL_TIP
 
 # where the scale bar's pixel size comes from: the files (TIFF calibration, per field), or the
 # user (--pixel-size, or a value typed in the pixel box), which overrides the files
@@ -123,7 +124,7 @@ class FileActions:
         self.state.update(pixel_size=found.um if found is not None else 0.0)
         self.channel_controls.pixel.setToolTip(
             f"read from {found.source}; type a value to override" if found is not None else
-            "size of one pixel as shown, for the scale bar (--pixel-size); unknown: no bar")
+            PIXEL_TIP)
 
 
 def dropped_folder(mime):

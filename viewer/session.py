@@ -60,11 +60,12 @@ class Dataset:
         self.ids, self.problems = self.folder.listing() if self.folder else ([], {})
         self.pixel_sizes = {}  # Id -> viewer.calibration.PixelSize or None, for the Ids read so far
 
-    def empty_reason(self):
-        """Why there is nothing to show, in one line (for a Dataset without Ids)."""
+    def empty_reason(self, cli=False):
+        """Why there is nothing to show, in one line (for a Dataset without Ids): what to do in
+        the window's terms, or in the command line's (``cli``)."""
         if self.folder is None:
-            return ("no image folder: open one (File > Open image folder, or drop a folder on the window, "
-                    "or --data DIR / --sample)")
+            return ("no image folder: give one with --data DIR (or --sample)" if cli else
+                    "no image folder: open one (File > Open image folder, or drop a folder on the window)")
         return (f"{self.folder.root}: no images (a sample is four files {{Id}}_red, _green, _blue and _yellow, "
                 f"each {' or '.join(EXTENSIONS)})")
 
@@ -223,8 +224,9 @@ class Models:
             if self._cam is None:
                 refs = self.checkpoints()
                 if not refs:
-                    raise DataError("model", "CAMs need the PyTorch checkpoints: open a run (--run) "
-                                             "or a model.json whose checkpoints exist")
+                    raise DataError("model", "CAMs need the PyTorch checkpoints: open a training run, or a "
+                                             "deployment folder whose checkpoints exist (File > Open model; "
+                                             "--run on the command line)")
                 from viewer.cam import CamModels
 
                 self._cam = self._stack.enter_context(
@@ -234,7 +236,8 @@ class Models:
     def predict(self, samples, fold="mean"):
         """(N, 28) probabilities of uint8 (H, W, 4) samples, averaged over ``self.views`` views."""
         if not self.can_predict:
-            raise DataError("model", "no model: open with --model or --run for predictions")
+            raise DataError("model", "no model for predictions: open a deployment folder or a training run "
+                                    "(File > Open model; --model or --run on the command line)")
         check_fold(fold, self.folds)
         backend = self._backend(fold) if self.spec is not None else None
         if backend is not None:  # a runtime backend takes the uint8 image (it normalises where its file does not)

@@ -20,7 +20,7 @@ from viewer.contrast import FixedLevels, histograms, percentile_levels
 from viewer.histogram import HistogramPanel
 from viewer import menus
 from viewer.file_actions import FileActions
-from viewer.controls import CamControls, ChannelControls
+from viewer.controls import AUTO_IDLE, CamControls, ChannelControls, auto_text
 from viewer.id_list import IdPanel
 from viewer.image_panel import ImagePanel
 from viewer.render import channel_planes, composite_gamma, display_scale, export_image, overlay_rgba
@@ -30,7 +30,9 @@ from viewer.state import ViewerState
 from viewer.worker import Worker, one_line
 
 PREDICT_CHUNK = 16   # Ids per background prediction request: an image load waits for one chunk at most
-NO_MAPS = "maps per class: need the PyTorch checkpoints (--run)"
+# What the window says speaks of its menus (File > Open model), not of command-line options:
+# the user in front of it may never have seen the command line.
+NO_MAPS = "maps per class: need the PyTorch checkpoints (File > Open model: a training run)"
 DIMMED = 0.6         # overlay opacity factor for the map of a class the model does not predict
                      # (0.35 left the heat map nearly invisible on a bright field)
 
@@ -148,8 +150,8 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         return right
 
     def _build_error_dock(self):
-        """Errors per class (View > Errors per class), hidden until asked for: it never takes
-        the image's room unless the user wants it."""
+        """Errors per class (View > Errors per class), hidden until asked for, and opened
+        floating (toggle_error_summary): it never takes the image's room unless the user docks it."""
         self.error_summary = ErrorSummary()
         self.error_summary.filter_changed.connect(self._error_filter_changed)
         self.error_dock = QtWidgets.QDockWidget("Errors per class", self)
@@ -157,6 +159,7 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         self.error_dock.setWidget(self.error_summary)
         self.addDockWidget(QtCore.Qt.RightDockWidgetArea, self.error_dock)
         self.error_dock.hide()
+        self._dock_placed = False
         self.error_dock.visibilityChanged.connect(lambda visible: visible and self._update_error_summary())
 
     def _build_menus(self):
@@ -180,11 +183,11 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         self.id_panel.set_ids(self.session.listed_ids())
         for sample_id, reason in self.session.dataset.problems.items():
             self._mark_unreadable(sample_id, reason)
-        self.id_panel.set_predictions_enabled(self.models.can_predict, "needs a model: File > Open model or --model")
+        self.id_panel.set_predictions_enabled(self.models.can_predict, "needs a model: File > Open model")
         self._apply_filters()
         listed = self.session.listed_ids()
         self.statusBar().showMessage(f"{len(self.session.ids)} images" + (
-            "" if self.models.can_predict else "; no model: File > Open model (or --model / --run) for predictions"))
+            "" if self.models.can_predict else "; no model: File > Open model for predictions"))
         if listed:
             self.id_panel.select(keep if keep in listed else listed[0])
         else:
@@ -249,7 +252,29 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
             self._request_cam()
 
     def toggle_error_summary(self):
-        self.error_dock.setVisible(not self.error_dock.isVisible())
+        """View > Errors per class: the dock opens as a window of its own beside the main window
+        (over its right edge where the screen has no room), and nothing in the main window moves.
+
+        *Decision*: floating, not docked. Docked, it took its width from the centre panel (the
+        splitter gives the image all that the window gains or loses) and the image shrank and
+        moved under the user's eyes; growing the window instead fails on a maximised window or
+        a small screen. Dragged into the window it docks, and then the image makes room, by
+        the user's choice."""
+        dock = self.error_dock
+        if dock.isVisible():
+            dock.hide()
+            return
+        if not self._dock_placed:  # the first time; afterwards where the user left it
+            self._dock_placed = True
+            dock.setFloating(True)
+            frame, inner = self.frameGeometry(), self.geometry()
+            screen = (self.screen() or QtWidgets.QApplication.primaryScreen()).availableGeometry()
+            width = max(dock.sizeHint().width(), self.error_summary.minimumWidth() + 20)
+            height = min(inner.height(), screen.height())
+            x = max(screen.left(), min(frame.right() + 1, screen.right() + 1 - width))
+            dock.setGeometry(x, max(screen.top(), inner.top()), width, height)
+        dock.show()
+        dock.raise_()
 
     def pick_class(self, cls):
         """A class clicked in the strip or the chart: its map becomes the main one, for this
@@ -310,10 +335,11 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
 
     def _show_auto_class(self, cls):
         """The class menu's first entry says which class "auto" stands for on this sample."""
-        text = tip = "auto (missed, else false positive, else top class)"
+        text = AUTO_IDLE
+        tip = "auto (missed, else false positive, else top class)"
         if cls is not None:
             mark = dict(review_classes(*self._review(), limit=None)).get(cls)
-            text = "auto" + (f" {mark}" if mark in ("FN", "FP") else "") + f": {cls} {CLASS_NAMES[cls]}"
+            text = auto_text(cls, mark)
             tip = f"{tip}: here {cls} {CLASS_NAMES[cls]}" + (f", {MARKS[mark]}" if mark in MARKS else "")
         self.cam_controls.cls.setItemText(0, text)
         self.cam_controls.cls.setItemData(0, tip, QtCore.Qt.ToolTipRole)
@@ -325,8 +351,8 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
             self._request_strip()
             return
         if not self.models.can_explain:
-            self.image_panel.set_caption("CAM: needs the PyTorch checkpoints (open with --run, or a model.json "
-                                         "whose checkpoints exist)")
+            self.image_panel.set_caption("CAM: needs the PyTorch checkpoints: File > Open model, a training run "
+                                         "(or a deployment folder whose checkpoints exist)")
             return
         cls = self._cam_class()
         self._show_auto_class(cls if self.state.cam_class < 0 else None)
