@@ -1,6 +1,7 @@
-"""Display features in a real X window (Xvfb, as tests/test_viewer_window.py): a dim field opens
-readable, the histograms are on screen with their limit lines, a colour change changes the screen
-pixels, and the scale bar is drawn with its length. pytest runs this file as a script under
+"""Display features in a real X window (Xvfb, the pattern of tests/xwindow.py): a dim field opens
+readable, the four histograms are on screen with their limit lines, "fixed for the set" keeps
+its limits while browsing (a bright field in the set shows a dim one dimmer), a colour change
+changes the screen pixels, and the scale bar is drawn with its length. pytest runs this file as a script under
 xvfb-run and checks the grabs of the X screen it saves.
 
 By hand: PYTHONPATH=. xvfb-run -a -s "-screen 0 1600x1000x24" python tests/test_viewer_display_window.py --data DIR --out OUT
@@ -24,9 +25,10 @@ def display_report(tmp_path_factory):
     data = tmp_path_factory.mktemp("dim")
     rng = np.random.default_rng(5)
     for k in range(3):
+        top = 75 if k == 2 else 25  # id2 three times as bright: "fixed for the set" shows id0 darker
         for name in ("red", "green", "blue", "yellow"):
-            plane = (rng.random((64, 64)) ** 2 * 25).astype(np.uint8)
-            plane[16:40, 16:40] = 25
+            plane = (rng.random((64, 64)) ** 2 * top).astype(np.uint8)
+            plane[16:40, 16:40] = top
             cv2.imwrite(str(data / f"id{k}_{name}.png"), plane)
     return run_driver(__file__, ["--data", data], tmp_path_factory.mktemp("xvfb-display"), 180)
 
@@ -45,9 +47,23 @@ def test_histograms_on_screen_with_their_limit_lines(display_report):
     r = display_report
     hist = _grab(r, "open", r["hist_rect"])
     assert (hist[..., 0] > 150).mean() > 0.05            # the red histogram is filled in red
+    from viewer.image_panel import CHANNEL_COLOURS
+
+    for i, rect in enumerate(r["hist_rects"]):            # and each of the four in its channel's colour
+        colour = [int(CHANNEL_COLOURS[i][k:k + 2], 16) for k in (1, 3, 5)]
+        plot = _grab(r, "open", rect)
+        assert (np.abs(plot - colour).sum(-1) < 60).mean() > 0.05, i
     assert r["lines"] == r["levels"][0]
     x = r["high_line_x"] - r["hist_rect"][0]
     assert (hist[:, x - 1:x + 2].min(-1) > 200).any(0).any()  # the white high-limit line is drawn
+
+
+def test_fixed_contrast_for_the_set_is_kept_while_browsing(display_report):
+    r = display_report
+    assert r["fixed_levels_back_on_id0"] == r["fixed_levels_on_id2"]   # kept, not recomputed per field
+    fixed = _grab(r, "id0-fixed", r["image_rect"]).mean()
+    per_image = _grab(r, "id0-per-image", r["image_rect"]).mean()
+    assert fixed < 0.75 * per_image, (fixed, per_image)   # the bright field in the set: id0 shows dimmer
 
 
 def test_colour_change_changes_the_screen(display_report):
@@ -91,7 +107,26 @@ def drive(args):
     line = window.histogram_panel.lines[0][1]
     report["high_line_x"] = rect_of(plot, plot.mapFromScene(line.sceneBoundingRect()).boundingRect())[0] + \
         int(plot.mapFromScene(line.sceneBoundingRect()).boundingRect().width() / 2)
+    report["hist_rects"] = [rect_of(p) for p in window.histogram_panel.plots]
     grab("open")
+
+    # "fixed" chosen in the mode box: limits from the fields seen, kept while browsing
+    def show(sample_id):
+        window.id_panel.select(sample_id)
+        settle(lambda: window.current.sample_id == sample_id and window.current.sample is not None)
+
+    first = window.state.sample_id
+    window.channel_controls.mode.setCurrentText("fixed")
+    for sample_id in window.session.listed_ids()[1:]:
+        show(sample_id)
+    report["fixed_levels_on_id2"] = [list(lv) for lv in window.state.levels]
+    show(first)
+    report["fixed_levels_back_on_id0"] = [list(lv) for lv in window.state.levels]
+    grab("id0-fixed")
+    window.channel_controls.mode.setCurrentText("per image")
+    settle()
+    grab("id0-per-image")
+
     window.state.update(channels=(False, True, False, False))
     grab("green-alone")
     window.channel_controls.cmaps[1].setCurrentText("magenta")

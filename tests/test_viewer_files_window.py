@@ -3,8 +3,10 @@ the viewer starts with images only; a right-click on the composite pops up the v
 (not pyqtgraph's); File > Open model (its dialog answered) loads a deployment folder on the
 worker and the synthetic-training banner appears; a training run dropped on the image (Qt drag
 events, as a file manager's drop arrives) replaces the model; a TIFF folder whose tags record
-0.65 um per pixel draws a scale bar of the right length; the Id list and the channel rows fit
-at 1400 px. pytest runs this file as a script under xvfb-run and checks the grabs of the X screen.
+0.65 um per pixel draws a scale bar of the right length, also where the calibrated channels
+were resized on load; File > Open model refuses an image folder naming the right menu; the Id
+list (full Ids in the tooltips, the count) and the channel rows fit at 1400 px. pytest runs this
+file as a script under xvfb-run and checks the grabs of the X screen.
 
 By hand: PYTHONPATH=. xvfb-run -a -s "-screen 0 1600x1000x24" python tests/test_viewer_files_window.py \\
     --data DIR --model DEPLOY --run RUN --tiff TIFFDIR --out OUT
@@ -31,6 +33,13 @@ def files_report(tiny_data, tiny_deploy, tiny_run, tmp_path_factory):
     for name in ("red", "green", "blue", "yellow"):
         plane = (rng.random((SIZE, SIZE)) * 60).astype(np.uint8)
         Image.fromarray(plane).save(tiff / f"cal_{name}.tif", resolution=10000 / UM, resolution_unit=3)
+        # "res": red uncalibrated at SIZE, the others at twice the size and half the pixel size;
+        # runtime.reader shows them at red's size, where one pixel is UM again
+        if name == "red":
+            Image.fromarray(plane).save(tiff / f"res_{name}.tif")
+        else:
+            Image.fromarray(np.kron(plane, np.ones((2, 2), np.uint8))).save(
+                tiff / f"res_{name}.tif", resolution=2 * 10000 / UM, resolution_unit=3)
     return run_driver(__file__, ["--data", tiny_data / "test", "--model", tiny_deploy[0], "--run", tiny_run[0],
                                  "--tiff", tiff], tmp_path_factory.mktemp("xvfb-files"), 300)
 
@@ -70,10 +79,19 @@ def test_dropped_run_replaces_the_model(files_report):
 def test_tiff_calibration_draws_the_scale_bar(files_report):
     r = files_report
     assert abs(r["tiff_pixel_size"] - UM) < 1e-3
-    image = _grab(r, "tiff", r["image_rect"])
-    white = image.min(-1) > 240
-    expected = r["image_rect"][2] * (20 / UM) / SIZE   # a 20 um bar, 30.8 of the 200 image pixels
-    assert abs(white.sum(1).max() - expected) <= max(3, 0.1 * expected), (white.sum(1).max(), expected)
+    # a field whose calibrated channels were resized on load: their size scaled to the shown one
+    assert abs(r["resized_pixel_size"] - UM) < 1e-3 and "scaled from its 400 px" in r["resized_source"]
+    for grab in ("tiff", "resized"):
+        image = _grab(r, grab, r["image_rect"])
+        white = image.min(-1) > 240
+        expected = r["image_rect"][2] * (20 / UM) / SIZE   # a 20 um bar, 30.8 of the 200 image pixels
+        assert abs(white.sum(1).max() - expected) <= max(3, 0.1 * expected), (grab, white.sum(1).max(), expected)
+
+
+def test_open_model_tells_an_image_folder_apart(files_report):
+    message = files_report["open_model_on_images"]
+    assert "is an image folder, not a model (File > Open image folder opens it)" in message
+    assert "\n" not in message and "--" not in message
 
 
 def test_list_and_channel_rows_fit_at_1400_px(files_report):
@@ -81,6 +99,8 @@ def test_list_and_channel_rows_fit_at_1400_px(files_report):
     assert r["selected_text"].count("…") == 1 and r["selected_text_width"] <= r["list_width"]
     assert not r["list_scrolls_sideways"]
     assert all(gap > 0 for gap in r["name_gaps"]), r["name_gaps"]
+    assert r["id_tooltip"] == r["shown_id"]        # the full Id, where the row shows it elided
+    assert r["count"] == f"{r['listed']} of {r['listed']}"
 
 
 # ---------------------------------------------------------------------- the driver (xvfb side)
@@ -113,6 +133,8 @@ def drive(args):
     report["selected_text_width"] = ids.fontMetrics().horizontalAdvance(option.text)
     report["list_width"] = ids.viewport().width()
     report["list_scrolls_sideways"] = ids.horizontalScrollBar().maximum() > 0
+    report["id_tooltip"] = ids.currentItem().toolTip()
+    report["count"], report["listed"] = window.id_panel.count.text(), len(window.session.listed_ids())
     controls = window.channel_controls
     report["name_gaps"] = [low.geometry().left() - check.geometry().right()
                            for check, low in zip(controls.checks, controls.lows)]
@@ -143,9 +165,17 @@ def drive(args):
         if popup is not None:
             popup.close()
 
+    # File > Open model answered with the image folder: refused in one line naming the right menu
+    shown = []
+    window.show_error = lambda title, message: shown.append(message)  # the dialog, recorded
+    QtWidgets.QFileDialog.getExistingDirectory = staticmethod(lambda *a, **k: args.data)
+    action = next(a for m in window.menuBar().actions() for a in m.menu().actions() if "Open &model" in a.text())
+    action.trigger()
+    settle(lambda: shown, what="the refusal")
+    report["open_model_on_images"] = shown[0]
+
     # File > Open model, its dialog answered with the deployment folder
     QtWidgets.QFileDialog.getExistingDirectory = staticmethod(lambda *a, **k: args.model)
-    action = next(a for m in window.menuBar().actions() for a in m.menu().actions() if "Open &model" in a.text())
     action.trigger()
     report["model_loaded_on_the_gui_thread"] = window.models.model_path is not None  # it is read on the worker
     settle(lambda: window.models.model_path is not None and window.current.probs is not None,
@@ -174,6 +204,11 @@ def drive(args):
     window.state.update(channels=(False, False, False, False), show_cam=False)
     report["image_rect"] = x.image_rect()
     grab("tiff")
+    window.id_panel.select("res")
+    settle(lambda: window.current.sample is not None and window.current.sample_id == "res", what="the resized field")
+    report["resized_pixel_size"] = window.state.pixel_size
+    report["resized_source"] = window.channel_controls.pixel.toolTip()
+    grab("resized")
     (out / "report.json").write_text(json.dumps(report))
     window.close()
     return 0

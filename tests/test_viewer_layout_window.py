@@ -1,6 +1,6 @@
 """Layout and input in a real X window (Xvfb, the pattern of tests/xwindow.py): text read in
 full at 1400 and 1600 px (the caption over the image, the class menu), the errors-per-class
-window opening without moving the image, the cursor readout clearing when the X pointer leaves
+window opening and the next sample loading without moving the image, the cursor readout clearing when the X pointer leaves
 the image, the contrast boxes applying on Enter (not per keystroke), "errors only" jumping to
 and showing the first error on its missed class, and what the window says without a model or
 a folder speaking of its menus, not of command-line options.
@@ -52,6 +52,11 @@ def test_errors_window_opens_without_moving_the_image(layout_report):
         before = load_grab(r, f"dock-before-{size}", moved["dock_rect"])
         after = load_grab(r, f"dock-after-{size}", moved["dock_rect"])
         assert (np.abs(after - before).sum(-1) > 60).mean() > 0.2
+
+
+def test_next_sample_moves_nothing(layout_report):
+    r = layout_report["next_sample"]
+    assert r["before"] == r["after"]
 
 
 def test_readout_clears_when_the_pointer_leaves_the_image(layout_report):
@@ -149,6 +154,16 @@ def drive(args):
         x.wait(lambda: not window.error_dock.isVisible(), "the errors per class to close")
     window.resize(1400, 900)
     x.wait(what="the resize")
+
+    # the next sample (Ctrl+Down), its map and strip loading: nothing above or beside the image moves
+    before = {"image": x.image_rect(), "caption": x.rect_of(window.image_panel.caption),
+              "strip": x.rect_of(window.cam_strip)}
+    shown = window.current.sample_id
+    x.keys(window.id_panel.list, QtCore.Qt.Key_Down)
+    x.wait(lambda: window.current.sample_id != shown and window.current.cam is not None and window.strip_ready(),
+           "the next sample with its maps", TIMEOUT_S)
+    report["next_sample"] = {"before": before, "after": {
+        "image": x.image_rect(), "caption": x.rect_of(window.image_panel.caption), "strip": x.rect_of(window.cam_strip)}}
 
     # the X pointer over a pixel, over the Id list, off the window
     pixel = (20, 24)
