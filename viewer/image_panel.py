@@ -23,7 +23,7 @@ class Caption(QtWidgets.QLabel):
     the caption at 1400 px ("not predicted (p 0.51 <= threshold 0.5" ended at the panel's edge),
     and the end of it is what the user needs (predicted or not, the threshold); a growing label
     pushed the image down by about 15 px. Two lines hold the longest caption (method, class,
-    mark, model, probability and threshold) from a centre panel of about 420 px; narrower than
+    mark, model, probability and threshold) from a centre panel of about 480 px; narrower than
     that, the text is elided at the end of the second line and the whole of it is the tooltip."""
 
     def __init__(self, parent=None):
