@@ -132,6 +132,8 @@ _said_lock = threading.Lock()
 
 
 def _say_once(key, level, message, *args):
+    if key in _said:  # said before: no lock taken (imdecode comes here for every channel file)
+        return
     with _said_lock:
         if key in _said:
             return
@@ -181,7 +183,9 @@ def opencv_decode(data, path):
 _local = threading.local()  # a pywuffs ImageDecoder is not thread-safe: one per thread and format
 
 
-def _wuffs_decoder(fmt):
+def wuffs_decoder(fmt):
+    """This thread's pywuffs ImageDecoder for the pixel format ``fmt`` (made on first use, then
+    kept: its config is built once, and a decoder is not thread-safe)."""
     decoders = getattr(_local, "decoders", None)
     if decoders is None:
         decoders = _local.decoders = {}
@@ -197,7 +201,7 @@ def _wuffs_decoder(fmt):
 
 def wuffs_decode(blob, fmt, planes=None):
     """Decode PNG bytes with Wuffs into ``fmt`` (a wuffs_format answer); None on any Wuffs error."""
-    result = _wuffs_decoder(fmt).decode(blob)
+    result = wuffs_decoder(fmt).decode(blob)
     if result.error_message:
         return None
     pixels = result.pixbuf
