@@ -4,7 +4,9 @@
 returns for the same bytes (an array, or None for a file OpenCV cannot read), so the reader's
 steps after it (one plane of a colour file, 16 to 8 bits) are the same for both decoders.
 Wuffs (PyPI ``pywuffs``, the ``fast-png`` extra) decodes a 512-px HPA PNG in about two thirds
-of OpenCV's time (docs/benchmarks.md) and releases the GIL; a runtime-only install without it decodes with OpenCV.
+of OpenCV's time (docs/benchmarks.md; built for the CPU's AVX2 as the Makefile does, it skips the
+CPU probing pywuffs otherwise repeats on every call) and releases the GIL; a runtime-only install
+without it decodes with OpenCV.
 
 ``decoder``: ``auto`` (Wuffs when ``pywuffs`` imports, else OpenCV, said once in a warning),
 ``wuffs`` (refused in one line when ``pywuffs`` is missing) or ``opencv``.
@@ -167,7 +169,7 @@ def resolve_decoder(name="auto", workers=None):
     if name == "wuffs":
         raise DataError("--decoder wuffs", f"pywuffs is not installed ({INSTALL_HINT})")
     _say_once("opencv", logging.WARNING, "pywuffs is not installed: images decode with OpenCV "
-              "(%s decodes PNGs about 1.6x faster)", INSTALL_HINT)
+              "(%s decodes PNGs about 1.5x faster)", INSTALL_HINT)
     return "opencv"
 
 
