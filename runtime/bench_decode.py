@@ -15,11 +15,12 @@ import tempfile
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from runtime.classes import CHANNELS
 from runtime.cli import ArgumentParser, positive_int, positive_int_list
-from runtime.decoders import imdecode, wuffs_available
+from runtime.decoders import imdecode, wuffs_available, wuffs_decoder, wuffs_format
 from runtime.pipeline import decoded_batches, load_into, opencv_single_threaded
 from runtime.preprocess import Preprocess, image_chw_into
 from runtime.probe import cpu_info
@@ -104,27 +105,84 @@ def measure(images, size, workers, decoders, kinds, rounds, samples):
     return rows
 
 
+# The layers one channel file goes through, each timed including the ones above it: the library's
+# own call on the file's bytes in memory (cv2.imdecode; pywuffs' decode and its pixbuf, the one
+# read the reader makes), runtime.decoders.imdecode (the PNG chunk walk that picks Wuffs or
+# OpenCV, the thread's decoder), and the reader (runtime.reader.decode_channel: open, the size
+# checks, one pread, closing). What a layer adds over the one above is the toolkit's overhead; the
+# first layer's ratio is the most any wrapper could show.
+LAYERS = ("library", "imdecode", "reader")
+
+
+def _library_call(decoder, blob, plan):
+    """The decoder library's own call on PNG bytes (``plan``: wuffs_format's answer)."""
+    if decoder == "wuffs" and plan is not None:
+        return wuffs_decoder(plan[0]).decode(blob).pixbuf
+    return cv2.imdecode(np.frombuffer(blob, np.uint8), cv2.IMREAD_UNCHANGED)
+
+
 def per_channel(pngs, decoders, passes=7):
-    """{decoder: (median wall ms, median CPU ms)} per channel file on one thread: every file of
-    ``pngs`` decoded by ``runtime.reader.decode_channel`` (the reader's checks included), the
-    decoders in turns, ``passes`` times. CPU time (time.thread_time) is what a loaded machine
-    inflates least: waiting for a core is not counted."""
+    """{decoder: {layer: (median wall ms, median CPU ms)}} per channel file on one thread, for
+    each of LAYERS: every file of ``pngs`` decoded, the decoders and layers in turns, ``passes``
+    times. CPU time (time.thread_time) is what a loaded machine inflates least: waiting for a core
+    is not counted."""
     files = sorted(Path(pngs).glob("*.png"))
     if not files:
         raise ValueError(f"{pngs}: no .png files")
-    wall, cpu = {d: [] for d in decoders}, {d: [] for d in decoders}
+    blobs = [f.read_bytes() for f in files]
+    plans = [wuffs_format(b) for b in blobs]
+    runs = {"library": lambda d: [_library_call(d, b, plan) is None for b, plan in zip(blobs, plans)],
+            "imdecode": lambda d: [imdecode(b, f, d) is None for b, f in zip(blobs, files)],
+            "reader": lambda d: [decode_channel(f, decoder=d) is None for f in files]}
+    turns = [(d, layer) for d in decoders for layer in LAYERS]
+    wall, cpu = {t: [] for t in turns}, {t: [] for t in turns}
     with opencv_single_threaded():
-        for d in decoders:
-            for f in files:
-                decode_channel(f, decoder=d)  # warm the file cache and the decoder
+        for d, layer in turns:
+            runs[layer](d)  # warm the file cache and the decoder
         for _ in range(passes):
-            for d in decoders:
+            for d, layer in turns:
                 w0, c0 = time.perf_counter(), time.thread_time()
-                for f in files:
-                    decode_channel(f, decoder=d)
-                wall[d].append((time.perf_counter() - w0) * 1000 / len(files))
-                cpu[d].append((time.thread_time() - c0) * 1000 / len(files))
-    return {d: (statistics.median(wall[d]), statistics.median(cpu[d])) for d in decoders}
+                runs[layer](d)
+                wall[d, layer].append((time.perf_counter() - w0) * 1000 / len(files))
+                cpu[d, layer].append((time.thread_time() - c0) * 1000 / len(files))
+    return {d: {layer: (statistics.median(wall[d, layer]), statistics.median(cpu[d, layer])) for layer in LAYERS}
+            for d in decoders}
+
+
+def setup_per_call(decoders, calls=2000):
+    """{decoder: microseconds} for one library call on a 1x1 gray PNG (best of 5 runs of ``calls``):
+    what a call costs before any pixel, paid once per channel file."""
+    blob = cv2.imencode(".png", np.zeros((1, 1), np.uint8))[1].tobytes()
+    plan = wuffs_format(blob)
+    best = {}
+    for d in decoders:
+        _library_call(d, blob, plan)
+        runs = []
+        for _ in range(5):
+            t0 = time.perf_counter()
+            for _ in range(calls):
+                _library_call(d, blob, plan)
+            runs.append((time.perf_counter() - t0) * 1e6 / calls)
+        best[d] = min(runs)
+    return best
+
+
+def format_per_channel(ms, setup):
+    """The per_channel table: a row per layer, CPU (wall) ms per decoder, and Wuffs' lead."""
+    both = {"opencv", "wuffs"} <= set(ms)
+    lines = [f"{'layer':<44}" + "".join(f"{d + ' CPU (wall) ms':>24}" for d in ms) + ("  wuffs vs opencv, CPU (wall)"
+                                                                                    if both else "")]
+    names = {"library": "library call, bytes in memory", "imdecode": "+ runtime.decoders.imdecode",
+             "reader": "+ reader (decode_channel: open, checks, read)"}
+    for layer in LAYERS:
+        row = f"{names[layer]:<44}" + "".join(f"{ms[d][layer][1]:>15.3f} ({ms[d][layer][0]:.3f})" for d in ms)
+        if both:
+            o, w = ms["opencv"][layer], ms["wuffs"][layer]
+            row += f"  {o[1] / w[1]:.2f}x ({o[0] / w[0]:.2f}x)"
+        lines.append(row)
+    lines.append("one call on a 1x1 PNG (set-up before any pixel): "
+                 + ", ".join(f"{d} {us:.1f} us" for d, us in setup.items()))
+    return "\n".join(lines)
 
 
 def around_decode(folder, pp, ids, passes=5):
@@ -176,6 +234,7 @@ def main(argv=None):
     p.add_argument("--decoders", default="opencv,wuffs" if wuffs_available() else "opencv")
     p.add_argument("--kinds", default="threads,processes", help="threads, processes or both")
     p.add_argument("--rounds", type=positive_int, default=3)
+    p.add_argument("--passes", type=positive_int, default=7, help="passes over --channels' files per decoder and layer")
     args = p.parse_args(argv)
     cores, how = physical_cores()
     workers = positive_int_list(args.workers) if args.workers else sorted({cores, os.cpu_count() or 1})
@@ -186,12 +245,9 @@ def main(argv=None):
         folders = list(args.folders)
         if args.channels:
             decoders = args.decoders.split(",")
-            ms = per_channel(args.channels, decoders)
-            ratio = "" if not {"opencv", "wuffs"} <= set(ms) else \
-                f"; wuffs is {ms['opencv'][0] / ms['wuffs'][0]:.2f}x OpenCV " \
-                f"({ms['opencv'][1] / ms['wuffs'][1]:.2f}x in CPU time)"
-            print(f"one thread, per channel file of {args.channels} (decode_channel, median of 7 passes in turns): "
-                  + ", ".join(f"{d} {w:.2f} ms ({c:.2f} ms CPU)" for d, (w, c) in ms.items()) + ratio, flush=True)
+            ms = per_channel(args.channels, decoders, args.passes)
+            print(f"one thread, per channel file of {args.channels} (median of {args.passes} passes, decoders and "
+                  f"layers in turns):\n" + format_per_channel(ms, setup_per_call(decoders)), flush=True)
             folders.append(samples_from_channels(args.channels, Path(tmp) / "real", args.samples or 200))
         rows = []
         for folder in folders:

@@ -4,7 +4,9 @@
 returns for the same bytes (an array, or None for a file OpenCV cannot read), so the reader's
 steps after it (one plane of a colour file, 16 to 8 bits) are the same for both decoders.
 Wuffs (PyPI ``pywuffs``, the ``fast-png`` extra) decodes a 512-px HPA PNG in about two thirds
-of OpenCV's time (docs/benchmarks.md) and releases the GIL; a runtime-only install without it decodes with OpenCV.
+of OpenCV's time (docs/benchmarks.md; built for the CPU's AVX2 as the Makefile does, it skips the
+CPU probing pywuffs otherwise repeats on every call) and releases the GIL; a runtime-only install
+without it decodes with OpenCV.
 
 ``decoder``: ``auto`` (Wuffs when ``pywuffs`` imports, else OpenCV, said once in a warning),
 ``wuffs`` (refused in one line when ``pywuffs`` is missing) or ``opencv``.
@@ -132,6 +134,8 @@ _said_lock = threading.Lock()
 
 
 def _say_once(key, level, message, *args):
+    if key in _said:  # said before: no lock taken (imdecode comes here for every channel file)
+        return
     with _said_lock:
         if key in _said:
             return
@@ -165,7 +169,7 @@ def resolve_decoder(name="auto", workers=None):
     if name == "wuffs":
         raise DataError("--decoder wuffs", f"pywuffs is not installed ({INSTALL_HINT})")
     _say_once("opencv", logging.WARNING, "pywuffs is not installed: images decode with OpenCV "
-              "(%s decodes PNGs about 1.6x faster)", INSTALL_HINT)
+              "(%s decodes PNGs about 1.5x faster)", INSTALL_HINT)
     return "opencv"
 
 
@@ -181,7 +185,9 @@ def opencv_decode(data, path):
 _local = threading.local()  # a pywuffs ImageDecoder is not thread-safe: one per thread and format
 
 
-def _wuffs_decoder(fmt):
+def wuffs_decoder(fmt):
+    """This thread's pywuffs ImageDecoder for the pixel format ``fmt`` (made on first use, then
+    kept: its config is built once, and a decoder is not thread-safe)."""
     decoders = getattr(_local, "decoders", None)
     if decoders is None:
         decoders = _local.decoders = {}
@@ -197,7 +203,7 @@ def _wuffs_decoder(fmt):
 
 def wuffs_decode(blob, fmt, planes=None):
     """Decode PNG bytes with Wuffs into ``fmt`` (a wuffs_format answer); None on any Wuffs error."""
-    result = _wuffs_decoder(fmt).decode(blob)
+    result = wuffs_decoder(fmt).decode(blob)
     if result.error_message:
         return None
     pixels = result.pixbuf
