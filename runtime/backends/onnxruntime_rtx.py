@@ -249,12 +249,6 @@ class OnnxRuntimeRtxBackend(OnnxRuntimeBackend):
         self.ep_device = None
 
 
-def _probe_cache_path():
-    root = os.environ.get("HPA_TOOLKIT_CACHE") or \
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpa-toolkit"
-    return Path(root) / PROBE_CACHE
-
-
 def probe_key(model_file, gpu):
     import onnxruntime
 
@@ -267,26 +261,11 @@ def measured_speedup(spec, model_file, seconds=PROBE_SECONDS):
     cached in ``$HPA_TOOLKIT_CACHE/rtx-probe.json``. BackendUnavailable (cached too) when either
     cannot run."""
     from runtime.backends.onnxruntime_backend import OnnxRuntimeCudaBackend
-    from runtime.jsonfile import read_json
-    from runtime.probe import interleaved
-    from runtime.writeutil import atomic_write_json
+    from runtime.probe import cached_probe, interleaved
 
-    key = probe_key(model_file, check_gpu())
-    path = _probe_cache_path()
-    try:
-        cache = read_json(path) if path.is_file() else {}
-        cache = cache if isinstance(cache, dict) else {}
-    except (OSError, DataError):
-        cache = {}
-    entry = cache.get(key)
-    if not isinstance(entry, dict) or not ("ratio" in entry or "error" in entry):
-        entry = _measure(spec, model_file, seconds, OnnxRuntimeCudaBackend, interleaved)
-        cache[key] = entry
-        try:
-            atomic_write_json(path, cache)
-        except OSError as err:
-            log.warning("could not cache the TensorRT-RTX probe in %s (%s); it runs again next time", path,
-                        err.strerror)
+    entry = cached_probe(PROBE_CACHE, probe_key(model_file, check_gpu()),
+                         lambda: _measure(spec, model_file, seconds, OnnxRuntimeCudaBackend, interleaved),
+                         lambda e: isinstance(e, dict) and ("ratio" in e or "error" in e), "TensorRT-RTX probe")
     if "error" in entry:
         raise BackendUnavailable(entry["error"])
     return float(entry["ratio"])
