@@ -33,7 +33,7 @@ from contextlib import ExitStack
 import numpy as np
 
 from runtime.backends import make_backend
-from runtime.backends.base import backend_options, check_options
+from runtime.backends.base import backend_class, check_options, option_pair
 from runtime.bench_decode import physical_cores
 from runtime.errors import DataError
 from runtime.model_spec import load_model_spec
@@ -118,6 +118,25 @@ def _end_to_end(backend, folder, ids, b, workers, rounds=3, model_seconds=1.0):
              "images_per_s": med["pipelined"], "of_ideal": med["of_ideal"]}]
 
 
+def bench_item(text):
+    """One ``--backend`` item, ``name[:precision][+key=value...]`` -> (``name[:precision]``, {key: value}).
+    A bad option is a ValueError naming the item as it was typed (it is no --backend-option)."""
+    head, *pairs = text.split("+")
+    name = head.partition(":")[0]
+    taken = backend_class(name).options
+    options = {}
+    for pair in pairs:
+        parsed = option_pair(pair)
+        if parsed is None:
+            raise ValueError(f"--backend item {text!r}: +{pair} is not +KEY=VALUE "
+                             "(e.g. onnxruntime-cuda:fp16+cuda_graph=1)")
+        if parsed[0] not in taken:
+            raise ValueError(f"--backend item {text!r}: {name} takes no option {parsed[0]!r} "
+                             + (f"(it takes: {', '.join(taken)})" if taken else "(it takes none)"))
+        options[parsed[0]] = parsed[1]
+    return head, options
+
+
 # *Decision*: a batch of the default 512-px model at 1024 images is 4 GiB as float32; no engine here
 # gains from a larger one, and a typo of 100000 would take the machine's memory.
 MAX_BATCH_BYTES = 4 << 30
@@ -132,9 +151,9 @@ def bench(model, backends="onnxruntime:fp32", batch_sizes=(1, 8, 32), images=Non
     run can time a backend with and without an option, e.g. ``onnxruntime-cuda:fp16+cuda_graph=1``)."""
     items = [b.strip() for b in backends.split(",") if b.strip()]
     check_plan(len(items), batch_sizes, seconds)
-    items = [(item.split("+")[0], backend_options(item.split("+")[1:])) for item in items]
+    items = [bench_item(item) for item in items]
     options = check_options([item.partition(":")[0] for item, _ in items], options or {})
-    items = [(item, {**options, **check_options([item.partition(":")[0]], own)}) for item, own in items]
+    items = [(item, {**options, **own}) for item, own in items]
     spec = load_model_spec(model)
     rng = np.random.default_rng(0)
     folder = ImageFolder(images, decoder=decoder) if images else None
