@@ -147,8 +147,9 @@ def cmd_infer(args):
           + (f" ({summary['resumed_from']} from an earlier run)" if summary["resumed_from"] else "")
           + f", {speed}; wrote {out / 'submission.csv'}, {out / 'probabilities.csv'}, {out / 'errors.csv'}")
     if summary["failed"]:
-        warn(f"{out / 'errors.csv'}: {summary['failed']} samples could not be read (their submission.csv rows "
-             "are empty); this file says why")
+        n = summary["failed"]
+        warn(f"{out / 'errors.csv'}: {n} sample{'s' if n > 1 else ''} could not be read (their submission.csv "
+             f"row{'s are' if n > 1 else ' is'} empty); this file says why")
     return 0
 
 

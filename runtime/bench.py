@@ -25,6 +25,7 @@ anything loads. With ``--images`` it adds passes over the folder's samples (seve
 nine per backend end to end: three rounds of sequential, decode-only and pipelined, each round
 with a second of the model alone), a time set by the folder's size."""
 
+import logging
 import math
 import statistics
 import time
@@ -42,6 +43,8 @@ from runtime.probe import cpu_info, interleaved
 from runtime.reader import ImageFolder
 from runtime.writeutil import atomic_write_json
 
+
+log = logging.getLogger(__name__)
 
 MAX_MODEL_SECONDS = 3600.0
 
@@ -157,15 +160,13 @@ def bench(model, backends="onnxruntime:fp32", batch_sizes=(1, 8, 32), images=Non
     spec = load_model_spec(model)
     rng = np.random.default_rng(0)
     folder = ImageFolder(images, decoder=decoder) if images else None
-    ids = folder.ids() if folder else []
-    if folder and not ids:
-        raise DataError(folder.root, "no samples here (no {Id}_{red,green,blue,yellow} image files)")
     size = spec.preprocess.size
     for b in batch_sizes:  # the random model input is made whole: bound it before allocating
         if b * 4 * size * size * 4 > MAX_BATCH_BYTES:
             gib = b * 16 * size * size / 2**30
             raise DataError("--batch-sizes", f"{b} images of 4 x {size} x {size} are {gib:.1f} GiB as float32, "
                                              f"over the {MAX_BATCH_BYTES >> 30} GiB a bench batch may take")
+    ids = readable_ids(folder, spec.preprocess, max(batch_sizes), workers) if folder else []
     rows, decoded = [], False
     with ExitStack() as stack:
         opened = []
@@ -187,6 +188,28 @@ def bench(model, backends="onnxruntime:fp32", batch_sizes=(1, 8, 32), images=Non
         name, flags = cpu_info()
         atomic_write_json(json_path, {"cpu": name, "cpu_flags": flags, "rows": rows})
     return rows
+
+
+def readable_ids(folder, pp, batch_size, workers):
+    """The Ids of ``folder`` whose samples decode, found in one pass (which also warms the file
+    cache). The others (a missing channel, an unreadable file) are left out of every figure, and
+    one warning line says how many and the first one's file and reason: a figure over fewer
+    samples than the folder holds is never silent."""
+    ids, problems = folder.listing()
+    if not ids and not problems:
+        raise DataError(folder.root, "no samples here (no {Id}_{red,green,blue,yellow} image files)")
+    bad = {sample_id: f"{folder.root}: Id {sample_id!r}: {reason}" for sample_id, reason in problems.items()}
+    for batch in decoded_batches(folder, ids, pp, batch_size, workers):
+        bad.update((sample_id, f"{path}: {reason}") for sample_id, path, reason in batch.errors)
+    good = [i for i in ids if i not in bad]
+    if not good:
+        raise DataError(folder.root, f"none of its {len(bad)} samples can be read (first: {next(iter(bad.values()))}; "
+                                     "runtime infer's errors.csv says why for each)")
+    if bad:
+        log.warning("%s: %d of %d samples cannot be read and are left out of the figures (first: %s; runtime "
+                    "infer's errors.csv lists each)", folder.root, len(bad), len(good) + len(bad),
+                    next(iter(bad.values())))
+    return good
 
 
 def _decode_only(folder, ids, pp, batch_size, workers, rounds=3):

@@ -137,3 +137,22 @@ def test_fit_help_shows_the_defaults(capsys):
     for shown in ("(default: 3)", "(default: resnet18)", "(default: 0.001)", "(default: focal)",
                   "(default: DATA/train.csv)", "(default: 8.0)"):
         assert shown in text
+
+
+def test_bench_says_which_samples_it_leaves_out(tiny_deploy, tiny_data, tmp_path, caplog):
+    """A bench over a folder with unreadable samples times the others and says so in one line."""
+    import shutil
+
+    from runtime.bench import bench
+
+    images = tmp_path / "test"
+    shutil.copytree(tiny_data / "test", images)
+    red = sorted(images.glob("*_red.png"))
+    red[0].write_bytes(b"")                                   # a zero-byte PNG
+    red[1].with_name(red[1].name.replace("_red", "_blue")).unlink()  # a missing channel
+    rows = bench(str(tiny_deploy[0]), "onnxruntime:fp32", [4], str(images), seconds=0.05, workers=0)
+    assert {r["images"] for r in rows if "images" in r} == {len(red) - 2}
+    [line] = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert line.startswith(f"{images}: 2 of {len(red)} samples cannot be read and are left out of the figures "
+                           "(first: ") and line.endswith("; runtime infer's errors.csv lists each)")
+    assert "missing blue" in line or f"{red[0]}: " in line  # the first one's file and reason
