@@ -126,7 +126,8 @@ def cmd_infer(args):
     if not ids and not problems:  # the data root given for its test/ folder: refused, outputs kept
         raise DataError(folder.root, "no samples here (no {Id}_{red,green,blue,yellow} image files); "
                                      "give the folder that holds them, or --ids")
-    ids = shard_ids(ids + list(problems), args.shard)
+    # the folder's Ids in sorted order, the incomplete ones among them (merge --images orders them alike)
+    ids = shard_ids(sorted([*ids, *problems]) if problems else ids, args.shard)
     for sample_id in (i for i in ids if i in problems):  # tried like any other Id: errors.csv says why
         warn(f"{folder.root}: Id {sample_id!r}: {problems[sample_id]}; listed in errors.csv")
     thresholds = None if args.threshold_mode == "tuned" else [0.5] * NUM_CLASSES
@@ -196,7 +197,7 @@ def cmd_merge(args):
         ids = read_ids(args.ids)
     else:
         ids, problems = ImageFolder(args.images).listing()
-        ids += problems
+        ids = sorted([*ids, *problems])  # as infer orders them
     summary = merge_shards(args.shards, args.out, ids)
     print(f"merged {summary['shards']} shards: {summary['done']} done, {summary['failed']} failed; "
           f"wrote {Path(args.out) / 'submission.csv'}")
