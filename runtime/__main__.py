@@ -149,8 +149,8 @@ def cmd_infer(args):
           + f", {speed}; wrote {out / 'submission.csv'}, {out / 'probabilities.csv'}, {out / 'errors.csv'}")
     if summary["failed"]:
         n = summary["failed"]
-        warn(f"{out / 'errors.csv'}: {n} sample{'s' if n > 1 else ''} could not be read (their submission.csv "
-             f"row{'s are' if n > 1 else ' is'} empty); this file says why")
+        warn(f"{out / 'errors.csv'}: {n} sample{'s' if n > 1 else ''} could not be read "
+             f"({'their submission.csv rows are' if n > 1 else 'its submission.csv row is'} empty); this file says why")
     return 0
 
 
