@@ -30,28 +30,30 @@ def _deploy_commands(sub):
     o.add_argument("--max-f1-drop", type=finite_float, default=0.01,
                    help="a reduced precision whose out-of-fold macro-F1 falls more than this below FP32's is "
                         "marked unusable (auto never picks it)")
-    o.add_argument("--seed", type=int, default=0)
+    o.add_argument("--seed", type=int, default=0, help="random seed choosing the calibration and evaluation images")
 
     t = sub.add_parser("tensorrt", help="build a TensorRT engine from an exported ONNX file (GPU hosts)")
-    t.add_argument("--onnx", required=True)
+    t.add_argument("--onnx", required=True, help="an ONNX file of a deployment folder, e.g. DEPLOY/ensemble.fp16.onnx")
     t.add_argument("--out", required=True, help="engine file to write")
     t.add_argument("--min-batch", type=positive_int, default=1,
                    help="smallest batch of the profile (the runtime pads smaller ones; Triton needs 1)")
-    t.add_argument("--opt-batch", type=positive_int, default=32)
-    t.add_argument("--max-batch", type=positive_int, default=64)
-    t.add_argument("--workspace", type=positive_float, default=4.0, help="GB")
-    t.add_argument("--timing-cache", default=None)
+    t.add_argument("--opt-batch", type=positive_int, default=32, help="the batch the profile is tuned for")
+    t.add_argument("--max-batch", type=positive_int, default=64, help="largest batch of the profile")
+    t.add_argument("--workspace", type=positive_float, default=4.0, help="builder workspace in GB")
+    t.add_argument("--timing-cache", default=None,
+                   help="timing cache file, read when present and saved after the build (default: none)")
 
     r = sub.add_parser("triton", help="a Triton Inference Server model repository from a deployment folder")
     r.add_argument("--deploy", required=True, help="deployment folder with model.json")
     r.add_argument("--out", required=True, help="model repository folder")
-    r.add_argument("--name", default="hpa")
+    r.add_argument("--name", default="hpa", help="model name in the repository (the Triton model's folder)")
     r.add_argument("--backend", default="auto", choices=["auto", "onnx", "tensorrt"],
                    help="auto: the TensorRT engine when one is listed, else the ONNX ensemble")
-    r.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"])
+    r.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "int8"],
+                   help="which listed file or engine the repository serves")
     r.add_argument("--max-batch", type=positive_int, default=64, help="capped by the engine's optimization profile")
     r.add_argument("--preferred", default="8,32", help="preferred dynamic-batching sizes")
-    r.add_argument("--instances", type=positive_int, default=1)
+    r.add_argument("--instances", type=positive_int, default=1, help="model instances per device")
     r.add_argument("--kind", default="auto", choices=["auto", "gpu", "cpu"],
                    help="instance kind; auto: GPU for a TensorRT plan (cpu is refused for one), else CPU")
 
@@ -61,20 +63,20 @@ def _int8_study_commands(sub):
 
     c = sub.add_parser("int8-ceiling", help="INT8 vs FP32 speed of single convolutions on this CPU: the most "
                                             "the INT8 CPU flavour can gain here")
-    c.add_argument("--batch-size", type=positive_int, default=32)
+    c.add_argument("--batch-size", type=positive_int, default=32, help="images per timed call")
     c.add_argument("--seconds", type=seconds, default=2.0, help="timing per shape and precision")
     c.add_argument("--threads", type=non_negative_int, default=0, help="ONNX Runtime intra-op threads (0: all cores)")
-    c.add_argument("--json", default=None, help="also write the rows here")
+    c.add_argument("--json", default=None, help="also write the rows to this JSON file (default: print only)")
 
     v = sub.add_parser("int8-levers", help="speed and |dp| of each INT8 setting against an FP32 file, one lever at a time")
     v.add_argument("--run", required=True, help="the training run (calibration and held-out images)")
     v.add_argument("--onnx", required=True, help="the FP32 file, e.g. DEPLOY/ensemble.onnx")
-    v.add_argument("--batch-sizes", type=positive_int_list, default=[1, 16])
+    v.add_argument("--batch-sizes", type=positive_int_list, default=[1, 16], help="comma-separated batch sizes to time")
     v.add_argument("--seconds", type=seconds, default=3.0, help="timing per lever and batch size")
     v.add_argument("--calib-images", type=positive_int, default=64,
                    help="as export onnx: the same images (INT8 |dp| is measured on as many others)")
     v.add_argument("--only", default="", help="';'-separated lever names, as the table prints them (default: all)")
-    v.add_argument("--json", default=None, help="also write the rows here")
+    v.add_argument("--json", default=None, help="also write the rows to this JSON file (default: print only)")
 
 
 def main(argv=None):

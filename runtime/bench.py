@@ -25,6 +25,7 @@ anything loads. With ``--images`` it adds passes over the folder's samples (seve
 nine per backend end to end: three rounds of sequential, decode-only and pipelined, each round
 with a second of the model alone), a time set by the folder's size."""
 
+import logging
 import math
 import statistics
 import time
@@ -33,7 +34,7 @@ from contextlib import ExitStack
 import numpy as np
 
 from runtime.backends import make_backend
-from runtime.backends.base import backend_options, check_options
+from runtime.backends.base import backend_class, check_options, option_pair
 from runtime.bench_decode import physical_cores
 from runtime.errors import DataError
 from runtime.model_spec import load_model_spec
@@ -42,6 +43,8 @@ from runtime.probe import cpu_info, interleaved
 from runtime.reader import ImageFolder
 from runtime.writeutil import atomic_write_json
 
+
+log = logging.getLogger(__name__)
 
 MAX_MODEL_SECONDS = 3600.0
 
@@ -118,6 +121,25 @@ def _end_to_end(backend, folder, ids, b, workers, rounds=3, model_seconds=1.0):
              "images_per_s": med["pipelined"], "of_ideal": med["of_ideal"]}]
 
 
+def bench_item(text):
+    """One ``--backend`` item, ``name[:precision][+key=value...]`` -> (``name[:precision]``, {key: value}).
+    A bad option is a ValueError naming the item as it was typed (it is no --backend-option)."""
+    head, *pairs = text.split("+")
+    name = head.partition(":")[0]
+    taken = backend_class(name).options
+    options = {}
+    for pair in pairs:
+        parsed = option_pair(pair)
+        if parsed is None:
+            raise ValueError(f"--backend item {text!r}: +{pair} is not +KEY=VALUE "
+                             "(e.g. onnxruntime-cuda:fp16+cuda_graph=1)")
+        if parsed[0] not in taken:
+            raise ValueError(f"--backend item {text!r}: {name} takes no option {parsed[0]!r} "
+                             + (f"(it takes: {', '.join(taken)})" if taken else "(it takes none)"))
+        options[parsed[0]] = parsed[1]
+    return head, options
+
+
 # *Decision*: a batch of the default 512-px model at 1024 images is 4 GiB as float32; no engine here
 # gains from a larger one, and a typo of 100000 would take the machine's memory.
 MAX_BATCH_BYTES = 4 << 30
@@ -132,21 +154,19 @@ def bench(model, backends="onnxruntime:fp32", batch_sizes=(1, 8, 32), images=Non
     run can time a backend with and without an option, e.g. ``onnxruntime-cuda:fp16+cuda_graph=1``)."""
     items = [b.strip() for b in backends.split(",") if b.strip()]
     check_plan(len(items), batch_sizes, seconds)
-    items = [(item.split("+")[0], backend_options(item.split("+")[1:])) for item in items]
+    items = [bench_item(item) for item in items]
     options = check_options([item.partition(":")[0] for item, _ in items], options or {})
-    items = [(item, {**options, **check_options([item.partition(":")[0]], own)}) for item, own in items]
+    items = [(item, {**options, **own}) for item, own in items]
     spec = load_model_spec(model)
     rng = np.random.default_rng(0)
     folder = ImageFolder(images, decoder=decoder) if images else None
-    ids = folder.ids() if folder else []
-    if folder and not ids:
-        raise DataError(folder.root, "no samples here (no {Id}_{red,green,blue,yellow} image files)")
     size = spec.preprocess.size
     for b in batch_sizes:  # the random model input is made whole: bound it before allocating
         if b * 4 * size * size * 4 > MAX_BATCH_BYTES:
             gib = b * 16 * size * size / 2**30
             raise DataError("--batch-sizes", f"{b} images of 4 x {size} x {size} are {gib:.1f} GiB as float32, "
                                              f"over the {MAX_BATCH_BYTES >> 30} GiB a bench batch may take")
+    ids = readable_ids(folder, spec.preprocess, max(batch_sizes), workers) if folder else []
     rows, decoded = [], False
     with ExitStack() as stack:
         opened = []
@@ -168,6 +188,28 @@ def bench(model, backends="onnxruntime:fp32", batch_sizes=(1, 8, 32), images=Non
         name, flags = cpu_info()
         atomic_write_json(json_path, {"cpu": name, "cpu_flags": flags, "rows": rows})
     return rows
+
+
+def readable_ids(folder, pp, batch_size, workers):
+    """The Ids of ``folder`` whose samples decode, found in one pass (which also warms the file
+    cache). The others (a missing channel, an unreadable file) are left out of every figure, and
+    one warning line says how many and the first one's file and reason: a figure over fewer
+    samples than the folder holds is never silent."""
+    ids, problems = folder.listing()
+    if not ids and not problems:
+        raise DataError(folder.root, "no samples here (no {Id}_{red,green,blue,yellow} image files)")
+    bad = {sample_id: f"{folder.root}: Id {sample_id!r}: {reason}" for sample_id, reason in problems.items()}
+    for batch in decoded_batches(folder, ids, pp, batch_size, workers):
+        bad.update((sample_id, f"{path}: {reason}") for sample_id, path, reason in batch.errors)
+    good = [i for i in ids if i not in bad]
+    if not good:
+        raise DataError(folder.root, f"none of its {len(bad)} samples can be read (first: {next(iter(bad.values()))}; "
+                                     "runtime infer's errors.csv says why for each)")
+    if bad:
+        log.warning("%s: %d of %d samples cannot be read and are left out of the figures (first: %s; runtime "
+                    "infer's errors.csv lists each)", folder.root, len(bad), len(good) + len(bad),
+                    next(iter(bad.values())))
+    return good
 
 
 def _decode_only(folder, ids, pp, batch_size, workers, rounds=3):

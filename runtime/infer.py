@@ -156,7 +156,7 @@ def _run(backend, folder, ids, out, batch_size, thresholds, threshold_mode, sett
     summary = {"images": len(ids), "done": sum(i in probs for i in ids), "failed": sum(i in errors for i in ids),
                "resumed_from": len(ids) - len(todo), "seconds": seconds,
                "images_per_s": processed / seconds if seconds > 0 else None,
-               "backend": backend.description, "precision": settings["precision"],
+               "backend": backend.description, "precision": settings["precision"], "decoder": folder.decoder,
                "batch_size": batch_size, "tta_views": views, "thresholds": threshold_mode, "settings": settings}
     atomic_write_set([*((out / name, text) for name, text in output_texts(ids, probs, errors, thresholds).items()),
                       (out / SUMMARY, json.dumps(summary, indent=2) + "\n")])

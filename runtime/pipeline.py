@@ -75,6 +75,7 @@ import cv2
 import numpy as np
 
 from runtime.classes import CHANNELS
+from runtime.cli import setup_logging
 from runtime.errors import DataError
 from runtime.preprocess import image_chw_into
 from runtime.reader import header_size
@@ -170,7 +171,7 @@ def _process_init(folder, pp):
     # Ctrl-C is the parent's to handle (one line, runtime.cli); a worker ignores it and ends when
     # the parent shuts the pool down. Warnings (a colour channel) read as the parent's.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    setup_logging(logging.WARNING)
     cv2.setNumThreads(1)
     _process_state.update(folder=folder, pp=pp)
 

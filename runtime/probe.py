@@ -52,9 +52,31 @@ def cpu_class(flags):
     return "vnni" if any(f in flags for f in VNNI_FLAGS) else "avx2"
 
 
-def _cache_path():
+def cache_path(name):
+    """``$HPA_TOOLKIT_CACHE/name`` (default ``$XDG_CACHE_HOME/hpa-toolkit`` or ``~/.cache/hpa-toolkit``)."""
     root = os.environ.get("HPA_TOOLKIT_CACHE") or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpa-toolkit"
-    return Path(root) / CACHE_FILE
+    return Path(root) / name
+
+
+def cached_probe(name, key, measure, valid, what):
+    """A speed probe's result, measured once per ``key`` and kept in the JSON file ``cache_path(name)``
+    ({key: result}): the cached result when it is ``valid``, else ``measure()``, written back
+    atomically. A cache file that cannot be read (missing, damaged, not ours) counts as empty; one
+    that cannot be written is a warning naming ``what`` (the probe then runs again next time)."""
+    path = cache_path(name)
+    try:
+        cache = read_json(path) if path.is_file() else {}
+        cache = cache if isinstance(cache, dict) else {}
+    except (OSError, DataError):
+        cache = {}
+    if key in cache and valid(cache[key]):
+        return cache[key]
+    cache[key] = measure()
+    try:
+        atomic_write_json(path, cache)
+    except OSError as err:
+        log.warning("could not cache the %s in %s (%s); it runs again next time", what, path, err.strerror)
+    return cache[key]
 
 
 def interleaved(calls, seconds, block=1.0):
@@ -108,18 +130,15 @@ def speedup(fp32_file, int8_file):
 
     key = "|".join([fp32_file.sha256, int8_file.sha256, name, " ".join(flags), onnxruntime.__version__,
                     str(os.cpu_count())])
-    path = _cache_path()
-    try:
-        cache = read_json(path) if path.is_file() else {}
-        cache = cache if isinstance(cache, dict) else {}
-    except (OSError, DataError):
-        cache = {}
-    if key not in cache:
+
+    def probe():
         t0 = time.perf_counter()
-        cache[key] = measure(fp32_file.verified(), int8_file.verified(), fp32_file.size)
-        log.info("INT8/FP32 probe: %.2fx in %.1fs; cached in %s", cache[key], time.perf_counter() - t0, path)
-        try:
-            atomic_write_json(path, cache)
-        except OSError as err:
-            log.warning("could not cache the INT8 probe in %s (%s); it runs again next time", path, err.strerror)
-    return cache[key]
+        ratio = measure(fp32_file.verified(), int8_file.verified(), fp32_file.size)
+        log.info("INT8/FP32 probe: %.2fx in %.1fs; cached in %s", ratio, time.perf_counter() - t0, cache_path(CACHE_FILE))
+        return ratio
+
+    return float(cached_probe(CACHE_FILE, key, probe, _is_ratio, "INT8 probe"))
+
+
+def _is_ratio(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and 0 < value < float("inf")

@@ -16,6 +16,7 @@ import shutil
 from pathlib import Path
 
 from runtime.classes import CHANNELS
+from runtime.cli import warn
 from runtime.errors import DataError
 from runtime.labels import read_manifest
 from runtime.ids import check_id
@@ -52,7 +53,8 @@ def _transfer(src, dst, move):
     return True
 
 
-def split(src, dst, per_dir, move=False, dry_run=False, report=print):
+def split(src, dst, per_dir, move=False, dry_run=False, report=print, warn=warn):
+    """``report``: the progress lines (stdout); ``warn``: the warnings (runtime.cli.warn: stderr)."""
     src, dst = Path(src), Path(dst)
     if per_dir < 1:
         raise ValueError("--per-dir must be at least 1")
@@ -70,7 +72,7 @@ def split(src, dst, per_dir, move=False, dry_run=False, report=print):
     incomplete = {i: [c for c in CHANNELS if c not in files] for i, files in groups.items()
                   if len(files) < len(CHANNELS)}
     for sample_id, missing in sorted(incomplete.items()):
-        report(f"warning: {sample_id}: missing {', '.join(missing)} (its other files are split as usual)")
+        warn(f"{src / sample_id}: missing {', '.join(missing)} (its other files are split as usual)")
     if dry_run:
         dirs = sorted(set(plan.values()))
         report(f"dry run: {len(groups)} Ids into {len(dirs)} folders of at most {per_dir}; nothing written")

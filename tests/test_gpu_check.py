@@ -48,7 +48,11 @@ def test_tensorrt_rtx_rows_say_why_they_cannot_run():
             "gpu": {"name": "NVIDIA H200", "compute_capability": "9.0"}}
     reason = gc._absent("onnxruntime-tensorrt-rtx", h200)
     assert "TensorRT for RTX plugin is not installed" in reason
-    assert "NVIDIA H200 has compute capability 9.0; TensorRT for RTX supports 7.5, 8.6, 8.9, 12.x" in reason
+    assert ("NVIDIA H200 has compute capability 9.0; TensorRT for RTX (the onnxruntime-ep-nv-tensorrt-rtx plugin) "
+            "supports 8.6, 8.9, 12.0 or newer") in reason
+    turing = dict(h200, tensorrt_rtx="onnxruntime-ep-nv-tensorrt-rtx-cu13 0.5.0",
+                  gpu={"name": "NVIDIA GeForce RTX 2080 Ti", "compute_capability": "7.5"})
+    assert "compute capability 7.5" in gc._absent("onnxruntime-tensorrt-rtx", turing)  # the plugin 0.5.0 refuses it
     rtx4090 = dict(h200, tensorrt_rtx="onnxruntime-ep-nv-tensorrt-rtx-cu13 0.5.0",
                    gpu={"name": "NVIDIA GeForce RTX 4090", "compute_capability": "8.9"})
     assert gc._absent("onnxruntime-tensorrt-rtx", rtx4090) is None

@@ -94,8 +94,10 @@ def test_a_missing_package_names_the_install(monkeypatch):
         rtx.plugin_package()
 
 
-@pytest.mark.parametrize("cc, ok", [("7.5", True), ("8.6", True), ("8.9", True), ("12.0", True), ("12.1", True),
-                                    ("8.0", False), ("9.0", False), ("10.0", False), ("6.1", False)])
+# The plugin 0.5.0's own list (its tensorrt_rtx_provider_options.h): 8.6, 8.9 and 12.0 or newer; not 7.5
+@pytest.mark.parametrize("cc, ok", [("8.6", True), ("8.9", True), ("12.0", True), ("12.1", True), ("13.0", True),
+                                    ("7.5", False), ("8.0", False), ("8.7", False), ("9.0", False), ("10.0", False),
+                                    ("11.0", False), ("6.1", False), ("unknown", False)])
 def test_compute_capability_is_checked_against_the_support_matrix(monkeypatch, cc, ok):
     monkeypatch.setattr(runtime.gpu_info, "gpu_info", lambda: gpu("NVIDIA H200" if cc == "9.0" else "GPU", cc))
     if ok:
@@ -103,7 +105,8 @@ def test_compute_capability_is_checked_against_the_support_matrix(monkeypatch, c
         return
     with pytest.raises(BackendUnavailable) as err:
         rtx.check_gpu()
-    assert f"has compute capability {cc}; TensorRT for RTX supports 7.5, 8.6, 8.9, 12.x" in str(err.value)
+    assert f"has compute capability {cc}; TensorRT for RTX (the onnxruntime-ep-nv-tensorrt-rtx plugin) supports " \
+           "8.6, 8.9, 12.0 or newer" in str(err.value)
     assert "\n" not in str(err.value)
     assert rtx.check_gpu(capability=False).compute_capability == cc  # gpu=N: the plugin's list decides
 

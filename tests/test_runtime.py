@@ -246,3 +246,19 @@ def test_bench_defaults_to_what_the_model_and_the_install_have(tiny_deploy, tmp_
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "torch" else real(name, *a))
     assert default_bench_backends(tiny_deploy[0]) == "onnxruntime:fp32,onnxruntime:int8"  # a runtime-only install
+
+
+def test_a_folder_run_keeps_sorted_id_order_with_an_incomplete_sample(tiny_deploy, tiny_data, tmp_path):
+    """Without --ids the submission lists the folder's Ids in sorted order, an incomplete sample in
+    its place (its row empty), as merge --images expects them."""
+    images = tmp_path / "test"
+    shutil.copytree(tiny_data / "test", images)
+    ids = ImageFolder(images).ids()
+    (images / f"{ids[0]}_blue.png").unlink()
+    out = tmp_path / "out"
+    assert runtime_main(["infer", "--model", str(tiny_deploy[0]), "--images", str(images), "--tta", "1",
+                         "--workers", "0", "--out", str(out)]) == 0
+    rows = read_csv(out / "submission.csv")
+    assert [r["Id"] for r in rows] == sorted(ids) and rows[0]["Predicted"] == ""
+    assert runtime_main(["merge", str(out), "--images", str(images), "--out", str(tmp_path / "merged")]) == 0
+    assert (tmp_path / "merged" / "submission.csv").read_bytes() == (out / "submission.csv").read_bytes()

@@ -113,6 +113,32 @@ def test_the_probe_times_both_files_once_per_machine(spec, monkeypatch, tmp_path
     assert probe.cpu_class(["avx2", "avx512_vnni"]) == "vnni" and probe.cpu_class(["avx2", "fma"]) == "avx2"
 
 
+def test_a_probe_cache_is_read_once_rebuilt_when_damaged_and_warns_when_unwritable(monkeypatch, tmp_path, caplog):
+    """runtime.probe.cached_probe: the one cache read/write of the INT8 and the TensorRT-RTX probes."""
+    from runtime.probe import cached_probe
+
+    monkeypatch.setenv("HPA_TOOLKIT_CACHE", str(tmp_path))
+    runs = []
+
+    def measure():
+        runs.append(1)
+        return 1.5
+
+    def ratio(v):
+        return isinstance(v, float)
+
+    assert cached_probe("p.json", "k", measure, ratio, "test probe") == 1.5
+    assert cached_probe("p.json", "k", measure, ratio, "test probe") == 1.5 and len(runs) == 1
+    (tmp_path / "p.json").write_text('{"k": "not a ratio", "other": 2.0}')
+    assert cached_probe("p.json", "k", measure, ratio, "test probe") == 1.5 and len(runs) == 2
+    assert json.loads((tmp_path / "p.json").read_text()) == {"k": 1.5, "other": 2.0}  # other entries kept
+    (tmp_path / "p.json").write_text("{trunc")
+    assert cached_probe("p.json", "k", measure, ratio, "test probe") == 1.5 and len(runs) == 3
+    monkeypatch.setenv("HPA_TOOLKIT_CACHE", str(tmp_path / "p.json" / "below-a-file"))
+    assert cached_probe("p.json", "k", measure, ratio, "test probe") == 1.5 and len(runs) == 4
+    assert [r.getMessage().split(" in ")[0] for r in caplog.records] == ["could not cache the test probe"]
+
+
 def test_turns_time_every_call_and_give_each_its_share():
     from runtime.probe import interleaved
 

@@ -66,7 +66,7 @@ def test_move_never_overwrites_and_reports_missing_channels(tiny_data, tmp_path)
     victim = sorted(src.glob("*_blue.png"))[0]
     victim.unlink()
     messages = []
-    result = split(src, tmp_path / "split", per_dir=20, move=True, report=messages.append)
+    result = split(src, tmp_path / "split", per_dir=20, move=True, report=messages.append, warn=messages.append)
     assert victim.name.rsplit("_", 1)[0] in result["incomplete"]
     assert any("missing blue" in m for m in messages)
     assert not list(src.glob("*.png"))  # moved

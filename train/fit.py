@@ -24,6 +24,7 @@ import torch
 from tqdm import tqdm
 
 from runtime.classes import NUM_CLASSES
+from runtime.cli import setup_logging
 from runtime.errors import DataError, loading
 from runtime.labels import read_labels
 from runtime.outlock import check_folder
@@ -204,7 +205,7 @@ def _check_split(cfg, folds, todo):
 
 def _fold_process(cfg, samples):
     """One fold in a process of its own (train.parallel)."""
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
+    setup_logging(logging.INFO)
     fit(cfg, progress=False, merge_when_done=False, samples=samples)
 
 

@@ -48,9 +48,10 @@ def main(argv=None):
         from runtime.cli import dispatch
 
         return dispatch(_with_command(score_parser()), {"score-cam": _score}, ["score-cam", *argv[1:]])
-    from runtime.cli import guarded
+    from runtime.cli import guarded, setup_logging
 
     args = parser().parse_args([a for a in argv if a != "--debug"])
+    setup_logging()  # warnings read as every command line's: warning: <file>: <reason>
     # a bad --data/--model/--run, a failed or timed-out --screenshot: one line
     return guarded(_view, args, debug="--debug" in argv or None, user_errors=(ScreenshotFailed,))
 

@@ -56,6 +56,12 @@ class Backend:
         return {}
 
     @property
+    def ignored_options(self):
+        """{``key=value``: why} for the options given that cannot change this backend's run here
+        (make_backend warns once for each); none for most backends."""
+        return {}
+
+    @property
     def host_normalizes(self):
         """Whether ``infer`` normalises the uint8 batch on the host: for a file whose graph takes
         float32 (model.json version 2)."""
@@ -127,16 +133,22 @@ def backend_class(name):
     return getattr(importlib.import_module(module), cls)
 
 
+def option_pair(text):
+    """``KEY=VALUE`` -> (key, value), a ``-`` in the key read as ``_``; None when it is not one."""
+    key, sep, value = text.partition("=")
+    key = key.strip().replace("-", "_")
+    return (key, value.strip()) if sep and key else None
+
+
 def backend_options(pairs, engine_cache=""):
     """The backend options of a command line: ``--backend-option KEY=VALUE`` pairs (values stay
     strings; each backend checks its own) and ``--engine-cache``."""
     options = {}
     for pair in pairs or ():
-        key, sep, value = pair.partition("=")
-        key = key.strip().replace("-", "_")
-        if not sep or not key:
+        parsed = option_pair(pair)
+        if parsed is None:
             raise ValueError(f"--backend-option {pair!r}: give KEY=VALUE, e.g. cuda_graph=1")
-        options[key] = value.strip()
+        options[parsed[0]] = parsed[1]
     if engine_cache:
         options["engine_cache"] = engine_cache
     return options

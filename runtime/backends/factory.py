@@ -2,7 +2,11 @@
 (runtime/backends/select.py). Its own module so that base.py (the contract and the registry) never
 imports the policy, which may import backends (the TensorRT for RTX probe runs two of them)."""
 
+import logging
+
 from runtime.backends.base import backend_class
+
+log = logging.getLogger(__name__)
 
 
 def make_backend(spec, name="auto", model="ensemble", precision=None, device=None, env=None,
@@ -24,4 +28,6 @@ def make_backend(spec, name="auto", model="ensemble", precision=None, device=Non
                          + (f" (it takes: {', '.join(cls.options)})" if cls.options else ""))
     backend = cls(spec, choice.file, device=choice.device, model=model, **options)
     backend.choice = choice
+    for option, why in backend.ignored_options.items():  # e.g. cuda_graph=1 on the CPU: said, not refused
+        log.warning("backend option %s ignored by %s: %s", option, backend.description, why)
     return backend

@@ -26,6 +26,11 @@ default) and ``conv_workspace`` (max: let cuDNN take the workspace its fastest a
 workspace) until the commands in docs/gpu.md measure the others faster on a GPU, and ``auto``
 changes none of them: ``prefer_nhwc`` measured slower on an H200 (docs/gpu.md); the feed, graphs
 and the search options have not run on a GPU yet.
+*Decision*: those four options given to a backend that runs on the CPU (``--backend auto`` or
+``onnxruntime`` on a machine without the CUDA provider) are ignored with a one-line warning naming
+the option and the backend (``ignored_options``; runtime.backends.factory), not refused: the same
+command line then runs on a GPU host and on a CPU host (a script, a CI job), and on the CPU the
+options cannot change a result. An option no backend takes (a typo) is still refused.
 """
 
 import os
@@ -100,6 +105,9 @@ class OnnxRuntimeBackend(Backend):
         self.threads = threads
         self.io_binding = device != "cpu" if io_binding is None else flag("io_binding", io_binding)
         self.cuda = cuda_settings(cuda_graph, prefer_nhwc, conv_algo, conv_workspace)
+        self._given = {k: v for k, v in (("cuda_graph", cuda_graph), ("prefer_nhwc", prefer_nhwc),
+                                         ("conv_algo", conv_algo), ("conv_workspace", conv_workspace))
+                       if v is not None}
         if self.cuda["cuda_graph"] and not self.io_binding and device != "cpu":
             raise ValueError("backend option cuda_graph=1 needs io_binding (a captured graph replays bound buffers)")
         self.session = None
@@ -116,6 +124,13 @@ class OnnxRuntimeBackend(Backend):
         if self.io_binding != (self.device != "cpu"):
             changed.append(f"io_binding={int(self.io_binding)}")
         return ", " + ", ".join(changed) if changed else ""
+
+    @property
+    def ignored_options(self):
+        """The CUDA provider options given to a run on the CPU (see the module's decision)."""
+        if self.device != "cpu":
+            return {}
+        return {f"{k}={v}": "a CUDA provider option, and this backend runs on the CPU" for k, v in self._given.items()}
 
     @property
     def settings(self):

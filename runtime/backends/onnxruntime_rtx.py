@@ -7,9 +7,9 @@ gives the plugin library (``get_library_path()``) and the provider's name (``get
 NvTensorRTRTXExecutionProvider). This backend
 
 - checks, each failure one line: the package installed; the NVIDIA driver (libcuda.so.1) and a GPU
-  (runtime/gpu_info.py); a compute capability TensorRT for RTX supports (7.5, 8.6, 8.9, 12.x:
-  NVIDIA's support matrix; not 8.0 or 9.0, the A100 and H100/H200, which take TensorRT 10 through
-  onnxruntime-tensorrt or tensorrt, docs/gpu.md);
+  (runtime/gpu_info.py); a compute capability the plugin supports (8.6, 8.9, 12.0 or newer: the
+  plugin 0.5.0's own check, ``SUPPORTED``; not 7.5, nor 8.0 or 9.0, the A100 and H100/H200, which
+  take TensorRT 10 through onnxruntime-tensorrt or tensorrt, docs/gpu.md);
 - registers the plugin once per process (``onnxruntime.register_execution_provider_library``) and
   takes the provider's OrtEpDevice for GPU ``gpu`` (the index among the GPUs the plugin lists, in
   CUDA's order; default 0) for ``SessionOptions.add_provider_for_devices``;
@@ -53,7 +53,13 @@ PACKAGE = "onnxruntime_ep_nv_tensorrt_rtx"
 DISTRIBUTIONS = ("onnxruntime-ep-nv-tensorrt-rtx-cu13", "onnxruntime-ep-nv-tensorrt-rtx-cu12")
 EP_NAME = "NvTensorRTRTXExecutionProvider"
 INSTALL = "pip install -r requirements-tensorrt-rtx-cu13.txt, or -cu12.txt for a driver older than CUDA 13; docs/gpu.md"
-SUPPORTED = ("7.5", "8.6", "8.9", "12.x")   # NVIDIA's TensorRT for RTX support matrix, Linux x86-64
+# The compute capabilities the plugin runs on. TensorRT for RTX itself lists 7.5 (Turing) too
+# (NVIDIA's TensorRT-RTX 1.x support matrix), but the plugin 0.5.0 (-cu13 and -cu12 wheels alike)
+# does not: its tensorrt_rtx_provider_options.h, IsComputeCapabilitySupported, takes "sm86",
+# "sm89" (kTargetSMValues) and any 12.0 or newer; its library refuses others with "Supported
+# compute capabilities are 8.6, 8.9, and 12.0 or newer"; its README asks for "Ampere / RTX 30xx
+# and later". The backend runs through the plugin, so its list is the plugin's (docs/gpu.md).
+SUPPORTED = ("8.6", "8.9", "12.0 or newer")
 PROBE_BATCH = 32
 PROBE_SECONDS = 1.0
 PROBE_CACHE = "rtx-probe.json"
@@ -83,7 +89,11 @@ def plugin_version():
 
 
 def is_supported(compute_capability):
-    return compute_capability in SUPPORTED[:3] or compute_capability.split(".")[0] == "12"
+    """Whether the plugin takes a GPU of ``compute_capability`` ("8.6", "12.0"): SUPPORTED."""
+    major, _, minor = str(compute_capability).partition(".")
+    if not (major.isdigit() and minor.isdigit()):
+        return False
+    return (int(major), int(minor)) in ((8, 6), (8, 9)) or int(major) >= 12
 
 
 def unsupported_reason(gpu_name, compute_capability):
@@ -91,8 +101,8 @@ def unsupported_reason(gpu_name, compute_capability):
     if is_supported(compute_capability):
         return None
     return (f"onnxruntime-tensorrt-rtx: {gpu_name} has compute capability {compute_capability}; TensorRT for RTX "
-            f"supports {', '.join(SUPPORTED)} (on 8.0 and 9.0, e.g. A100 and H100/H200, use onnxruntime-tensorrt or "
-            "tensorrt: docs/gpu.md)")
+            f"(the onnxruntime-ep-nv-tensorrt-rtx plugin) supports {', '.join(SUPPORTED)} (on 7.5, 8.0 and 9.0, e.g. "
+            "RTX 20xx, A100 and H100/H200, use onnxruntime-tensorrt or tensorrt: docs/gpu.md)")
 
 
 def check_gpu(capability=True):
@@ -239,12 +249,6 @@ class OnnxRuntimeRtxBackend(OnnxRuntimeBackend):
         self.ep_device = None
 
 
-def _probe_cache_path():
-    root = os.environ.get("HPA_TOOLKIT_CACHE") or \
-        Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "hpa-toolkit"
-    return Path(root) / PROBE_CACHE
-
-
 def probe_key(model_file, gpu):
     import onnxruntime
 
@@ -257,26 +261,11 @@ def measured_speedup(spec, model_file, seconds=PROBE_SECONDS):
     cached in ``$HPA_TOOLKIT_CACHE/rtx-probe.json``. BackendUnavailable (cached too) when either
     cannot run."""
     from runtime.backends.onnxruntime_backend import OnnxRuntimeCudaBackend
-    from runtime.jsonfile import read_json
-    from runtime.probe import interleaved
-    from runtime.writeutil import atomic_write_json
+    from runtime.probe import cached_probe, interleaved
 
-    key = probe_key(model_file, check_gpu())
-    path = _probe_cache_path()
-    try:
-        cache = read_json(path) if path.is_file() else {}
-        cache = cache if isinstance(cache, dict) else {}
-    except (OSError, DataError):
-        cache = {}
-    entry = cache.get(key)
-    if not isinstance(entry, dict) or not ("ratio" in entry or "error" in entry):
-        entry = _measure(spec, model_file, seconds, OnnxRuntimeCudaBackend, interleaved)
-        cache[key] = entry
-        try:
-            atomic_write_json(path, cache)
-        except OSError as err:
-            log.warning("could not cache the TensorRT-RTX probe in %s (%s); it runs again next time", path,
-                        err.strerror)
+    entry = cached_probe(PROBE_CACHE, probe_key(model_file, check_gpu()),
+                         lambda: _measure(spec, model_file, seconds, OnnxRuntimeCudaBackend, interleaved),
+                         lambda e: isinstance(e, dict) and ("ratio" in e or "error" in e), "TensorRT-RTX probe")
     if "error" in entry:
         raise BackendUnavailable(entry["error"])
     return float(entry["ratio"])
