@@ -46,6 +46,11 @@ def test_channel_stats_are_the_float64_statistics_of_the_whole_set():
     samples[..., 1] //= 8  # dim channels like the real yellow and red
     samples[..., 3] = rng.binomial(255, 0.05, samples.shape[:3])
     mean, std = channel_stats(samples)
+    pixels = samples.reshape(-1, 4).astype(np.int64)
+    n = len(pixels)
+    assert mean == tuple(int(s) / (255 * n) for s in pixels.sum(0))  # the exact mean, correctly rounded
+    exact_var = [(n * int(q) - int(s) ** 2) / (255 * n) ** 2 for s, q in zip(pixels.sum(0), (pixels ** 2).sum(0))]
+    np.testing.assert_allclose(std, np.sqrt(exact_var), rtol=1e-15, atol=0)
     old_mean, old_std = _float64_stats(samples)
     np.testing.assert_allclose(mean, old_mean, rtol=1e-12, atol=0)
     np.testing.assert_allclose(std, old_std, rtol=1e-12, atol=0)
