@@ -297,15 +297,17 @@ def format_stage_row(r):
 
 
 def _memory(pid, mapped=""):
-    """MiB of a process ({} once it has gone): VmHWM (the kernel's peak RSS), Pss (its share of
-    every page, shared pages divided among the processes mapping them: summed over processes,
-    the memory really used), Private (pages no other process maps) and, with ``mapped``, the
-    resident pages of the mappings of files named ``mapped`` (the cache's images.npy)."""
+    """MiB of a process ({} once it has gone): VmHWM (the kernel's peak RSS), RssAnon (its
+    anonymous memory: heap, tensors, arrays; no file's pages), Pss (its share of every page,
+    shared pages divided among the processes mapping them: summed over processes, the memory
+    really used), Private (pages no other process maps, the cache's pages that only this process
+    read among them) and, with ``mapped``, the resident pages of the mappings of files named
+    ``mapped`` (the cache's images.npy)."""
     out = {}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
-                out["VmHWM"] = int(line.split()[1]) / 1024
+            if line.startswith(("VmHWM:", "RssAnon:")):
+                out[line.split(":")[0]] = int(line.split()[1]) / 1024
         private = 0
         for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
             key, _, value = line.partition(":")
@@ -588,11 +590,12 @@ def format_memory(r):
     lines = [f"one epoch of fold 0 of 2 in {r['seconds']:.0f} s; all processes together (sum of Pss): peak "
              f"{r['total_pss_mb']:.0f} MiB; getrusage ru_maxrss: fit {r['self_maxrss_mb']:.0f} MiB, largest "
              f"finished loader worker {r['children_maxrss_mb']:.0f} MiB",
-             "| process | peak RSS (VmHWM) MiB | peak Pss MiB | peak private MiB | peak cache pages resident MiB |",
-             "| --- | --- | --- | --- | --- |"]
+             "| process | peak RSS (VmHWM) MiB | peak anonymous (RssAnon) MiB | peak Pss MiB | peak private MiB | "
+             "peak cache pages resident MiB |",
+             "| --- | --- | --- | --- | --- | --- |"]
     for p in r["processes"]:
-        lines.append(f"| {p['role']} | {p.get('VmHWM', 0):.0f} | {p.get('Pss', 0):.0f} | {p.get('Private', 0):.0f} | "
-                     f"{p.get('Cache', 0):.0f} |")
+        lines.append(f"| {p['role']} | {p.get('VmHWM', 0):.0f} | {p.get('RssAnon', 0):.0f} | {p.get('Pss', 0):.0f} | "
+                     f"{p.get('Private', 0):.0f} | {p.get('Cache', 0):.0f} |")
     return "\n".join(lines)
 
 
