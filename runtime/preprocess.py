@@ -137,11 +137,11 @@ def channel_stats(samples):
     again in temporaries, about 10 GiB at the peak). From the counts, the mean is the exact mean
     rounded once to float64 and the std is within a few units in the last place of the exact one,
     whatever the order of the samples or how they are read. The float64 reduction they replace
-    carried the rounding of summing every pixel in turn: on 64 real 512-px samples it was off
-    the exact values by up to 8e-11 relative (1e-12 on small sets). ``normalize`` applies them
+    carried the rounding of summing every pixel in turn: on 512 real 512-px samples it was off
+    the exact values by up to 9e-10 relative (1e-12 on small sets). ``normalize`` applies them
     as float32, whose resolution is 6e-8 relative, so a stored value moves by at most one float32
-    step, and only where it lay within 1e-10 of a rounding boundary (on those 64 samples no
-    float32 value moved)."""
+    step, and only where it lay within 1e-9 of a rounding boundary (on those 512 samples none
+    of the eight moved)."""
     hist = np.zeros((4, 256), np.int64)
     for sample in samples:  # an (N, H, W, 4) array or memory map yields one (H, W, 4) view at a time
         sample = np.asarray(sample)
