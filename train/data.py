@@ -41,7 +41,10 @@ class Samples:
             return
         self.cached = len(ids) * pp.size * pp.size * 4 <= cache_gb * 2 ** 30
         threads = threads or min(8, os.cpu_count() or 1)
-        arrays, self.errors, keep = [], [], []
+        # Held in RAM: each sample is written into one array as it is decoded (a list of samples
+        # stacked at the end would hold the set twice at the peak).
+        images = np.empty((len(ids), pp.size, pp.size, 4), np.uint8) if self.cached else None
+        self.errors, keep = [], []
         with ThreadPoolExecutor(threads) as pool:
             results = pool.map(self._load, ids)
             for sample_id, result in tqdm(zip(ids, results), total=len(ids), desc="decode", unit="img",
@@ -50,12 +53,13 @@ class Samples:
                     self.errors.append((sample_id, result.path, result.reason))
                     log.warning("skipping %s: %s", sample_id, result)
                     continue
-                keep.append(sample_id)
                 if self.cached:
-                    arrays.append(result)
+                    images[len(keep)] = result
+                keep.append(sample_id)
         self.ids = keep
         self.y = multi_hot([table[i] for i in keep])
-        self.images = np.stack(arrays) if self.cached and arrays else None
+        # the rows of unreadable samples stay allocated at the end, unused: no second copy to drop them
+        self.images = images[:len(keep)] if self.cached and keep else None
         if not keep:
             raise DataError(labels_csv, "no readable samples")
 
@@ -83,10 +87,11 @@ class Samples:
         return resize(self.folder.read(self.ids[index]), self.pp)
 
     def channel_stats(self, limit=512, seed=0):
-        """Per-channel mean/std (0..1) over up to ``limit`` samples."""
+        """Per-channel mean/std (0..1) over up to ``limit`` samples, read one at a time (from RAM, the
+        ``--cache`` memory map or the PNG files): runtime's ``channel_stats`` never holds them together."""
         rng = np.random.default_rng(seed)
         pick = rng.choice(len(self.ids), size=min(limit, len(self.ids)), replace=False)
-        return channel_stats(np.stack([self.get(i) for i in sorted(pick)]))
+        return channel_stats(self.get(i) for i in sorted(pick))
 
 
 class FoldDataset(torch.utils.data.Dataset):
@@ -112,15 +117,20 @@ class FoldDataset(torch.utils.data.Dataset):
         return sample, self.samples.y[index]
 
 
-def collate(pp):
-    """Batch uint8 samples and normalise them with runtime's ``normalize`` -> float tensors."""
+class Collate:
+    """Batch uint8 samples and normalise them with runtime's ``normalize`` -> float tensors.
 
-    def fn(batch):
+    A module-level class, not a closure: a DataLoader worker started by 'spawn' or 'forkserver'
+    (macOS's and Windows' default, and Python 3.14's on Linux) receives it pickled."""
+
+    def __init__(self, pp):
+        self.pp = pp
+
+    def __call__(self, batch):
         images = np.stack([b[0] for b in batch])
         targets = np.stack([b[1] for b in batch])
-        return torch.from_numpy(normalize(images, pp)), torch.from_numpy(targets)
+        return torch.from_numpy(normalize(images, self.pp)), torch.from_numpy(targets)
 
-    return fn
 
 
 def balanced_weights(y, power=0.5):

@@ -33,7 +33,7 @@ from runtime.preprocess import Preprocess
 from runtime.tta import check_views, predict_views
 from train import distributed as ddp
 from train.checkpoint import check_state, load_checkpoint, save_checkpoint
-from train.data import FoldDataset, Samples, balanced_weights, collate
+from train.data import Collate, FoldDataset, Samples, balanced_weights
 from train.folds import assign_folds, read_folds
 from train.losses import build_loss
 from train.metrics import macro_f1, tune_thresholds
@@ -421,7 +421,7 @@ def _train_loader(cfg, pp, train_set, weights, epoch, k):
     in_ram = train_set.samples.images is not None and not isinstance(train_set.samples.images, np.memmap)
     workers = 0 if in_ram else cfg.workers
     return torch.utils.data.DataLoader(train_set, cfg.batch_size // size, sampler=sampler, drop_last=True,
-                                       collate_fn=collate(pp), num_workers=workers)
+                                       collate_fn=Collate(pp), num_workers=workers)
 
 
 def _autocast(device, amp):
@@ -475,7 +475,7 @@ def predict(model, samples, indices, pp, device, criterion=None, batch_size=64, 
     dihedral views (runtime.tta, as the runtime does), and the mean loss (single view only)."""
     model.eval()
     dataset = FoldDataset(samples, indices)
-    loader = torch.utils.data.DataLoader(dataset, batch_size, shuffle=False, collate_fn=collate(pp))
+    loader = torch.utils.data.DataLoader(dataset, batch_size, shuffle=False, collate_fn=Collate(pp))
     out, total = [], 0.0
 
     def logits_of(x):
