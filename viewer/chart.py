@@ -13,7 +13,8 @@ from runtime.classes import CLASS_NAMES, NUM_CLASSES
 
 BAR, PREDICTED, NO_DATA = "#5b9bd5", "#70ad47", "#808080"
 SELECTED = (255, 255, 255, 60)   # the band behind the row whose map is shown
-ROW_PX = 14          # the least height a row needs for its 8-point label
+ROW_PX = 14          # the least height a row needs for its 8-point label (its line is 13 px)
+AXIS_PX = 40         # the plot's height beside its rows: the 0..1 axis under them and the margins
 TRUTH_X = 1.06       # where the ground-truth stars sit, right of the bars
 
 
@@ -45,7 +46,9 @@ class ProbabilityChart(QtWidgets.QWidget):
         self.selection.setVisible(False)
         for item in (self.selection, self.bars, self.threshold_marks, self.truth_marks):
             self.plot.addItem(item)
-        self.setMinimumHeight(NUM_CLASSES * ROW_PX + 70)
+        # The least height is the plot's own (28 rows of ROW_PX and the axis under them); the
+        # legend's wrapped lines add to it through the layout, so the legend never covers the rows.
+        self.plot.setMinimumHeight(NUM_CLASSES * ROW_PX + AXIS_PX)
         self.plot.setCursor(QtCore.Qt.PointingHandCursor)
         self.plot.setToolTip("click a class's row to show its map")
         self.plot.scene().sigMouseClicked.connect(self._clicked)
