@@ -1,7 +1,8 @@
 """The 28 probabilities as horizontal bars, one labelled row per class.
 
 *Decision*: horizontal bars, so every class name is written out in full on
-the left axis and all 28 rows fit the panel's height at 1000x650 and up; a vertical chart
+the left axis and all 28 rows fit the panel's height at 1000x650 and up (the window's right
+column scrolls to the lines under the chart where the window is shorter); a vertical chart
 shows numbers, and a long title pushes the last classes off screen. The legend is a line of
 text under the chart, not a plot title, so it never widens the chart."""
 

@@ -147,8 +147,8 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         layout.addWidget(self.chart, 1)
         layout.addWidget(self.pred_label)
         # *Decision*: the column scrolls rather than squeezes. Its banner, 28 rows and the lines
-        # under them need about 640 px at 300 px wide, more than a 1000x650 window (or a 1280x720
-        # one, with its wrapped lines) has; squeezed, the rows' labels ran into each other and the
+        # under them need about 700 px where a dozen classes are predicted, more than a 1000x650,
+        # 1280x720 or 1366x768 window has; squeezed, the rows' labels ran into each other and the
         # text under the chart was drawn over its last rows. A minimum window size would not hold
         # (a window manager may ignore it, and it would refuse the small screens), and shrinking
         # the 8-point labels makes them unreadable. Where the window has the height (1400x900 and
@@ -159,7 +159,6 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         scroll.setFrameShape(QtWidgets.QFrame.NoFrame)
         scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarAlwaysOff)
         scroll.setMinimumWidth(300)
-        self.right_scroll = scroll
         return scroll
 
     def _build_error_dock(self):
