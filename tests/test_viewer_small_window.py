@@ -11,7 +11,10 @@ By hand (screenshots land in OUT)::
 """
 
 import json
+import shutil
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -69,6 +72,13 @@ def test_what_does_not_fit_is_reached_by_scrolling(small_report):
         assert r["chart_visible_at_top"], f"{size}: the plot is not whole in the column as it opens"
         assert r["predictions_visible_at_bottom"], f"{size}: the lines under the chart cannot be scrolled to"
     assert small_report["1400x900"]["scroll_max"] == 0, "a scroll bar at 1400x900, where the column fits"
+
+
+def test_wheel_over_the_chart_scrolls_the_column(small_report):
+    scrolled = small_report["wheel_scrolled"]
+    if scrolled is None:
+        pytest.skip("xdotool is not installed: no real wheel to turn in the X server")
+    assert scrolled > 0, "the wheel over the chart did not scroll the column at 1000x650"
 
 
 # ---------------------------------------------------------------------- the driver (xvfb side)
@@ -131,6 +141,21 @@ def drive(args):
         if bar is not None:
             bar.setValue(0)
         report[size] = r
+    # the X server's wheel (xdotool's button 5) over the chart: the chart does not zoom, the column scrolls
+    report["wheel_scrolled"] = None
+    if shutil.which("xdotool"):
+        window.resize(1000, 650)
+        x.wait(what="the resize")
+        scroll = scroll_area()
+        bar = scroll.verticalScrollBar() if scroll is not None else None
+        if bar is not None:
+            bar.setValue(0)
+        x.pointer(plot.mapToGlobal(plot.rect().center()))
+        subprocess.run(["xdotool", "click", "--repeat", "3", "5"], check=True, timeout=30)
+        end = time.time() + 5
+        while time.time() < end and not (bar is not None and bar.value() > 0):
+            x.events(5)
+        report["wheel_scrolled"] = bar.value() if bar is not None else 0
     (x.out / "report.json").write_text(json.dumps(report, indent=1))
     window.close()
     return 0

@@ -19,6 +19,14 @@ AXIS_PX = 40         # the plot's height beside its rows: the 0..1 axis under th
 TRUTH_X = 1.06       # where the ground-truth stars sit, right of the bars
 
 
+class _RowsPlot(pg.PlotWidget):
+    """The chart's plot: it neither zooms nor pans, so the wheel goes on to the window's
+    right column, which scrolls where the window is short (viewer.window)."""
+
+    def wheelEvent(self, event):
+        event.ignore()
+
+
 class ProbabilityChart(QtWidgets.QWidget):
     """``class_clicked(c)``: a click on class c's row (its bar, its label or the space between)."""
 
@@ -28,7 +36,7 @@ class ProbabilityChart(QtWidgets.QWidget):
         super().__init__(parent)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.plot = pg.PlotWidget()
+        self.plot = _RowsPlot()
         layout.addWidget(self.plot, 1)
         self.legend = QtWidgets.QLabel(
             f"bar: probability (<span style='color:{PREDICTED}'>green</span>: predicted) · "
