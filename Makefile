@@ -54,7 +54,7 @@ install: $(STAMP)
 # them that one test skips. Mesa's DRI drivers (libgl1-mesa-dri) give Xvfb the OpenGL a Linux
 # desktop has, which is what the test must run against (the CAM stack once crashed against Mesa's libLLVM; the test guards it).
 XVFB_PACKAGES := xvfb xauth libgl1-mesa-dri libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1 libxcb-randr0 \
-	libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 libxcb-xkb1 libgl1 libegl1 libfontconfig1 libdbus-1-3
+	libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 libxcb-xkb1 libgl1 libegl1 libfontconfig1 libdbus-1-3 xdotool
 
 xvfb:
 	@command -v xvfb-run >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \

@@ -1,7 +1,8 @@
 """The 28 probabilities as horizontal bars, one labelled row per class.
 
 *Decision*: horizontal bars, so every class name is written out in full on
-the left axis and all 28 rows fit the panel's height at 1000x650 and up; a vertical chart
+the left axis and all 28 rows fit the panel's height at 1000x650 and up (the window's right
+column scrolls to the lines under the chart where the window is shorter); a vertical chart
 shows numbers, and a long title pushes the last classes off screen. The legend is a line of
 text under the chart, not a plot title, so it never widens the chart."""
 
@@ -13,8 +14,17 @@ from runtime.classes import CLASS_NAMES, NUM_CLASSES
 
 BAR, PREDICTED, NO_DATA = "#5b9bd5", "#70ad47", "#808080"
 SELECTED = (255, 255, 255, 60)   # the band behind the row whose map is shown
-ROW_PX = 14          # the least height a row needs for its 8-point label
+ROW_PX = 14          # the least height a row needs for its 8-point label (its line is 13 px)
+AXIS_PX = 40         # the plot's height beside its rows: the 0..1 axis under them and the margins
 TRUTH_X = 1.06       # where the ground-truth stars sit, right of the bars
+
+
+class _RowsPlot(pg.PlotWidget):
+    """The chart's plot: it neither zooms nor pans, so the wheel goes on to the window's
+    right column, which scrolls where the window is short (viewer.window)."""
+
+    def wheelEvent(self, event):
+        event.ignore()
 
 
 class ProbabilityChart(QtWidgets.QWidget):
@@ -26,7 +36,7 @@ class ProbabilityChart(QtWidgets.QWidget):
         super().__init__(parent)
         layout = QtWidgets.QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
-        self.plot = pg.PlotWidget()
+        self.plot = _RowsPlot()
         layout.addWidget(self.plot, 1)
         self.legend = QtWidgets.QLabel(
             f"bar: probability (<span style='color:{PREDICTED}'>green</span>: predicted) · "
@@ -45,7 +55,9 @@ class ProbabilityChart(QtWidgets.QWidget):
         self.selection.setVisible(False)
         for item in (self.selection, self.bars, self.threshold_marks, self.truth_marks):
             self.plot.addItem(item)
-        self.setMinimumHeight(NUM_CLASSES * ROW_PX + 70)
+        # The least height is the plot's own (28 rows of ROW_PX and the axis under them); the
+        # legend's wrapped lines add to it through the layout, so the legend never covers the rows.
+        self.plot.setMinimumHeight(NUM_CLASSES * ROW_PX + AXIS_PX)
         self.plot.setCursor(QtCore.Qt.PointingHandCursor)
         self.plot.setToolTip("click a class's row to show its map")
         self.plot.scene().sigMouseClicked.connect(self._clicked)

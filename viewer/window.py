@@ -146,8 +146,20 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         self.pred_label.setTextFormat(QtCore.Qt.RichText)
         layout.addWidget(self.chart, 1)
         layout.addWidget(self.pred_label)
-        right.setMinimumWidth(300)
-        return right
+        # *Decision*: the column scrolls rather than squeezes. Its banner, 28 rows and the lines
+        # under them need about 700 px where a dozen classes are predicted, more than a 1000x650,
+        # 1280x720 or 1366x768 window has; squeezed, the rows' labels ran into each other and the
+        # text under the chart was drawn over its last rows. A minimum window size would not hold
+        # (a window manager may ignore it, and it would refuse the small screens), and shrinking
+        # the 8-point labels makes them unreadable. Where the window has the height (1400x900 and
+        # up), the column fills it as before and no scroll bar shows.
+        scroll = QtWidgets.QScrollArea()
+        scroll.setWidget(right)
+        scroll.setWidgetResizable(True)   # the column takes the viewport's size, and its heightForWidth
+        scroll.setFrameShape(QtWidgets.QFrame.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(QtCore.Qt.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(300)
+        return scroll
 
     def _build_error_dock(self):
         """Errors per class (View > Errors per class), hidden until asked for, and opened
