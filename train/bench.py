@@ -33,6 +33,7 @@ import torch
 
 from runtime.classes import NUM_CLASSES
 from runtime.cli import ArgumentParser, non_negative_float, non_negative_int, positive_int
+from runtime.probe import cpu_info
 from train.losses import FocalLoss
 from train.model import build_model
 
@@ -492,16 +493,7 @@ def _ints(text):
 def _context(device):
     if torch.device(device).type == "cuda":
         return f"{torch.cuda.get_device_name(device)}, torch {torch.__version__}"
-    import platform
-
-    name = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                name = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    name = cpu_info()[0]  # the model name as runtime bench reads it
     load = " ".join(f"{v:.2f}" for v in os.getloadavg())
     return f"{name}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, load average {load}, torch {torch.__version__}"
 

@@ -132,7 +132,6 @@ class Collate:
         return torch.from_numpy(normalize(images, self.pp)), torch.from_numpy(targets)
 
 
-
 def balanced_weights(y, power=0.5):
     """Per-sample sampling weights: each image weighs as its rarest class, (N / count)^power."""
     counts = np.maximum(y.sum(0), 1)
