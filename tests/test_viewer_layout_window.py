@@ -91,7 +91,7 @@ def test_messages_in_the_window_name_menus_not_options(layout_report):
 
 # ---------------------------------------------------------------------- the driver (xvfb side)
 def drive(args):
-    from PyQt5 import QtCore, QtGui, QtTest, QtWidgets
+    from PyQt5 import QtCore, QtTest, QtWidgets
 
     from viewer.__main__ import build, parser
     from viewer.cam_request import default_cam_class

@@ -103,7 +103,7 @@ def test_navigation_zoom_open_and_export(xvfb_report):
 
 # ---------------------------------------------------------------------- the driver (xvfb side)
 def drive(args):
-    from PyQt5 import QtCore, QtTest
+    from PyQt5 import QtCore
 
     from viewer.__main__ import build, parser
 
