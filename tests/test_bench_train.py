@@ -21,6 +21,22 @@ def test_bench_train_reports_throughput_and_memory(capsys):
     assert "cbam" in lines[1] and "none" in lines[2] and lines[1].rstrip().endswith("cpu")
 
 
+def test_bench_train_times_train_fits_own_step(monkeypatch):
+    """The model benchmark times the step an epoch of train fit runs, not a copy of it."""
+    from train import fit
+
+    calls = []
+    real = fit.train_step
+
+    def counted(parts, x, y, device):
+        calls.append(type(parts).__name__)
+        return real(parts, x, y, device)
+
+    monkeypatch.setattr(fit, "train_step", counted)
+    bench_train(width=8, size=32, batch_size=4, steps=2, warmup=1)
+    assert calls == ["_FoldParts"] * 3  # warm-up and timed steps
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA device")
 def test_bench_train_on_cuda_uses_the_gpu():
     row = bench_train(width=8, size=32, batch_size=4, steps=2, warmup=1, device="cuda")

@@ -2,8 +2,9 @@
 
 Three benchmarks, one command each (scripts/bench_train.py):
 
-- ``model`` (the default): images/s of a full optimizer step (forward, focal loss, backward, AdamW)
-  and of inference on random input, plus the process's peak memory.
+- ``model`` (the default): images/s of train fit's optimizer step (``train.fit.train_step``:
+  forward, focal loss, backward, AdamW, schedule) and of inference on random input, plus the
+  process's peak memory.
 - ``stages``: per model, AMP setting, source (the ``--cache`` memory map or the PNG files) and
   number of loader workers, the rate of each stage of ``train fit``'s epoch and which one bounds
   it: *data* (the fit's own DataLoader: read or decode, augment, collate and normalise), *model*
@@ -34,8 +35,6 @@ import torch
 from runtime.classes import NUM_CLASSES
 from runtime.cli import ArgumentParser, non_negative_float, non_negative_int, positive_int
 from runtime.probe import cpu_info
-from train.losses import FocalLoss
-from train.model import build_model
 
 REAL_PNGS = Path(__file__).resolve().parents[2] / "shared" / "hpa-real" / "single_channel"
 CHANNELS = ("red", "green", "blue", "yellow")
@@ -44,47 +43,38 @@ AMP_CUDA_ONLY = "AMP is CUDA-only in train fit: on the CPU it trains float32 (th
 
 def bench_train(arch="resnet18", width=32, size=128, batch_size=16, steps=20, warmup=3, threads=0, attention="cbam",
                 device="cpu"):
-    """One configuration's figures. On CUDA it trains as ``train fit`` does there: float16 autocast
-    with a gradient scaler, channels-last; timings wait for the GPU."""
+    """One configuration's figures: train fit's own step (``train.fit.train_step`` on its
+    ``_FoldParts``: focal loss, AdamW, schedule) on random input, then inference. On CUDA that step
+    trains as ``train fit`` does there: float16 autocast with a gradient scaler, channels-last;
+    timings wait for the GPU."""
+    from train.fit import _autocast
+
     if threads:
         torch.set_num_threads(threads)
     device = torch.device(device)
     cuda = device.type == "cuda"
     torch.manual_seed(0)
-    model = build_model(arch, attention, width).to(device, memory_format=torch.channels_last)  # as train.fit does
-    optimizer = torch.optim.AdamW(model.parameters(), 1e-3)
-    scaler = torch.amp.GradScaler("cuda", enabled=cuda)
-    criterion = FocalLoss()
+    cfg = _config("", None, arch, width, size, batch_size, True, 0, str(device), threads, attention)
+    parts = _parts(cfg, compiled=False)
     x = torch.randn(batch_size, 4, size, size, device=device).contiguous(memory_format=torch.channels_last)
     y = (torch.rand(batch_size, NUM_CLASSES, device=device) > 0.9).float()
+    batches = iter(lambda: (x, y), None)
 
-    def timed(step):
-        for i in range(warmup + steps):
-            if i == warmup:
-                if cuda:
-                    torch.cuda.synchronize()
-                t0 = time.perf_counter()
-            with torch.autocast(device.type, dtype=torch.float16, enabled=cuda):
-                step()
-        if cuda:
-            torch.cuda.synchronize()
-        return steps * batch_size / (time.perf_counter() - t0)
+    parts.net.train()
+    train_ips = _timed_batches(batches, warmup, steps, lambda b: _step(parts, b, device), device)[0]
+    parts.model.eval()
 
-    def train_step():
-        optimizer.zero_grad(set_to_none=True)
-        scaler.scale(criterion(model(x).float(), y)).backward()
-        scaler.step(optimizer)
-        scaler.update()
+    def infer(b):
+        with _autocast(device, parts.amp):
+            parts.model(b[0])
+        return len(b[0])
 
-    model.train()
-    train_ips = timed(train_step)
-    model.eval()
     with torch.inference_mode():
-        infer_ips = timed(lambda: model(x))
+        infer_ips = _timed_batches(batches, warmup, steps, infer, device)[0]
     return {
         "arch": arch, "attention": attention, "width": width, "size": size, "batch_size": batch_size,
         "device": torch.cuda.get_device_name(device) if cuda else "cpu",
-        "threads": torch.get_num_threads(), "params_m": sum(p.numel() for p in model.parameters()) / 1e6,
+        "threads": torch.get_num_threads(), "params_m": sum(p.numel() for p in parts.model.parameters()) / 1e6,
         "train_images_per_s": train_ips, "inference_images_per_s": infer_ips,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "peak_gpu_mb": torch.cuda.max_memory_allocated(device) / 2 ** 20 if cuda else None,
