@@ -113,11 +113,12 @@ def _parsers(parser, name):
                 yield from _parsers(child, f"{name} {sub}")
 
 
-@pytest.mark.parametrize("program", ["train", "export", "runtime"])
+@pytest.mark.parametrize("program", ["train", "export", "runtime", "viewer"])
 def test_every_option_has_help_and_shows_its_default(program):
     module = __import__(f"{program}.__main__", fromlist=["parser"])
     missing = []
-    for name, parser in _parsers(module.parser(), program):
+    tops = [(program, module.parser())] + ([("viewer score-cam", module.score_parser())] if program == "viewer" else [])
+    for name, parser in (p for top in tops for p in _parsers(top[1], top[0])):
         formatter = HelpFormatter(name)
         for action in parser._actions:
             if not action.option_strings or action.dest == "help":
@@ -137,6 +138,22 @@ def test_fit_help_shows_the_defaults(capsys):
     for shown in ("(default: 3)", "(default: resnet18)", "(default: 0.001)", "(default: focal)",
                   "(default: DATA/train.csv)", "(default: 8.0)"):
         assert shown in text
+
+
+def test_viewer_help_shows_what_each_path_option_defaults_to(capsys):
+    """The path options default to nothing given; their help says what the viewer does then."""
+    from viewer.__main__ import parser
+
+    p = parser()
+    helps = {a.option_strings[0]: " ".join(p._get_formatter()._get_help_string(a).split())
+             for a in p._actions if a.option_strings}
+    assert "(default: none: an empty window" in helps["--data"]
+    assert "(default: none: predictions only from --run)" in helps["--model"]
+    assert "(default: the run --model's model.json names" in helps["--run"]
+    assert "(default: none: open the window)" in helps["--screenshot"]
+    with pytest.raises(SystemExit):
+        p.parse_args(["--help"])
+    assert "(default: none: open the window)" in " ".join(capsys.readouterr().out.split())
 
 
 def test_bench_says_which_samples_it_leaves_out(tiny_deploy, tiny_data, tmp_path, caplog):

@@ -19,26 +19,30 @@ class ScreenshotFailed(Exception):
 
 def parser():
     p = ArgumentParser(prog="python -m viewer", description="HPA image and prediction viewer")
-    p.add_argument("--data", default="", help="image folder (Kaggle layout, with or without train.csv)")
-    p.add_argument("--model", default="", help="deployment folder with model.json (predictions)")
+    p.add_argument("--data", default="", help="image folder (Kaggle layout, with or without train.csv) "
+                                              "(default: none: an empty window, File > Open image folder)")
+    p.add_argument("--model", default="", help="deployment folder with model.json (predictions) "
+                                               "(default: none: predictions only from --run)")
     p.add_argument("--run", default="", help="training run folder (per-fold thresholds; predictions and CAMs "
-                                             "when there is no --model)")
+                                             "when there is no --model) (default: the run --model's model.json "
+                                             "names, when that folder exists)")
     p.add_argument("--sample", action="store_true", help="open the bundled real HPA field instead of --data")
     p.add_argument("--pixel-size", type=float, default=0.0, metavar="UM",
                    help="size of one image pixel in micrometres (as shown): draws a scale bar; "
                         "overrides the calibration TIFF files record")
-    p.add_argument("--screenshot", default="", help="save PREFIX-composite.png and PREFIX-cam.png, then exit")
+    p.add_argument("--screenshot", default="", metavar="PREFIX",
+                   help="save PREFIX-composite.png and PREFIX-cam.png, then exit (default: none: open the window)")
     return p
 
 
 def score_parser():
     p = ArgumentParser(prog="python -m viewer score-cam", description="pointing-game localisation score")
-    p.add_argument("--run", required=True)
+    p.add_argument("--run", required=True, help="training run folder whose models are scored")
     p.add_argument("--data", required=True, help="a synthetic dataset (with masks/)")
-    p.add_argument("--split", default="test", choices=["test", "train"])
+    p.add_argument("--split", default="test", choices=["test", "train"], help="which of the dataset's splits")
     p.add_argument("--methods", default="layercam,gradcam,gradcam++",
                    help="comma-separated: layercam, gradcam, gradcam++, cbam-attention")
-    p.add_argument("--limit", type=int, default=None, help="score only the first N fields")
+    p.add_argument("--limit", type=int, default=None, help="score only the first N fields (default: all)")
     return p
 
 
