@@ -1,6 +1,7 @@
 """Layout and input in a real X window (Xvfb, the pattern of tests/xwindow.py): text read in
 full at 1400 and 1600 px (the caption over the image, the class menu), the errors-per-class
-window opening and the next sample loading without moving the image, the cursor readout clearing when the X pointer leaves
+window opening and the next sample loading without moving the image, that window opening clear of
+the prediction bars (beside the window, else over the image's lower part) and reopening where moved, the cursor readout clearing when the X pointer leaves
 the image, the contrast boxes applying on Enter (not per keystroke), "errors only" jumping to
 and showing the first error on its missed class, and what the window says without a model or
 a folder speaking of its menus, not of command-line options.
@@ -54,6 +55,32 @@ def test_errors_window_opens_without_moving_the_image(layout_report):
         assert (np.abs(after - before).sum(-1) > 60).mean() > 0.2
 
 
+def _overlap(a, b):
+    return max(0, min(a[0] + a[2], b[0] + b[2]) - max(a[0], b[0])) * max(0, min(a[1] + a[3], b[1] + b[3]) - max(a[1], b[1]))
+
+
+def test_errors_window_leaves_the_prediction_bars_in_sight(layout_report):
+    """No room beside the window (1400 and 1600 px on a 1600-px screen): it opens over the image's
+    lower part, on screen, and the bars look as they did before it opened."""
+    r = layout_report
+    for size in SIZES:
+        d = r["dock"][size]
+        dock, bars, panel = d["dock_frame"], d["bars"], d["image_panel"]
+        assert _overlap(dock, bars) == 0, (size, dock, bars)
+        assert dock[0] >= 0 and dock[1] >= 0 and dock[0] + dock[2] <= 1600 and dock[1] + dock[3] <= 1000, (size, dock)
+        assert _overlap(dock, panel) == dock[2] * dock[3], (size, dock, panel)  # inside the image panel
+        assert dock[1] + dock[3] // 2 > panel[1] + panel[3] // 2, (size, dock, panel)  # its lower part
+        before, after = load_grab(r, f"dock-before-{size}", bars), load_grab(r, f"dock-after-{size}", bars)
+        assert (np.abs(after - before).sum(-1) > 60).mean() < 0.01, size
+
+
+def test_errors_window_opens_beside_where_there_is_room_and_stays_where_moved(layout_report):
+    b, m = layout_report["beside"], layout_report["remembered"]
+    assert b["dock_frame"][0] >= b["window"][0] + b["window"][2], b  # right of the 1100-px window
+    assert b["dock_frame"][0] + b["dock_frame"][2] <= 1600, b
+    assert m["visible"] and m["reopened"] == m["moved"], m
+
+
 def test_next_sample_moves_nothing(layout_report):
     r = layout_report["next_sample"]
     assert r["before"] == r["after"]
@@ -90,6 +117,10 @@ def test_messages_in_the_window_name_menus_not_options(layout_report):
 
 
 # ---------------------------------------------------------------------- the driver (xvfb side)
+def _rect(r):
+    return [r.x(), r.y(), r.width(), r.height()]
+
+
 def drive(args):
     from PyQt5 import QtCore, QtTest, QtWidgets
 
@@ -140,6 +171,7 @@ def drive(args):
         report["text"][size] = text_report()
         before = {"image_before": x.image_rect(), "caption_before": x.rect_of(window.image_panel.caption)}
         x.grab(f"dock-before-{size}")
+        window._dock_placed = False  # each size as a session's first open (placed, not remembered)
         x.keys(window.id_panel.list, QtCore.Qt.Key_R, QtCore.Qt.ControlModifier | QtCore.Qt.ShiftModifier)
         x.wait(lambda: window.error_dock.isVisible(), "the errors per class")
         x.wait(what="the layout")
@@ -148,10 +180,29 @@ def drive(args):
         report["dock"][size] = {**before, "image_after": x.image_rect(),
                                 "caption_after": x.rect_of(window.image_panel.caption),
                                 "visible": dock.isVisible(), "floating": dock.isFloating(),
-                                "dock_rect": x.rect_of(window.error_summary.table)}
+                                "dock_rect": x.rect_of(window.error_summary.table),
+                                "dock_frame": _rect(dock.frameGeometry()), "window": _rect(window.frameGeometry()),
+                                "bars": x.rect_of(window.chart), "image_panel": x.rect_of(window.image_panel)}
         report["text"][f"{size} errors open"] = text_report()
         x.keys(window.id_panel.list, QtCore.Qt.Key_R, QtCore.Qt.ControlModifier | QtCore.Qt.ShiftModifier)
         x.wait(lambda: not window.error_dock.isVisible(), "the errors per class to close")
+    # room beside the window: it opens there; moved by the user, it reopens where it was left
+    window.resize(1100, 800)
+    x.wait(what="the resize")
+    window._dock_placed = False
+    x.keys(window.id_panel.list, QtCore.Qt.Key_R, QtCore.Qt.ControlModifier | QtCore.Qt.ShiftModifier)
+    x.wait(lambda: window.error_dock.isVisible(), "the errors per class")
+    report["beside"] = {"dock_frame": _rect(window.error_dock.frameGeometry()), "window": _rect(window.frameGeometry())}
+    window.error_dock.move(700, 150)
+    x.wait(what="the move")
+    moved = _rect(window.error_dock.frameGeometry())
+    for _ in range(2):
+        x.keys(window.id_panel.list, QtCore.Qt.Key_R, QtCore.Qt.ControlModifier | QtCore.Qt.ShiftModifier)
+        x.wait(what="the toggle")
+    report["remembered"] = {"moved": moved, "reopened": _rect(window.error_dock.frameGeometry()),
+                            "visible": window.error_dock.isVisible()}
+    x.keys(window.id_panel.list, QtCore.Qt.Key_R, QtCore.Qt.ControlModifier | QtCore.Qt.ShiftModifier)
+    x.wait(lambda: not window.error_dock.isVisible(), "the errors per class to close")
     window.resize(1400, 900)
     x.wait(what="the resize")
 

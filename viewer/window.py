@@ -23,6 +23,7 @@ from viewer.file_actions import FileActions
 from viewer.controls import AUTO_IDLE, CamControls, ChannelControls, auto_text
 from viewer.id_list import IdPanel
 from viewer.image_panel import ImagePanel
+from viewer.placement import first_place
 from viewer.render import channel_planes, composite_gamma, display_scale, export_image, overlay_rgba
 from viewer.session import Session
 from viewer.shortcuts import SHORTCUTS, shortcuts_html
@@ -264,8 +265,10 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
             self._request_cam()
 
     def toggle_error_summary(self):
-        """View > Errors per class: the dock opens as a window of its own beside the main window
-        (over its right edge where the screen has no room), and nothing in the main window moves.
+        """View > Errors per class: the dock opens as a window of its own beside the main window,
+        or over the image's lower part where the screen has no room beside it (never over the
+        prediction bars: viewer.placement), and nothing in the main window moves. Afterwards it
+        opens where the user left it.
 
         *Decision*: floating, not docked. Docked, it took its width from the centre panel (the
         splitter gives the image all that the window gains or loses) and the image shrank and
@@ -279,12 +282,11 @@ class MainWindow(FileActions, QtWidgets.QMainWindow):
         if not self._dock_placed:  # the first time; afterwards where the user left it
             self._dock_placed = True
             dock.setFloating(True)
-            frame, inner = self.frameGeometry(), self.geometry()
             screen = (self.screen() or QtWidgets.QApplication.primaryScreen()).availableGeometry()
+            panel = self.image_panel
+            area = QtCore.QRect(panel.mapToGlobal(QtCore.QPoint(0, 0)), panel.size())
             width = max(dock.sizeHint().width(), self.error_summary.minimumWidth() + 20)
-            height = min(inner.height(), screen.height())
-            x = max(screen.left(), min(frame.right() + 1, screen.right() + 1 - width))
-            dock.setGeometry(x, max(screen.top(), inner.top()), width, height)
+            dock.setGeometry(first_place(screen, self.frameGeometry(), self.geometry(), area, width))
         dock.show()
         dock.raise_()
 
