@@ -110,3 +110,39 @@ def test_a_second_builder_is_refused_in_one_line_while_one_builds(tiny_data, tmp
         holder.wait()
     assert not (tmp_path / "c" / cache.MANIFEST).exists()
     assert "\n" not in str(err.value) and str(tmp_path / "c") in str(err.value)
+
+
+def _crash_after(monkeypatch, n):
+    read, calls = ImageFolder.read, []
+
+    def crashing(self, sample_id):
+        calls.append(sample_id)
+        if len(calls) > n:
+            raise KeyboardInterrupt
+        return read(self, sample_id)
+    monkeypatch.setattr(ImageFolder, "read", crashing)
+
+
+def test_a_killed_build_for_other_ids_never_leaves_its_partial_to_be_resumed_as_ours(tiny_data, tmp_path,
+                                                                                        monkeypatch):
+    # build A killed after its progress was flushed; then a build for other Ids (same count, so the
+    # same array shape) killed before its first flush recreated the partial: A's rerun must decode
+    # again, not take the new partial's rows as its own
+    folder, ids, pp = ImageFolder(tiny_data / "train"), _ids(tiny_data), Preprocess(size=16)
+    a, b = ids[:20], ids[20:40]
+    read = ImageFolder.read
+    for subset, n in ((a, 8), (b, 2)):
+        with monkeypatch.context() as m:
+            _crash_after(m, n)
+            with pytest.raises(KeyboardInterrupt):
+                cache.build_cache(tmp_path / "c", folder, subset, pp, progress=False, flush_every=4)
+    rows, _, images = cache.build_cache(tmp_path / "c", folder, a, pp, progress=False, flush_every=4)
+    assert rows == a
+    assert all(np.array_equal(images[i], resize(read(folder, a[i]), pp)) for i in range(len(a)))
+
+
+def test_a_cache_path_that_is_a_file_is_one_line_naming_the_option(tiny_data, tmp_path):
+    folder, ids, pp = ImageFolder(tiny_data / "train"), _ids(tiny_data), Preprocess(size=16)
+    (tmp_path / "c").write_text("not a folder")
+    with pytest.raises(NotADirectoryError, match="--cache is a file, not a folder"):
+        cache.build_cache(tmp_path / "c", folder, ids, pp, progress=False)

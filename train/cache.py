@@ -21,7 +21,7 @@ from tqdm import tqdm
 
 from runtime.errors import DataError
 from runtime.jsonfile import read_json
-from runtime.outlock import writer_lock
+from runtime.outlock import check_folder, writer_lock
 from runtime.preprocess import resize
 from runtime.writeutil import atomic_write_json
 
@@ -66,6 +66,7 @@ def open_cache(cache_dir, key):
 def build_cache(cache_dir, folder, ids, pp, progress=True, flush_every=64):
     """Open the cache for (folder, ids, pp), building or rebuilding it first when needed."""
     d = Path(cache_dir)
+    check_folder(d, "--cache")  # a file there: "--cache is a file, not a folder", not mkdir's "File exists"
     d.mkdir(parents=True, exist_ok=True)
     key = cache_key(folder, ids, pp)
     found = open_cache(d, key)  # complete and current: read it without the lock (DDP ranks, --fold jobs)
@@ -84,6 +85,10 @@ def build_cache(cache_dir, folder, ids, pp, progress=True, flush_every=64):
             images = np.lib.format.open_memmap(d / PARTIAL, mode="r+")
             resume = images.shape == shape and images.dtype == np.uint8
         if not resume:
+            # a progress.json left by a killed build must never describe the partial made here: with
+            # the same shape it would be resumed later, its rows taken as decoded (zeros, or another
+            # key's images)
+            (d / PROGRESS).unlink(missing_ok=True)
             state = {"key": key, "done": 0, "rows": [], "errors": []}
             images = np.lib.format.open_memmap(d / PARTIAL, mode="w+", dtype=np.uint8, shape=shape)
         rows, errors = state["rows"], [tuple(e) for e in state["errors"]]
