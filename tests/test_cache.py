@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -146,3 +147,22 @@ def test_a_cache_path_that_is_a_file_is_one_line_naming_the_option(tiny_data, tm
     (tmp_path / "c").write_text("not a folder")
     with pytest.raises(NotADirectoryError, match="--cache is a file, not a folder"):
         cache.build_cache(tmp_path / "c", folder, ids, pp, progress=False)
+
+
+def test_errors_name_the_files_as_this_run_names_the_folder_not_as_the_build_did(tiny_data, tmp_path, monkeypatch):
+    # the cache is built through --data given relative, then used through the same folder given
+    # absolute (same fingerprint, so the same cache): errors.csv must read as it does without it
+    import shutil
+
+    from train.data import Samples
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    bad = sorted((data / "train").glob("*_blue.png"))[0]
+    bad.write_bytes(b"garbage")
+    monkeypatch.chdir(tmp_path)
+    Samples(Path("data") / "train.csv", Path("data") / "train", Preprocess(size=16), progress=False,
+            cache_dir=tmp_path / "c")
+    cached = Samples(data / "train.csv", data / "train", Preprocess(size=16), progress=False, cache_dir=tmp_path / "c")
+    plain = Samples(data / "train.csv", data / "train", Preprocess(size=16), progress=False)
+    assert len(plain.errors) == 1
+    assert [tuple(map(str, e)) for e in cached.errors] == [tuple(map(str, e)) for e in plain.errors]

@@ -1,8 +1,9 @@
 """A decoded-image cache on disk: every sample decoded and resized once, stored as uint8.
 
-Layout of ``DIR``: ``images.npy`` ([N, S, S, 4] uint8 as resize returns, memory-mapped), ``index.json`` (ids in row
-order and the errors, Id/file/reason) and ``manifest.json`` (the key), written last. Readers open
-``images.npy`` with ``np.load(mmap_mode='r')``: no decoding, nothing held in RAM beyond the pages
+Layout of ``DIR``: ``images.npy`` ([N, S, S, 4] uint8 as resize returns, memory-mapped),
+``index.json`` (ids in row order, the errors, Id/file/reason, and the image folder as the build
+named it) and ``manifest.json`` (the key), written last. Readers open ``images.npy`` with
+``np.load(mmap_mode='r')``: no decoding, nothing held in RAM beyond the pages
 in use, shareable between processes.
 
 *Decisions*: the key is the data (ids and ImageFolder.fingerprint(): every channel file's size and
@@ -25,7 +26,7 @@ from runtime.outlock import check_folder, writer_lock
 from runtime.preprocess import resize
 from runtime.writeutil import atomic_write_json
 
-READER_VERSION = 1
+READER_VERSION = 2  # 2: index.json records the image folder its errors' files lie under
 IMAGES, INDEX, MANIFEST, PARTIAL, PROGRESS = "images.npy", "index.json", "manifest.json", "images.npy.partial", "progress.json"
 
 
@@ -48,8 +49,11 @@ def _read_json(path):
         return None
 
 
-def open_cache(cache_dir, key):
-    """(ids, errors, images memmap) when ``cache_dir`` holds a complete cache for ``key``, else None."""
+def open_cache(cache_dir, key, root=None):
+    """(ids, errors, images memmap) when ``cache_dir`` holds a complete cache for ``key``, else None.
+    ``root``: the image folder as this run names it; an error's file, recorded under the folder as
+    the build named it (``--data d`` then, ``--data /abs/d`` now: same fingerprint, same cache), is
+    given back under ``root``, as the run would name it without the cache (errors.csv)."""
     d = Path(cache_dir)
     if _read_json(d / MANIFEST) != key:
         return None
@@ -60,7 +64,14 @@ def open_cache(cache_dir, key):
         raise DataError(d / IMAGES, f"unreadable cache ({err}); delete the folder to rebuild") from None
     if index is None or images.shape[0] != len(index["ids"]) or images.dtype != np.uint8:
         raise DataError(d / IMAGES, "cache does not match its index; delete the folder to rebuild")
-    return index["ids"], [tuple(e) for e in index["errors"]], images
+    return index["ids"], [_rerooted(e, index.get("root"), root) for e in index["errors"]], images
+
+
+def _rerooted(error, old, new):
+    sample_id, file, reason = error
+    if old is not None and new is not None and (file == old or file.startswith(old + os.sep)):
+        file = str(new) + file[len(old):]
+    return sample_id, file, reason
 
 
 def build_cache(cache_dir, folder, ids, pp, progress=True, flush_every=64):
@@ -69,11 +80,12 @@ def build_cache(cache_dir, folder, ids, pp, progress=True, flush_every=64):
     check_folder(d, "--cache")  # a file there: "--cache is a file, not a folder", not mkdir's "File exists"
     d.mkdir(parents=True, exist_ok=True)
     key = cache_key(folder, ids, pp)
-    found = open_cache(d, key)  # complete and current: read it without the lock (DDP ranks, --fold jobs)
+    root = str(folder.root)
+    found = open_cache(d, key, root)  # complete and current: read it without the lock (DDP ranks, --fold jobs)
     if found is not None:
         return found
     with writer_lock(d, option="--cache", what="to this cache"):
-        found = open_cache(d, key)
+        found = open_cache(d, key, root)
         if found is not None:
             return found
         for name in (MANIFEST, IMAGES, INDEX):  # stale or other key: rebuild
@@ -113,8 +125,8 @@ def build_cache(cache_dir, folder, ids, pp, progress=True, flush_every=64):
             out.flush()
             del out, full
             os.replace(d / (PARTIAL + ".2"), d / PARTIAL)
-        atomic_write_json(d / INDEX, {"ids": rows, "errors": errors})
+        atomic_write_json(d / INDEX, {"ids": rows, "errors": errors, "root": root})
         os.replace(d / PARTIAL, d / IMAGES)
         atomic_write_json(d / MANIFEST, key)
         (d / PROGRESS).unlink(missing_ok=True)
-        return open_cache(d, key)
+        return open_cache(d, key, root)
