@@ -166,3 +166,27 @@ def test_errors_name_the_files_as_this_run_names_the_folder_not_as_the_build_did
     plain = Samples(data / "train.csv", data / "train", Preprocess(size=16), progress=False)
     assert len(plain.errors) == 1
     assert [tuple(map(str, e)) for e in cached.errors] == [tuple(map(str, e)) for e in plain.errors]
+
+
+def test_a_second_builder_waits_for_the_first_and_reads_its_cache(tiny_data, tmp_path, monkeypatch):
+    # torchrun ranks or --fold jobs started together on a new cache: one builds, the other waits for
+    # it and then reads the cache without decoding anything (no rank refused, no double work)
+    import subprocess
+    import sys
+    folder, ids, pp = ImageFolder(tiny_data / "train"), _ids(tiny_data), Preprocess(size=16)
+    script = ("import sys, time\nfrom runtime.reader import ImageFolder\nfrom runtime.labels import read_labels\n"
+              "from runtime.preprocess import Preprocess\nfrom train import cache\nread = ImageFolder.read\n"
+              "def slow(self, i):\n    print('building', flush=True); time.sleep(0.05); return read(self, i)\n"
+              "ImageFolder.read = slow\n"
+              "cache.build_cache(sys.argv[1], ImageFolder(sys.argv[2]), list(read_labels(sys.argv[3])),"
+              " Preprocess(size=16), progress=False)\n")
+    first = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "c"), str(tiny_data / "train"),
+                              str(tiny_data / "train.csv")], stdout=subprocess.PIPE, text=True)
+    try:
+        assert first.stdout.readline().strip() == "building"
+        monkeypatch.setattr(ImageFolder, "read", lambda *a: pytest.fail("decoded while another process built"))
+        rows, errors, images = cache.build_cache(tmp_path / "c", folder, ids, pp, progress=False)
+    finally:
+        first.stdout.read()
+        assert first.wait(timeout=60) == 0
+    assert rows == ids and errors == [] and images.shape == (len(ids), 16, 16, 4)
