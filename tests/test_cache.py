@@ -30,6 +30,14 @@ def test_other_size_rebuilds(tiny_data, tmp_path):
     assert json.loads((tmp_path / "c" / cache.MANIFEST).read_text())["size"] == 16
 
 
+def test_other_interpolation_rebuilds(tiny_data, tmp_path):
+    folder, ids = ImageFolder(tiny_data / "train"), _ids(tiny_data)
+    cache.build_cache(tmp_path / "c", folder, ids, Preprocess(size=16), progress=False)
+    pp = Preprocess(size=16, interpolation="linear")
+    images = cache.build_cache(tmp_path / "c", folder, ids, pp, progress=False)[2]
+    assert np.array_equal(images[0], resize(folder.read(ids[0]), pp))
+
+
 def test_killed_build_resumes_where_it_stopped(tiny_data, tmp_path, monkeypatch):
     folder, ids, pp = ImageFolder(tiny_data / "train"), _ids(tiny_data), Preprocess(size=32)
     read, calls = ImageFolder.read, []

@@ -7,7 +7,7 @@ named it) and ``manifest.json`` (the key), written last. Readers open ``images.n
 in use, shareable between processes.
 
 *Decisions*: the key is the data (ids and ImageFolder.fingerprint(): every channel file's size and
-mtime), the preprocessing (size) and a reader version; a mismatch rebuilds (the cache is derived
+mtime), the preprocessing (size, interpolation, OpenCV version) and a reader version; a mismatch rebuilds (the cache is derived
 data, rebuilding is always correct). The build runs under ``DIR/.lock`` (runtime.outlock) so two
 builders never write at once, and a second builder waits for the first rather than being refused
 (``_one_builder_at_a_time``); it writes ``images.npy.partial`` with a row count flushed every
@@ -38,8 +38,13 @@ QUEUE = ".build-queue"
 
 
 def cache_key(folder, ids, pp):
+    # everything runtime.preprocess.resize's output depends on: the size, the interpolation and the
+    # OpenCV that resizes (a cached run must match one that decodes, bit for bit)
+    import cv2
+
     return {"version": READER_VERSION, "ids": len(ids), "ids_hash": _hash_ids(ids),
-            "images_content": folder.fingerprint(), "size": int(pp.size)}
+            "images_content": folder.fingerprint(), "size": int(pp.size), "interpolation": pp.interpolation,
+            "opencv": cv2.__version__}
 
 
 def _hash_ids(ids):
