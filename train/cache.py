@@ -8,11 +8,12 @@ in use, shareable between processes.
 
 *Decisions*: the key is the data (ids and ImageFolder.fingerprint(): every channel file's size and
 mtime), the preprocessing (size, interpolation, OpenCV version) and a reader version; a mismatch
-rebuilds (the cache is derived data, rebuilding is always correct). The build runs under ``DIR/.lock`` (runtime.outlock) so two
-builders never write at once, and a second builder waits for the first rather than being refused
-(``_one_builder_at_a_time``); it writes ``images.npy.partial`` with a row count flushed every
-``flush_every`` rows to ``progress.json``, so a killed build continues where it stopped; the
-manifest appears only after the final rename, so a reader never sees a half cache.
+rebuilds (the cache is derived data, rebuilding is always correct). The build runs under
+``DIR/.lock`` (runtime.outlock) so two builders never write at once, and a second builder waits
+for the first rather than being refused (``_one_builder_at_a_time``); it writes
+``images.npy.partial`` with a row count flushed every ``flush_every`` rows to ``progress.json``,
+so a killed build continues where it stopped; the manifest appears only after the final rename,
+so a reader never sees a half cache.
 """
 
 import logging
