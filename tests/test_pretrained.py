@@ -14,6 +14,7 @@ import torch
 import torchvision
 
 from train.__main__ import main as train_main
+from train import pretrained
 from train.model import build_model
 
 FIT = ["--folds", "2", "--width", "8", "--size", "48", "--epochs", "1", "--batch-size", "8", "--threads", "1"]
@@ -38,6 +39,7 @@ def hub(tmp_path, monkeypatch):
     digest = hashlib.sha256(fake.read_bytes()).hexdigest()
     url = f"https://download.pytorch.org/models/resnet18-{digest[:8]}.pth"
     monkeypatch.setattr(V1.value, "url", url)
+    monkeypatch.setattr(pretrained, "WIDTH", 8)  # the fake weights' width
     cached = Path(torch.hub.get_dir()) / "checkpoints" / f"resnet18-{digest[:8]}.pth"
     assert str(cached).startswith(str(tmp_path))
     return url, cached, fake, digest
@@ -194,3 +196,14 @@ def test_a_missing_file_is_fetched_from_torchvisions_url_into_the_cache_with_its
     assert len(calls) == 1 and calls[0][0] == url  # once: the folds find it in the cache
     assert calls[0][1]["check_hash"] is True and calls[0][1]["progress"] is True
     assert json.loads((out / "config.json").read_text())["pretrained"]["sha256"] == digest
+
+
+def test_imagenet_at_another_width_is_refused_before_any_download(tmp_path, monkeypatch, tiny_data, capsys):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch-home"))
+    calls = []
+    offline(monkeypatch, calls)
+    no_decoding(monkeypatch)
+    code = train(["fit", "--data", str(tiny_data), "--out", str(tmp_path / "run"), *FIT, "--pretrained", "imagenet"])
+    err = one_error(capsys)
+    assert code == 2 and calls == [], err
+    assert "--pretrained imagenet: torchvision's ImageNet weights are for --width 64, not --width 8" in err

@@ -1,19 +1,25 @@
 """A decoded-image cache on disk: every sample decoded and resized once, stored as uint8.
 
-Layout of ``DIR``: ``images.npy`` ([N, S, S, 4] uint8 as resize returns, memory-mapped), ``index.json`` (ids in row
-order and the errors, Id/file/reason) and ``manifest.json`` (the key), written last. Readers open
-``images.npy`` with ``np.load(mmap_mode='r')``: no decoding, nothing held in RAM beyond the pages
+Layout of ``DIR``: ``images.npy`` ([N, S, S, 4] uint8 as resize returns, memory-mapped),
+``index.json`` (ids in row order, the errors, Id/file/reason, and the image folder as the build
+named it) and ``manifest.json`` (the key), written last. Readers open ``images.npy`` with
+``np.load(mmap_mode='r')``: no decoding, nothing held in RAM beyond the pages
 in use, shareable between processes.
 
 *Decisions*: the key is the data (ids and ImageFolder.fingerprint(): every channel file's size and
-mtime), the preprocessing (size) and a reader version; a mismatch rebuilds (the cache is derived
-data, rebuilding is always correct). The build runs under ``DIR/.lock`` (runtime.outlock) so two
-builders never write at once; it writes ``images.npy.partial`` with a row count flushed every
-``flush_every`` rows to ``progress.json``, so a killed build continues where it stopped; the
-manifest appears only after the final rename, so a reader never sees a half cache.
+mtime), the preprocessing (size, interpolation, OpenCV version) and a reader version; a mismatch
+rebuilds (the cache is derived data, rebuilding is always correct). The build runs under
+``DIR/.lock`` (runtime.outlock) so two builders never write at once, and a second builder waits
+for the first rather than being refused (``_one_builder_at_a_time``); it writes
+``images.npy.partial`` with a row count flushed every ``flush_every`` rows to ``progress.json``,
+so a killed build continues where it stopped; the manifest appears only after the final rename,
+so a reader never sees a half cache.
 """
 
+import logging
 import os
+import stat
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -21,17 +27,25 @@ from tqdm import tqdm
 
 from runtime.errors import DataError
 from runtime.jsonfile import read_json
-from runtime.outlock import writer_lock
+from runtime.outlock import check_folder, writer_lock
 from runtime.preprocess import resize
 from runtime.writeutil import atomic_write_json
 
-READER_VERSION = 1
+log = logging.getLogger(__name__)
+
+READER_VERSION = 2  # 2: index.json records the image folder its errors' files lie under
 IMAGES, INDEX, MANIFEST, PARTIAL, PROGRESS = "images.npy", "index.json", "manifest.json", "images.npy.partial", "progress.json"
+QUEUE = ".build-queue"
 
 
 def cache_key(folder, ids, pp):
+    # everything runtime.preprocess.resize's output depends on: the size, the interpolation and the
+    # OpenCV that resizes (a cached run must match one that decodes, bit for bit)
+    import cv2
+
     return {"version": READER_VERSION, "ids": len(ids), "ids_hash": _hash_ids(ids),
-            "images_content": folder.fingerprint(), "size": int(pp.size)}
+            "images_content": folder.fingerprint(), "size": int(pp.size), "interpolation": pp.interpolation,
+            "opencv": cv2.__version__}
 
 
 def _hash_ids(ids):
@@ -48,8 +62,11 @@ def _read_json(path):
         return None
 
 
-def open_cache(cache_dir, key):
-    """(ids, errors, images memmap) when ``cache_dir`` holds a complete cache for ``key``, else None."""
+def open_cache(cache_dir, key, root=None):
+    """(ids, errors, images memmap) when ``cache_dir`` holds a complete cache for ``key``, else None.
+    ``root``: the image folder as this run names it; an error's file, recorded under the folder as
+    the build named it (``--data d`` then, ``--data /abs/d`` now: same fingerprint, same cache), is
+    given back under ``root``, as the run would name it without the cache (errors.csv)."""
     d = Path(cache_dir)
     if _read_json(d / MANIFEST) != key:
         return None
@@ -60,19 +77,56 @@ def open_cache(cache_dir, key):
         raise DataError(d / IMAGES, f"unreadable cache ({err}); delete the folder to rebuild") from None
     if index is None or images.shape[0] != len(index["ids"]) or images.dtype != np.uint8:
         raise DataError(d / IMAGES, "cache does not match its index; delete the folder to rebuild")
-    return index["ids"], [tuple(e) for e in index["errors"]], images
+    return index["ids"], [_rerooted(e, index.get("root"), root) for e in index["errors"]], images
+
+
+def _rerooted(error, old, new):
+    sample_id, file, reason = error
+    if old is not None and new is not None and (file == old or file.startswith(old + os.sep)):
+        file = str(new) + file[len(old):]
+    return sample_id, file, reason
+
+
+@contextmanager
+def _one_builder_at_a_time(d):
+    """Wait (a blocking flock on ``DIR/.build-queue``) while another process builds this cache.
+    Builders that start together (torchrun ranks, ``--fold`` jobs) queue here: the first builds,
+    the others then find the cache complete and read it; a builder that dies releases the queue and
+    the next resumes its build. Where flock is missing or unsupported there is no queue, and
+    ``DIR/.lock`` still refuses a second concurrent builder in one line."""
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        yield
+        return
+    fd = os.open(d / QUEUE, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0), 0o666)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise DataError(d / QUEUE, "not a regular file; remove it, or choose another --cache")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log.warning("%s: another process is building this cache; waiting for it", d)
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:  # no locks on this file system: DIR/.lock decides alone
+            pass
+        yield
+    finally:
+        os.close(fd)
 
 
 def build_cache(cache_dir, folder, ids, pp, progress=True, flush_every=64):
     """Open the cache for (folder, ids, pp), building or rebuilding it first when needed."""
     d = Path(cache_dir)
+    check_folder(d, "--cache")  # a file there: "--cache is a file, not a folder", not mkdir's "File exists"
     d.mkdir(parents=True, exist_ok=True)
     key = cache_key(folder, ids, pp)
-    found = open_cache(d, key)  # complete and current: read it without the lock (DDP ranks, --fold jobs)
+    root = str(folder.root)
+    found = open_cache(d, key, root)  # complete and current: read it without the lock (DDP ranks, --fold jobs)
     if found is not None:
         return found
-    with writer_lock(d, option="--cache", what="to this cache"):
-        found = open_cache(d, key)
+    with _one_builder_at_a_time(d), writer_lock(d, option="--cache", what="to this cache"):
+        found = open_cache(d, key, root)  # the builder this process waited for has made it
         if found is not None:
             return found
         for name in (MANIFEST, IMAGES, INDEX):  # stale or other key: rebuild
@@ -84,6 +138,10 @@ def build_cache(cache_dir, folder, ids, pp, progress=True, flush_every=64):
             images = np.lib.format.open_memmap(d / PARTIAL, mode="r+")
             resume = images.shape == shape and images.dtype == np.uint8
         if not resume:
+            # a progress.json left by a killed build must never describe the partial made here: with
+            # the same shape it would be resumed later, its rows taken as decoded (zeros, or another
+            # key's images)
+            (d / PROGRESS).unlink(missing_ok=True)
             state = {"key": key, "done": 0, "rows": [], "errors": []}
             images = np.lib.format.open_memmap(d / PARTIAL, mode="w+", dtype=np.uint8, shape=shape)
         rows, errors = state["rows"], [tuple(e) for e in state["errors"]]
@@ -108,8 +166,8 @@ def build_cache(cache_dir, folder, ids, pp, progress=True, flush_every=64):
             out.flush()
             del out, full
             os.replace(d / (PARTIAL + ".2"), d / PARTIAL)
-        atomic_write_json(d / INDEX, {"ids": rows, "errors": errors})
+        atomic_write_json(d / INDEX, {"ids": rows, "errors": errors, "root": root})
         os.replace(d / PARTIAL, d / IMAGES)
         atomic_write_json(d / MANIFEST, key)
         (d / PROGRESS).unlink(missing_ok=True)
-        return open_cache(d, key)
+        return open_cache(d, key, root)

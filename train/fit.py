@@ -163,7 +163,7 @@ def _check_pretrained(cfg):
     Returns what the run records of them ({"name", "sha256"}), or None without --pretrained."""
     if not cfg.pretrained:
         return None
-    path, recorded = weights_source(cfg.pretrained, cfg.arch)
+    path, recorded = weights_source(cfg.pretrained, cfg.arch, cfg.width)
     with torch.device("meta"):
         probe = build_model(cfg.arch, cfg.attention, cfg.width, dropout=cfg.dropout)
     with warnings.catch_warnings():

@@ -16,6 +16,7 @@ from runtime.errors import DataError
 from runtime.model_spec import sha256_of
 
 HUB = {"imagenet": "IMAGENET1K_V1", "imagenet-v2": "IMAGENET1K_V2"}
+WIDTH = 64  # the --width of torchvision's ResNets: the only one their tensors fit
 _HASH = re.compile(r"-([a-f0-9]+)\.")  # torch.hub's HASH_REGEX: resnet18-f37072fd.pth -> f37072fd
 
 
@@ -49,13 +50,17 @@ def _check_hash(path, url):
     return digest
 
 
-def resolve(spec, arch):
+def resolve(spec, arch, width=None):
     """``--pretrained spec`` as (name recorded in the run, local file path). A hub weights file is
     taken from the cache when present, otherwise downloaded into it; a download that fails for any
-    reason is one DataError naming the file, its URL and the folder to put it in."""
+    reason is one DataError naming the file, its URL and the folder to put it in. ``width``: the
+    run's --width, refused unless it is torchvision's before anything is downloaded."""
     if spec not in HUB:
         return spec, Path(spec)
     weights = hub_weights(spec, arch)
+    if width is not None and width != WIDTH:
+        raise ValueError(f"--pretrained {spec}: torchvision's ImageNet weights are for --width {WIDTH}, "
+                         f"not --width {width}")
     path = hub_file(weights)
     name = f"imagenet:{type(weights).__name__}.{weights.name}"
     if not path.is_file():
@@ -75,9 +80,9 @@ def resolve(spec, arch):
     return name, path
 
 
-def source(spec, arch):
+def source(spec, arch, width=None):
     """(path to load, {"name", "sha256"} the run records) for ``--pretrained spec``."""
-    name, path = resolve(spec, arch)
+    name, path = resolve(spec, arch, width)
     try:
         digest = sha256_of(path)
     except OSError as err:
