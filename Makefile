@@ -37,13 +37,31 @@ DEMO_MIN_PER_CLASS ?= 100
 WUFFS_CFLAGS := $(shell [ "$$(uname -m)" = x86_64 ] && for f in avx2 bmi2 pclmulqdq popcnt sse4_2; do \
 	grep -qw $$f /proc/cpuinfo || exit 1; done && echo "-mavx2 -mbmi2 -mpclmul -mpopcnt -msse4.2")
 
-# The project itself goes in as an editable install (no dependencies: requirements.txt has them
-# all), so `.venv/bin/python -m train|export|runtime|viewer` works from any directory.
-$(STAMP): requirements.txt pyproject.toml
+# pip keeps an installed pywuffs, so a venv made before these flags (or on another CPU) would keep
+# its build. The venv records the build it has (version and flags) in WUFFS_STAMP; when that is
+# missing or differs from what this Makefile would build, pywuffs is rebuilt in place
+# (--force-reinstall --no-deps), and the install steps after it run again.
+WUFFS_SPEC := $(shell grep -o '^pywuffs==[^ ]*' requirements.txt)
+WUFFS_BUILD := $(WUFFS_SPEC) CFLAGS=$(strip $(WUFFS_CFLAGS))
+WUFFS_STAMP := $(VENV)/.pywuffs-build
+ifneq ($(shell cat $(WUFFS_STAMP) 2>/dev/null),$(WUFFS_BUILD))
+$(WUFFS_STAMP): FORCE
+endif
+
+.PHONY: FORCE
+FORCE:
+
+$(WUFFS_STAMP):
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	CFLAGS="$$CFLAGS $(WUFFS_CFLAGS)" CXXFLAGS="$$CXXFLAGS $(WUFFS_CFLAGS)" \
-		$(PY) -m pip install --quiet --no-cache-dir "$$(grep -o '^pywuffs==[^ ]*' requirements.txt)"
+		$(PY) -m pip install --quiet --no-cache-dir --force-reinstall --no-deps "$(WUFFS_SPEC)"
+	echo '$(WUFFS_BUILD)' > $(WUFFS_STAMP)
+
+# The project itself goes in as an editable install (no dependencies: requirements.txt has them
+# all), so `.venv/bin/python -m train|export|runtime|viewer` works from any directory.
+$(STAMP): requirements.txt pyproject.toml $(WUFFS_STAMP)
+	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)

@@ -12,7 +12,9 @@ Hostile files:
   loop) is that sample's error too, naming the file.
 - Byte size: before the body of a file is read, its size from stat must fit what an image of its
   header's width and height can hold (``max_file_bytes``), so a sparse 6 GB file behind a small
-  header is refused without reading it; header parsers read at most HEADER_BUDGET bytes.
+  header is refused without reading it; header parsers read at most HEADER_BUDGET bytes. A file
+  of at most 16 MiB, which no header can refuse by this rule, is read whole in one call and its
+  header checked on those bytes (one system call less a channel).
 - Decoded size: the width and height in the file's header (read by Pillow, which decodes no
   pixels) must give at most ``max_pixels`` pixels per channel before OpenCV decodes it, so a small
   file that claims 60000x60000 never allocates gigabytes. Default 8192x8192 (HPA fields are
@@ -29,6 +31,7 @@ import io
 import itertools
 import logging
 import os
+import stat
 import struct
 from pathlib import Path
 
@@ -139,33 +142,51 @@ def header_size(source, path):
         raise DataError(path, f"unreadable or truncated image header ({first_line(err)})") from None
 
 
+def _read_all(fd, size):
+    """``size`` bytes of ``fd`` from its start (the size from fstat: a file grown since is read no
+    further; one that shrank gives fewer bytes)."""
+    data = os.pread(fd, size, 0)  # one call for a regular file, unless it shrank
+    if len(data) == size or not data:
+        return data
+    parts, got = [data], len(data)
+    while got < size:
+        part = os.pread(fd, size - got, got)
+        if not part:
+            break
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
 def _read_checked(fd, size, path, max_pixels):
-    """The whole file's bytes, read only after its header's size and its byte size pass. Bytes,
+    """The whole file's bytes, returned only after its header's size and its byte size pass; a
+    file's body is read only after them, except a file of at most METADATA_ALLOWANCE bytes. Such
+    a file passes the byte-size check whatever its header says (``max_file_bytes`` is at least
+    that), so it is read in one call and its header checked on the bytes read: the same checks,
+    one system call less, and at most 16 MiB held before the decoded-size check refuses it. Bytes,
     not an array: Wuffs takes them as they are and OpenCV through a zero-copy np.frombuffer."""
-    width, height = header_size(fd, path)
+    if size <= METADATA_ALLOWANCE:
+        data = _read_all(fd, size)
+        width, height = header_size(data, path)
+    else:
+        data = None
+        width, height = header_size(fd, path)
     if width * height > max_pixels:
         raise DataError(path, f"{width}x{height} pixels is over the decoded-size limit of {max_pixels} "
                               f"per channel (raise it with {MAX_PIXELS_ENV} or --max-pixels)")
     if size > max_file_bytes(width, height):
         raise DataError(path, f"{size} bytes is more than a {width}x{height} image can hold "
                               f"(at most {max_file_bytes(width, height)}); not read")
-    parts, got = [], 0  # the size from stat: a file grown since is read no further
-    while got < size:
-        part = os.pread(fd, size - got, got)  # one call for a regular file, unless it shrank
-        if not part:
-            break
-        parts.append(part)
-        got += len(part)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+    return _read_all(fd, size) if data is None else data
 
 
-def decode_channel(path, max_pixels=DEFAULT_MAX_PIXELS, decoder="auto"):
+def decode_channel(path, max_pixels=DEFAULT_MAX_PIXELS, decoder="auto", lstat_result=None):
     """Decode one grayscale channel file to a 2-D uint8 array (``decoder``: runtime.decoders). Nothing but a regular file is
-    opened (runtime.regular), and nothing of it is read into memory beyond its header before its
-    header's width and height and its byte size (from stat) are checked."""
-    path = Path(path)
+    opened (runtime.regular), and nothing of it over 16 MiB is read into memory beyond its header
+    before its header's width and height and its byte size (from stat) are checked; no pixel is
+    decoded before. ``lstat_result``: the caller's fresh ``os.lstat(path)`` (runtime.regular)."""
     try:
-        fd, st = open_regular_fd(path)
+        fd, st = open_regular_fd(path, lstat_result)
     except FileNotFoundError:
         raise DataError(path, "missing file") from None
     except NotRegularFile as err:
@@ -221,16 +242,20 @@ def find_channel_file(folder, sample_id, channel):
     """The path of one channel file: the first of SUFFIXES that exists (an lstat each: a dangling
     link or a FIFO is found here and refused by the reader with its reason); the ``.png`` path when
     none does. A name the OS refuses (too long, say) raises DataError naming it."""
-    stem = os.path.join(folder, f"{sample_id}_{channel}")
+    return Path(_lookup(os.path.join(folder, f"{sample_id}_{channel}"))[0])
+
+
+def _lookup(stem):
+    """(path, its os.lstat result) for find_channel_file, as strings (no Path on the reader's
+    path); (the ``.png`` path, None) when no spelling exists."""
     for suffix in SUFFIXES:
         try:
-            os.lstat(stem + suffix)
-            return Path(stem + suffix)
+            return stem + suffix, os.lstat(stem + suffix)
         except (FileNotFoundError, NotADirectoryError):
             continue
         except OSError as err:
             raise DataError(stem + suffix, f"cannot read ({err.strerror})") from None
-    return Path(stem + ".png")
+    return stem + ".png", None
 
 
 def _channel_name(name):
@@ -302,23 +327,30 @@ class ImageFolder:
     def folder_of(self, sample_id):
         return self.root / self._subdir.get(sample_id, "")
 
+    def _folder_text(self, sample_id):
+        """folder_of as a string (no Path built for each sample)."""
+        sub = self._subdir.get(sample_id) if self._subdir else None
+        return os.path.join(self._root_text, sub) if sub else self._root_text
+
     def channel_path(self, sample_id, channel):
         check_id(sample_id, self.root)
         return find_channel_file(self.folder_of(sample_id), sample_id, channel)
 
-    def check_inside(self, path):
+    def check_inside(self, path, lstat_result=None):
         """DataError when ``path`` (ROOT/[sub-folder/]file) is a symlink, or in a sub-folder that
         is one, whose real path leads out of the image folder. Only links are resolved (one lstat
-        for a plain file), since nothing below the root but they can lead out."""
+        for a plain file, none when ``lstat_result``, the lookup's fresh ``os.lstat(path)``, is
+        given), since nothing below the root but they can lead out."""
         parent = os.path.dirname(path)  # a string: no Path built for each of a sample's four files
-        if os.path.islink(path) or (parent != self._root_text and os.path.islink(parent)):
+        is_link = os.path.islink(path) if lstat_result is None else stat.S_ISLNK(lstat_result.st_mode)
+        if is_link or (parent != self._root_text and os.path.islink(parent)):
             real = os.path.realpath(path)
             if os.path.commonpath([real, self._real_root]) != self._real_root:
                 raise DataError(path, f"a symlink to {real}, outside the image folder {self.root} (not read)")
         return path
 
-    def _decode(self, path):
-        return decode_channel(self.check_inside(path), self.max_pixels, self.decoder)
+    def _decode(self, path, lstat_result=None):
+        return decode_channel(self.check_inside(path, lstat_result), self.max_pixels, self.decoder, lstat_result)
 
     def read(self, sample_id):
         """The sample as uint8 (H, W, 4) in CHANNELS order. Every failure, an OSError included
@@ -333,10 +365,12 @@ class ImageFolder:
         paths, planes = [], []
         try:
             check_id(sample_id, self.root)
-            folder = self.folder_of(sample_id)
+            folder = self._folder_text(sample_id)
             for ch in CHANNELS:
-                paths.append(find_channel_file(folder, sample_id, ch))
-                planes.append(self._decode(paths[-1]))
+                path, lstat_result = _lookup(os.path.join(folder, f"{sample_id}_{ch}"))
+                paths.append(path)
+                # A missing file (no lstat) is checked and refused as before: "missing file".
+                planes.append(self._decode(path, lstat_result))
         except OSError as err:
             raise DataError(err.filename or (paths[-1] if paths else self.folder_of(sample_id)),
                             f"cannot read ({err.strerror or first_line(err)})") from None

@@ -48,13 +48,28 @@ def check_regular(path):
     return st
 
 
-def open_regular_fd(path):
+_OPEN_FLAGS = os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
+
+
+def open_regular_fd(path, lstat_result=None):
     """(file descriptor, os.stat_result) of ``path`` opened read-only, refusing anything but a
     regular file before and after opening (see the module); the caller closes the descriptor.
     On a regular file ``O_NONBLOCK`` changes nothing, so it is left set (one system call less
-    for each of the four files of every sample)."""
-    check_regular(path)
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+    for each of the four files of every sample).
+
+    ``lstat_result``: an ``os.lstat(path)`` the caller has just taken (the reader's lookup of a
+    channel file does). When it shows a regular file, it is the check before opening, in place of
+    another ``os.stat``, and the path is opened with ``O_NOFOLLOW``: a path swapped for a symlink
+    since is refused (ELOOP), never followed, so the caller's link policy still holds. When it
+    shows a symlink, the link is checked and followed as without it; anything else is refused."""
+    if lstat_result is not None and not stat.S_ISLNK(lstat_result.st_mode):
+        if not stat.S_ISREG(lstat_result.st_mode):
+            raise NotRegularFile(path, kind_of(lstat_result.st_mode))
+        flags = _OPEN_FLAGS | getattr(os, "O_NOFOLLOW", 0)
+    else:
+        check_regular(path)
+        flags = _OPEN_FLAGS
+    fd = os.open(path, flags)
     try:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):

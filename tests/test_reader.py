@@ -1,4 +1,5 @@
 import logging
+import os
 import struct
 import zlib
 
@@ -176,3 +177,21 @@ def test_unsafe_names_are_listed_as_problems_not_dropped(tmp_path):
     ids, problems = ImageFolder(tmp_path).listing()
     assert ids == ["ok1"] and sorted(problems) == sorted(names)
     assert all("unsafe" in reason for reason in problems.values())
+
+
+def test_a_channel_file_swapped_for_an_outside_link_after_the_lookup_is_not_followed(tmp_path):
+    # The reader checks a file's lstat from its lookup; a path swapped for a symlink leading out
+    # of the folder between that lookup and the open must be refused, never read through.
+    folder, outside = tmp_path / "images", tmp_path / "secret"
+    folder.mkdir()
+    outside.mkdir()
+    write_sample(folder, "a1")
+    write_sample(outside, "a1", value=200)
+    path = folder / "a1_red.png"
+    looked_up = os.lstat(path)
+    path.unlink()
+    path.symlink_to(outside / "a1_red.png")
+    with pytest.raises(DataError, match="a1_red.png: cannot read"):
+        decode_channel(str(path), lstat_result=looked_up)
+    with pytest.raises(DataError, match="outside the image folder"):
+        ImageFolder(folder).read("a1")  # a fresh lookup sees the link and refuses it as ever
