@@ -88,8 +88,9 @@ def _same_file(fd, path):
     return (st.st_dev, st.st_ino) == (now.st_dev, now.st_ino)
 
 
-def _acquire(path, shared, option, what):
-    """The locked descriptor of ``path``; None where the file system has no locks."""
+def _acquire(path, shared, option, what, wait=False):
+    """The locked descriptor of ``path``; None where the file system has no locks. ``wait``: a
+    held lock is waited for (saying so once) instead of refused."""
     # never write through a planted link; never wait on a planted FIFO
     flags = os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0)
     for _ in range(100):  # each retry means another process deleted the file or folder just then
@@ -113,6 +114,15 @@ def _acquire(path, shared, option, what):
             if err.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 os.close(fd)
                 raise
+            if wait:
+                pid = _holder(fd)
+                who = f"another process (pid {pid})" if _alive(pid) else "another process"
+                log.warning("%s: %s is writing %s; waiting for it", path.parent, who, what)
+                fcntl.flock(fd, fcntl.LOCK_SH if shared else fcntl.LOCK_EX)
+                if _same_file(fd, path):
+                    break
+                os.close(fd)  # its holder deleted it on release: lock the file at the path now
+                continue
             pid = _holder(fd)
             os.close(fd)
             who = f"another process (pid {pid})" if _alive(pid) else "another process"
@@ -158,13 +168,14 @@ def check_folder(folder, option="--out", noun="folder"):
 
 
 @contextmanager
-def writer_lock(folder, shared=False, name=LOCK, option="--out", what="to this folder"):
+def writer_lock(folder, shared=False, name=LOCK, option="--out", what="to this folder", wait=False):
     """Hold ``folder/name`` while the block runs; DataError naming the folder and the holder's
     pid when another process holds it. The folder is made if needed, and removed again when it is
     still empty at the end (a refused command leaves nothing behind). Re-entrant within one
     process (an inner ``writer_lock`` on a lock already held is a no-op), since two flocks of one
     process on one file through two descriptors would refuse each other. ``option``: the
-    command-line option the refusal tells the user to change; ``what``: what the holder writes."""
+    command-line option the refusal tells the user to change; ``what``: what the holder writes;
+    ``wait``: wait for the holder (one warning line) instead of refusing."""
     folder = Path(folder)
     check_folder(folder, option)
     made = not folder.exists()
@@ -183,7 +194,7 @@ def writer_lock(folder, shared=False, name=LOCK, option="--out", what="to this f
                     "against a second writer", path)
         fd = None
     else:
-        fd = _acquire(path, shared, option, what)
+        fd = _acquire(path, shared, option, what, wait)
     _held[key] = 1
     try:
         yield

@@ -10,16 +10,13 @@ in use, shareable between processes.
 mtime), the preprocessing (size, interpolation, OpenCV version) and a reader version; a mismatch
 rebuilds (the cache is derived data, rebuilding is always correct). The build runs under
 ``DIR/.lock`` (runtime.outlock) so two builders never write at once, and a second builder waits
-for the first rather than being refused (``_one_builder_at_a_time``); it writes
+for the first rather than being refused (it queues on ``DIR/.build-queue``); it writes
 ``images.npy.partial`` with a row count flushed every ``flush_every`` rows to ``progress.json``,
 so a killed build continues where it stopped; the manifest appears only after the final rename,
 so a reader never sees a half cache.
 """
 
-import logging
 import os
-import stat
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -30,8 +27,6 @@ from runtime.jsonfile import read_json
 from runtime.outlock import check_folder, writer_lock
 from runtime.preprocess import resize
 from runtime.writeutil import atomic_write_json
-
-log = logging.getLogger(__name__)
 
 READER_VERSION = 2  # 2: index.json records the image folder its errors' files lie under
 IMAGES, INDEX, MANIFEST, PARTIAL, PROGRESS = "images.npy", "index.json", "manifest.json", "images.npy.partial", "progress.json"
@@ -87,34 +82,6 @@ def _rerooted(error, old, new):
     return sample_id, file, reason
 
 
-@contextmanager
-def _one_builder_at_a_time(d):
-    """Wait (a blocking flock on ``DIR/.build-queue``) while another process builds this cache.
-    Builders that start together (torchrun ranks, ``--fold`` jobs) queue here: the first builds,
-    the others then find the cache complete and read it; a builder that dies releases the queue and
-    the next resumes its build. Where flock is missing or unsupported there is no queue, and
-    ``DIR/.lock`` still refuses a second concurrent builder in one line."""
-    try:
-        import fcntl
-    except ImportError:  # Windows
-        yield
-        return
-    fd = os.open(d / QUEUE, os.O_RDWR | os.O_CREAT | os.O_NONBLOCK | getattr(os, "O_NOFOLLOW", 0), 0o666)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise DataError(d / QUEUE, "not a regular file; remove it, or choose another --cache")
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            log.warning("%s: another process is building this cache; waiting for it", d)
-            fcntl.flock(fd, fcntl.LOCK_EX)
-        except OSError:  # no locks on this file system: DIR/.lock decides alone
-            pass
-        yield
-    finally:
-        os.close(fd)
-
-
 def build_cache(cache_dir, folder, ids, pp, progress=True, flush_every=64):
     """Open the cache for (folder, ids, pp), building or rebuilding it first when needed."""
     d = Path(cache_dir)
@@ -125,7 +92,11 @@ def build_cache(cache_dir, folder, ids, pp, progress=True, flush_every=64):
     found = open_cache(d, key, root)  # complete and current: read it without the lock (DDP ranks, --fold jobs)
     if found is not None:
         return found
-    with _one_builder_at_a_time(d), writer_lock(d, option="--cache", what="to this cache"):
+    # Builders that start together (torchrun ranks, --fold jobs) queue on DIR/.build-queue: the
+    # first builds, the others wait, then find the cache complete and read it; one that dies
+    # releases the queue and the next resumes its build. DIR/.lock still refuses any other writer.
+    with writer_lock(d, name=QUEUE, option="--cache", what="this cache", wait=True), \
+            writer_lock(d, option="--cache", what="to this cache"):
         found = open_cache(d, key, root)  # the builder this process waited for has made it
         if found is not None:
             return found
