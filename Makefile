@@ -61,7 +61,6 @@ $(WUFFS_STAMP):
 # The project itself goes in as an editable install (no dependencies: requirements.txt has them
 # all), so `.venv/bin/python -m train|export|runtime|viewer` works from any directory.
 $(STAMP): requirements.txt pyproject.toml $(WUFFS_STAMP)
-	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements.txt
 	$(PY) -m pip install --quiet --no-deps -e .
 	touch $(STAMP)
