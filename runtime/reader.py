@@ -325,10 +325,10 @@ class ImageFolder:
             self._subdir = read_manifest(manifest)
 
     def folder_of(self, sample_id):
-        return self.root / self._subdir.get(sample_id, "")
+        return Path(self._folder_text(sample_id))
 
     def _folder_text(self, sample_id):
-        """folder_of as a string (no Path built for each sample)."""
+        """folder_of as a string (the reader's path: no Path built for each sample)."""
         sub = self._subdir.get(sample_id) if self._subdir else None
         return os.path.join(self._root_text, sub) if sub else self._root_text
 
