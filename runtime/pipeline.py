@@ -186,8 +186,27 @@ def _process_load(sample_ids):
 def _process_context():
     # forkserver: a clean child (never a fork of a process holding ONNX Runtime or CUDA threads);
     # spawn where there is none (Windows).
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    _start_forkserver_deaf_to_ctrl_c()
+    return multiprocessing.get_context("forkserver")
+
+
+def _start_forkserver_deaf_to_ctrl_c():
+    """A worker forked by the fork server takes the SIGINT disposition the server itself started
+    with, until _process_init ignores it; a Ctrl-C in between (a worker still starting) printed
+    that worker's traceback. Started while the parent ignores SIGINT (inherited across exec), the
+    server hands SIG_IGN to every worker from its first instruction. A no-op when it already runs,
+    or off the main thread (only it may change a signal's handler)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    from multiprocessing import forkserver
+
+    old = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        forkserver.ensure_running()
+    finally:
+        signal.signal(signal.SIGINT, old)
 
 
 class _Processes:

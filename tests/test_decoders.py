@@ -407,6 +407,37 @@ sys.exit(guarded(main, debug=False))
     assert err.decode().splitlines() == ["error: interrupted"]  # a bare guarded call has no --resume to offer
 
 
+def test_decode_workers_ignore_ctrl_c_from_their_first_instruction(tmp_path):
+    """A worker still starting (before the pool's initializer) used to take Python's own SIGINT
+    handler from the fork server, so a Ctrl-C then printed its traceback (a rare failure of the test
+    above). The pool's context starts the fork server ignoring SIGINT: every worker starts so."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    code = """
+import signal
+from runtime.pipeline import _process_context
+
+def report(q):
+    q.put(signal.getsignal(signal.SIGINT) == signal.SIG_IGN)
+
+if __name__ == "__main__":
+    ctx = _process_context()
+    q = ctx.Queue()
+    p = ctx.Process(target=report, args=(q,))
+    p.start()
+    print(q.get(timeout=60), signal.getsignal(signal.SIGINT) is signal.default_int_handler)
+    p.join()
+"""
+    main = tmp_path / "probe.py"  # a file, not -c: the fork server's children import __main__
+    main.write_text(code)
+    out = subprocess.run([sys.executable, str(main)], capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "PYTHONPATH": str(root)})
+    assert out.stdout.split() == ["True", "True"], out.stderr  # the worker ignores it; the parent still has it
+
+
 @needs_wuffs
 def test_auto_takes_opencv_for_a_large_decode_pool(caplog):
     # 16 threads decoded real 512-px samples faster with OpenCV than with Wuffs (runtime.decoders)
