@@ -317,3 +317,17 @@ def test_ctrl_c_while_waiting_for_another_build_is_one_line_and_that_build_goes_
     assert lines[0].endswith("; that build goes on")
     assert cache.open_cache(d, cache.cache_key(ImageFolder(tiny_data / "train"), _ids(tiny_data),
                                                  Preprocess(size=16))) is not None
+
+
+def test_a_key_whose_files_a_process_still_holds_is_made_current_again_without_decoding(tiny_data, tmp_path,
+                                                                                         monkeypatch):
+    # runs at --size 16 and 8 alternate on one folder while the first still trains: going back to 16
+    # takes the kept files instead of decoding the set again
+    folder, ids, d = ImageFolder(tiny_data / "train"), _ids(tiny_data), tmp_path / "c"
+    _, _, held = cache.build_cache(d, folder, ids, Preprocess(size=16), progress=False)
+    cache.build_cache(d, folder, ids, Preprocess(size=8), progress=False)
+    monkeypatch.setattr(ImageFolder, "read", lambda *a: pytest.fail("decoded again"))
+    rows, _, again = cache.build_cache(d, folder, ids, Preprocess(size=16), progress=False)
+    assert rows == ids and again.filename == held.filename and np.array_equal(again, held)
+    assert json.loads((d / cache.MANIFEST).read_text())["key"]["size"] == 16
+    assert not list(d.glob("images-*.npy.partial"))

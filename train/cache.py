@@ -366,10 +366,13 @@ def _showing_the_wait(d, progress):
         while not stop.wait(POLL_EVERY if progress else REPORT_EVERY):
             state = _running_build(d)
             if progress:
-                bar = bar or tqdm(desc="cache (another process)", unit="img", total=state[1] if state else None)
-                if state:
-                    bar.total, bar.n = state[1], state[0]
-                bar.refresh()
+                if bar is None:  # its rate: the rows the other process decoded while this one watched
+                    bar = tqdm(desc="cache (another process)", unit="img", total=state[1] if state else None,
+                               initial=state[0] if state else 0)
+                elif state:
+                    if bar.total != state[1] or state[0] < bar.n:  # another build (key) now
+                        bar.reset(total=state[1])
+                    bar.update(state[0] - bar.n)
             else:
                 log.info("%s: another process is building this cache: %s; waiting for it", d,
                          f"{state[0]}/{state[1]} images" if state else "starting")
