@@ -331,3 +331,15 @@ def test_a_key_whose_files_a_process_still_holds_is_made_current_again_without_d
     assert rows == ids and again.filename == held.filename and np.array_equal(again, held)
     assert json.loads((d / cache.MANIFEST).read_text())["key"]["size"] == 16
     assert not list(d.glob("images-*.npy.partial"))
+
+
+def test_a_cache_in_the_unkeyed_layout_is_rebuilt_and_its_files_removed(tiny_data, tmp_path):
+    folder, ids, pp, d = ImageFolder(tiny_data / "train"), _ids(tiny_data), Preprocess(size=16), tmp_path / "c"
+    d.mkdir()
+    old_key = dict(cache.cache_key(folder, ids, pp), version=2)
+    np.save(d / "images.npy", np.zeros((len(ids), 16, 16, 4), np.uint8))
+    (d / "index.json").write_text(json.dumps({"ids": ids, "errors": [], "root": str(folder.root)}))
+    (d / cache.MANIFEST).write_text(json.dumps(old_key))
+    rows, _, images = cache.build_cache(d, folder, ids, pp, progress=False)
+    assert rows == ids and np.array_equal(images[0], resize(folder.read(ids[0]), pp))
+    assert not (d / "images.npy").exists() and not (d / "index.json").exists()

@@ -312,7 +312,11 @@ def _prune(d, keep, warn):
                 held_bytes += os.fstat(fd).st_size + (index.stat().st_size if index.exists() else 0)
                 continue
             index.unlink(missing_ok=True)  # index first: its images without it are never read
-            images.unlink()
+            try:
+                images.unlink()
+            except PermissionError:  # Windows, without flock: a file another process maps stays
+                held.add(h)
+                held_bytes += os.fstat(fd).st_size
         finally:
             os.close(fd)
     if held and warn:
