@@ -24,7 +24,8 @@ shareable between processes.
   lock lives exactly as long as the pixels are in use, in forked children too. A builder removes
   another key's files only when it gets an exclusive lock on them at once (no reader); files a
   reader holds stay, with one warning line naming the folder and the space they keep, and a later
-  build removes them. Where the file system has no locks (or refuses them on a read-only mount)
+  build removes them (or, when that later build is for their key, makes them current again
+  without decoding). Where the file system has no locks (or refuses them on a read-only mount)
   the cache is read without one, as before: a complete current cache still trains from a
   read-only folder.
 - The build runs under ``DIR/.lock`` (runtime.outlock) so two builders never write at once, and
