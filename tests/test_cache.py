@@ -295,8 +295,8 @@ def test_ctrl_c_while_waiting_for_another_build_is_one_line_and_that_build_goes_
              "from train import cache\nread = ImageFolder.read\n"
              "def slow(self, i):\n    print('building', flush=True); time.sleep(float(sys.argv[4]));"
              " return read(self, i)\nImageFolder.read = slow\nsetup_logging()\n"
-             "def build():\n    cache.build_cache(sys.argv[1], ImageFolder(sys.argv[2]), list(read_labels(sys.argv[3])),"
-             " Preprocess(size=16), False, 4)\n    return 0\n"
+             "def build():\n    cache.build_cache(sys.argv[1], ImageFolder(sys.argv[2]),"
+             " list(read_labels(sys.argv[3])), Preprocess(size=16), False, 4)\n    return 0\n"
              "sys.exit(guarded(build))\n")
     args = [str(d), str(tiny_data / "train"), str(tiny_data / "train.csv")]
     first = subprocess.Popen([sys.executable, "-c", build] + args + ["0.08"], stdout=subprocess.PIPE, text=True)

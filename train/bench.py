@@ -294,8 +294,8 @@ def _memory(pid, mapped="", full=True):
     of every page, shared pages divided among the processes mapping them: summed over processes,
     the memory really used), Private (pages no other process maps, the cache's pages that only
     this process read among them) and, with ``mapped``, the resident pages of the mappings of
-    files whose name matches ``mapped`` (a glob: the cache's images-<key>.npy). The status figures cost microseconds; the
-    smaps ones about 10 and 20 ms for a process that has imported torch."""
+    files whose name matches ``mapped`` (a glob: the cache's images-<key>.npy). The status figures
+    cost microseconds; the smaps ones about 10 and 20 ms for a process that has imported torch."""
     out = {}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
