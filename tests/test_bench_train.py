@@ -61,7 +61,8 @@ def test_stage_table_has_a_row_per_setting_and_names_the_bounding_stage(tiny_dat
     amp_on, timed = rows[0], rows[1:]
     assert amp_on["amp"] and amp_on["model"] is None and "CUDA-only" in amp_on["note"] and "CUDA-only" in table[0]
     assert {(r["source"], r["workers"]) for r in timed} == {("cache", 0), ("cache", 1), ("png", 0), ("png", 1)}
-    assert (cache / "images.npy").is_file()  # the cache rows read train fit's cache
+    from train.cache import current_images
+    assert current_images(cache).is_file()  # the cache rows read train fit's cache
     for r, line in zip(timed, table[1:]):
         assert not r["amp"] and min(r["data"], r["model"], r["end_to_end"], r["ideal"]) > 0
         assert r["bound"] == ("data" if r["data"] < r["model"] else "model") and f"| {r['bound']} |" in line
@@ -116,10 +117,11 @@ def test_the_peak_memory_sampler_reads_this_process():
 
 
 def test_mapped_rss_counts_only_the_named_file():
-    smaps = ("7f00-7f10 r--s 00000000 fd:01 12 /data/cache/images.npy\nSize: 64 kB\nRss: 40 kB\n"
+    smaps = ("7f00-7f10 r--s 00000000 fd:01 12 /data/cache/images-0123456789abcdef.npy\nSize: 64 kB\nRss: 40 kB\n"
              "7f10-7f20 r-xp 00000000 fd:01 13 /usr/lib/libtorch.so\nRss: 900 kB\n"
              "7f20-7f30 rw-p 00000000 00:00 0\nRss: 7 kB\n")
-    assert bench._mapped_rss(smaps, "images.npy") == 40
+    assert bench._mapped_rss(smaps, "images-*.npy") == 40  # the sampler's default: a cache's images, any key
+    assert bench._mapped_rss(smaps, "index-*.json") == 0
 
 
 def test_real_dataset_makes_a_kaggle_layout_from_single_channel_pngs(tmp_path):

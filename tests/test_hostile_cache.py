@@ -20,7 +20,7 @@ def test_garbled_manifest_rebuilds_rather_than_trusting_the_file(tiny_data, tmp_
     _, _, first = cache.build_cache(tmp_path / "c", folder, ids, pp, progress=False)
     first = np.array(first)
     (tmp_path / "c" / cache.MANIFEST).write_text("{not json")
-    (tmp_path / "c" / cache.IMAGES).write_bytes(b"garbage")
+    cache.images_file(tmp_path / "c", cache.cache_key(folder, ids, pp)).write_bytes(b"garbage")
     _, _, again = cache.build_cache(tmp_path / "c", folder, ids, pp, progress=False)
     assert np.array_equal(again, first)
 

@@ -19,6 +19,7 @@ Three benchmarks, one command each (scripts/bench_train.py):
 decodes far slower than synthetic fields) with seeded random labels.
 """
 
+import fnmatch
 import json
 import os
 import resource
@@ -293,8 +294,8 @@ def _memory(pid, mapped="", full=True):
     of every page, shared pages divided among the processes mapping them: summed over processes,
     the memory really used), Private (pages no other process maps, the cache's pages that only
     this process read among them) and, with ``mapped``, the resident pages of the mappings of
-    files named ``mapped`` (the cache's images.npy). The status figures cost microseconds; the
-    smaps ones about 10 and 20 ms for a process that has imported torch."""
+    files whose name matches ``mapped`` (a glob: the cache's images-<key>.npy). The status figures
+    cost microseconds; the smaps ones about 10 and 20 ms for a process that has imported torch."""
     out = {}
     try:
         for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -318,12 +319,12 @@ def _memory(pid, mapped="", full=True):
 
 
 def _mapped_rss(smaps, name):
-    """kB resident of the mappings of files named ``name`` in a /proc/PID/smaps text."""
+    """kB resident of the mappings of files whose name matches ``name`` (a glob) in a /proc/PID/smaps text."""
     total, inside = 0, False
     for line in smaps.splitlines():
         head = line.split(maxsplit=5)
         if len(head) >= 5 and "-" in head[0] and not head[0].endswith(":"):  # a mapping's header line
-            inside = len(head) == 6 and head[5].endswith("/" + name)
+            inside = len(head) == 6 and fnmatch.fnmatchcase(os.path.basename(head[5]), name)
         elif inside and line.startswith("Rss:"):
             total += int(line.split()[1])
     return total
@@ -356,7 +357,7 @@ class PeakMemory:
     core from the measured fit. Per process the peak of each figure, and the peak of the
     processes' Pss summed at one instant (``total_pss``)."""
 
-    def __init__(self, interval=0.05, mapped="images.npy", full_every=4):
+    def __init__(self, interval=0.05, mapped="images-*.npy", full_every=4):
         self.interval, self.mapped, self.full_every, self.peaks, self.total_pss = interval, mapped, full_every, {}, 0.0
         self._ticks = 0
         self._stop = threading.Event()
@@ -447,7 +448,8 @@ def fit_memory(data, cache="", size=512, cache_gb=0.05, workers=2, arch="resnet1
 
 
 def cache_gb_of(cache):
-    return Path(cache, "images.npy").stat().st_size / 2 ** 30
+    from train.cache import current_images
+    return current_images(cache).stat().st_size / 2 ** 30
 
 
 # ---------------------------------------------------------------------------------------------

@@ -66,12 +66,15 @@ class Samples:
     def __getstate__(self):  # a memory-mapped cache travels as its path (--jobs), not as a copy
         state = dict(self.__dict__)
         if isinstance(self.images, np.memmap):
+            # the exact file of this run's key (train.cache): a rebuild of the folder for another
+            # key meanwhile never reaches a process or loader worker that reopens it
             state["images"] = ("memmap", self.images.filename)
         return state
 
     def __setstate__(self, state):
         if isinstance(state.get("images"), tuple):
-            state["images"] = np.load(state["images"][1], mmap_mode="r")
+            from train.cache import open_images
+            state["images"] = open_images(state["images"][1])
         self.__dict__.update(state)
 
     def _load(self, sample_id):
