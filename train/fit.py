@@ -290,7 +290,11 @@ class _FoldParts:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        # A run started on the CPU (AMP off there) saved a disabled scaler's empty state; resumed
+        # on CUDA with AMP, the scaler starts from its initial scale, as a fresh run's does
+        # (GradScaler.load_state_dict refuses an empty state: "saved from a disabled instance").
+        if state["scaler"] or not self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
 
 
 def train_fold(cfg, pp, samples, folds, k, device, run, progress=True):
