@@ -431,7 +431,8 @@ def test_the_uint8_input_reaches_tensorrt_only_through_a_cast_to_float(tiny_depl
             to = next((a.i for a in node.attribute if a.name == "to"), None)
             assert node.op_type == "Cast" and to in (TensorProto.FLOAT, TensorProto.FLOAT16), (name, node)
         inferred = shape_inference.infer_shapes(model).graph
-        uint8 = [v.name for v in [*inferred.value_info, *inferred.output] if v.type.tensor_type.elem_type == TensorProto.UINT8]
+        uint8 = [v.name for v in [*inferred.value_info, *inferred.output]
+                 if v.type.tensor_type.elem_type == TensorProto.UINT8]
         assert uint8 == [], (name, uint8)
 
 

@@ -31,7 +31,8 @@ def test_a_run_started_on_the_cpu_resumes_on_cuda_with_amp(tiny_data, tmp_path, 
 
     monkeypatch.setattr(fit_module, "_train_epoch", crash)
     with pytest.raises(KeyboardInterrupt):
-        fit(FitConfig(data=str(tiny_data), out=str(out), device="cpu", **settings), progress=False, merge_when_done=False)
+        fit(FitConfig(data=str(tiny_data), out=str(out), device="cpu", **settings), progress=False,
+            merge_when_done=False)
     monkeypatch.setattr(fit_module, "_train_epoch", real)
     assert (out / "fold0" / "last.pt").exists()
 

@@ -86,7 +86,8 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
             self.running_var.mul_(1 - self.momentum).add_(self.momentum * var.detach() * total / (total - 1))
             self.num_batches_tracked += 1
         shape = (1, channels, 1, 1)
-        y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps) * self.weight.view(shape) + self.bias.view(shape)
+        y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps) * self.weight.view(shape) \
+            + self.bias.view(shape)
         return y.to(out_dtype)
 
 
