@@ -424,6 +424,9 @@ def _train_loader(cfg, pp, train_set, weights, epoch, k):
     # (a worker opens the file again: train.data.Samples pickles it as its path) they use --workers.
     in_ram = train_set.samples.images is not None and not isinstance(train_set.samples.images, np.memmap)
     workers = 0 if in_ram else cfg.workers
+    # Decision: no pin_memory. train_step's non_blocking copy from pageable memory is then a plain
+    # synchronous copy (correct, no overlap); pinning would need a benchmark on a GPU to justify the
+    # DataLoader's extra pinning thread and host copies, and none has run there yet.
     return torch.utils.data.DataLoader(train_set, cfg.batch_size // size, sampler=sampler, drop_last=True,
                                        collate_fn=Collate(pp), num_workers=workers)
 
