@@ -43,6 +43,34 @@ def test_bench_train_on_cuda_uses_the_gpu():
     assert row["peak_gpu_mb"] > 0 and row["device"] != "cpu"
 
 
+def test_bench_train_on_a_fake_cuda_waits_for_the_gpu_and_reports_its_peak(monkeypatch, capsys):
+    """The CUDA branch, executed on the CPU (tests.fake_cuda): the step runs as train fit runs it on
+    CUDA (FP16 autocast, an enabled gradient scaler), each timer waits for the GPU after its warm-up
+    and after its timed steps, and each configuration's GPU peak is its own (reset first)."""
+    from tests.fake_cuda import fake_cuda
+    from train import fit
+    from train.bench import main_model
+
+    fake = fake_cuda(monkeypatch)
+    scalers = []
+    real = fit.train_step
+
+    def step(parts, x, y, device):
+        scalers.append(parts.scaler.is_enabled())
+        return real(parts, x, y, device)
+
+    monkeypatch.setattr(fit, "train_step", step)
+    row = bench_train(width=8, size=32, batch_size=4, steps=2, warmup=1, device="cuda")
+    assert row["device"] == "Fake GPU" and row["peak_gpu_mb"] == 3.0
+    assert scalers == [True] * 3 and ("cuda", torch.float16, True) in fake.autocasts
+    assert fake.synced == 4 and fake.peak_resets == 1  # train and inference timers, 2 waits each
+    assert main_model(["--width", "8", "--size", "32", "--batch-size", "2", "--steps", "1", "--device", "cuda",
+                       "--compare-plain"]) == 0
+    assert fake.peak_resets == 3
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 3 and all(line.rstrip().endswith("Fake GPU") for line in lines[1:])
+
+
 def test_ideal_adds_times_on_a_cpu_and_takes_the_slower_stage_on_a_gpu():
     assert bench.ideal_rate(100.0, 100.0, "cpu") == pytest.approx(50.0)
     assert bench.ideal_rate(300.0, 100.0, "cuda") == 100.0

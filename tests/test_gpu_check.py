@@ -159,3 +159,70 @@ def test_driver_facts():
     if not gpu_present():
         with pytest.raises(NoGpu):
             gpu_info()
+
+
+class WorkingLibcuda(FakeLibcuda):
+    """A driver with one H100: every call libcuda.so.1 answers, as ctypes passes it (out-parameters
+    through byref, the name buffer and the device handle by value)."""
+
+    def __init__(self, fail=None):
+        super().__init__(0)
+        self.fail = fail or {}
+
+    def cuDeviceGetCount(self, count):
+        count._obj.value = 2
+        return self.fail.get("count", 0)
+
+    def cuDeviceGet(self, device, ordinal):
+        assert ordinal == 0
+        device._obj.value = 0
+        return 0
+
+    def cuDeviceGetName(self, name, length, device):
+        assert length == len(name) and device.value == 0
+        name.value = b"NVIDIA H100 80GB HBM3"
+        return 0
+
+    def cuDeviceGetAttribute(self, value, attribute, device):
+        value._obj.value = {75: 9, 76: 0}[attribute]  # CU_DEVICE_ATTRIBUTE_COMPUTE_CAPABILITY_MAJOR / _MINOR
+        return self.fail.get("attribute", 0)
+
+
+def test_gpu_info_reads_the_device_from_the_driver_and_gpu_check_describes_it(monkeypatch, capsys):
+    """What gpu-check prints on a GPU host: the GPU's name, compute capability, driver and CUDA
+    version, read from libcuda.so.1 and /proc/driver/nvidia/version."""
+    monkeypatch.setattr("runtime.gpu_info.ctypes.CDLL", lambda name: WorkingLibcuda())
+    monkeypatch.setattr("runtime.gpu_info.driver_version", lambda text=None: "570.133.20")
+    info = gpu_info()
+    assert info == GpuInfo("NVIDIA H100 80GB HBM3", "9.0", "12.8", "570.133.20", 2) and info.driver_cuda_major == 12
+    monkeypatch.setattr("runtime.onnx_session.gpu_present", lambda: True)
+    env = gc.environment()
+    assert "no_gpu" not in env and env["gpu"] == info.to_dict()
+    assert gc._describe(env).splitlines()[0] == ("GPU: NVIDIA H100 80GB HBM3 (compute capability 9.0, driver "
+                                                  "570.133.20, CUDA 12.8)")
+    monkeypatch.setattr("runtime.gpu_info.ctypes.CDLL", lambda name: WorkingLibcuda({"attribute": 101}))
+    with pytest.raises(NoGpu, match=r"^the CUDA driver cannot describe device 0 \(error 101\)$"):
+        gpu_info()
+    env = gc.environment()
+    assert env["no_gpu"] == "an NVIDIA device node exists but the CUDA driver cannot describe device 0 (error 101)"
+    assert gc._absent("torch", env).startswith("an NVIDIA device node exists but")
+
+
+def test_on_a_gpu_the_torch_row_runs_the_cuda_backend_and_is_held_to_the_tf32_bound(tiny_deploy, tiny_data,
+                                                                                    monkeypatch):
+    """check_backends on a GPU host (a fake CUDA, tests.fake_cuda: the torch backend's CUDA branch
+    runs on the CPU): the torch-cuda row is measured, judged against its bound and passes; the rows
+    whose provider is missing are skipped with the reason."""
+    pytest.importorskip("torch")
+    from tests.fake_cuda import fake_cuda
+
+    fake = fake_cuda(monkeypatch)
+    env = {"providers": ["CPUExecutionProvider"], "tensorrt": None, "tensorrt_rtx": None,
+           "gpu": {"name": "NVIDIA H100", "compute_capability": "9.0"}}
+    rows = {r.check: r for r in gc.check_backends(tiny_deploy[0], tiny_data, env, seconds=0.05)}
+    torch_row = rows["torch-cuda fp32"]
+    assert torch_row.status == "ok" and torch_row.limit == "max <= 0.005", torch_row.reason
+    assert torch_row.max_abs_diff < 1e-4 and set(torch_row.images_per_s) == set(gc.BATCHES)
+    assert fake.pinned  # it ran the CUDA branch (the pinned staging buffer)
+    assert rows["onnxruntime-cuda fp32"].status == "skipped"
+    assert "no TensorRT provider" in rows["onnxruntime-tensorrt fp32"].reason

@@ -411,3 +411,103 @@ def test_triton_gets_uint8_input_for_a_version_3_engine(tiny_deploy, tmp_path):
     cfg = check_config(folder / "config.pbtxt", load_model_spec(deploy), profile_max=64)
     text = (folder / "config.pbtxt").read_text()
     assert cfg.platform == "tensorrt_plan" and text.count("data_type: TYPE_UINT8") == 1  # the input; probs FP32
+
+
+def test_the_uint8_input_reaches_tensorrt_only_through_a_cast_to_float(tiny_deploy):
+    """TensorRT takes UINT8 only as a network input or output, and converts it only to FLOAT or HALF
+    (NvInferRuntimeBase.h, DataType::kUINT8; onnx-tensorrt's ModelImporter refuses UINT8
+    intermediate tensors and maps Cast to an ICastLayer): in every file an engine is built from,
+    each node reading the uint8 ``image`` is a Cast to float32 or float16, and no other tensor is
+    UINT8."""
+    from onnx import TensorProto, shape_inference
+
+    for name in ("ensemble.onnx", "ensemble.fp16.onnx", "ensemble.int8-trt.onnx", "fold0.onnx"):
+        model = onnx.load(str(tiny_deploy[0] / name))
+        graph = model.graph
+        assert graph.input[0].type.tensor_type.elem_type == TensorProto.UINT8
+        readers = [n for n in graph.node if "image" in n.input]
+        assert readers, name
+        for node in readers:
+            to = next((a.i for a in node.attribute if a.name == "to"), None)
+            assert node.op_type == "Cast" and to in (TensorProto.FLOAT, TensorProto.FLOAT16), (name, node)
+        inferred = shape_inference.infer_shapes(model).graph
+        uint8 = [v.name for v in [*inferred.value_info, *inferred.output]
+                 if v.type.tensor_type.elem_type == TensorProto.UINT8]
+        assert uint8 == [], (name, uint8)
+
+
+def test_build_register_and_run_an_engine_with_tensorrt_faked(tiny_deploy, tmp_path, monkeypatch, capsys,
+                                                              fake_tensorrt):
+    """`python -m export tensorrt` then the tensorrt backend, with TensorRT's own calls faked (the
+    plan bytes, the engine, Polygraphy's runner): the build asks Polygraphy for a strongly typed
+    network on TensorRT 10, TF32 off, one profile over the batch; the plan is written and listed in
+    model.json with the GPU it was built on; the backend loads those bytes, checks the engine's
+    tensors, feeds the uint8 batch, and deactivates the runner when its with block ends."""
+    import polygraphy.backend.trt as poly
+
+    from runtime.gpu_info import GpuInfo
+
+    fake_tensorrt.TensorIOMode = type("TensorIOMode", (), {"INPUT": "in"})
+    fake_tensorrt.DataType = type("DataType", (), {"UINT8": "UINT8", "FLOAT": "FLOAT"})
+    monkeypatch.setattr("export.tensorrt_build.gpu_info", lambda: GpuInfo("NVIDIA H100 80GB HBM3", "9.0", "13.0",
+                                                                          "580.65.06", 1))
+    built = {}
+
+    def network_from_onnx(path, strongly_typed):
+        built.update(path=path, strongly_typed=strongly_typed)
+        return "network"
+
+    def engine_bytes(network, config):
+        built.update(network=network, config=config)
+        return lambda: b"PLAN"
+
+    monkeypatch.setattr(poly, "NetworkFromOnnxPath", network_from_onnx)
+    monkeypatch.setattr(poly, "EngineBytesFromNetwork", engine_bytes)
+    deploy = tmp_path / "deploy"
+    shutil.copytree(tiny_deploy[0], deploy)
+    assert export_main(["tensorrt", "--onnx", str(deploy / "ensemble.fp16.onnx"), "--out",
+                        str(deploy / "ensemble.fp16.engine"), "--opt-batch", "8", "--max-batch", "16"]) == 0
+    assert "for compute capability 9.0 (NVIDIA H100 80GB HBM3)" in capsys.readouterr().out
+    assert built["path"] == str(deploy / "ensemble.fp16.onnx") and built["strongly_typed"] is True
+    create = built["config"]._config  # PostprocessConfig(CreateConfig(...), TimingCache.attach)
+    assert create.tf32 is False and not (create.fp16 or create.int8)  # precision is the file's (strongly typed)
+    profile = create.profiles[0]["image"]
+    assert (tuple(profile.min), tuple(profile.opt), tuple(profile.max)) == ((1, 4, 48, 48), (8, 4, 48, 48),
+                                                                             (16, 4, 48, 48))
+    assert (deploy / "ensemble.fp16.engine").read_bytes() == b"PLAN"
+
+    events = []
+
+    class Runner:
+        is_active = False
+
+        def __init__(self, engine):
+            self.engine = engine
+
+        def activate(self):
+            self.is_active = True
+            events.append("activate")
+
+        def deactivate(self):
+            self.is_active = False
+            events.append("deactivate")
+
+        def infer(self, feed):
+            events.append(feed["image"].dtype)
+            return {"probs": np.full((len(feed["image"]), 28), 0.25, np.float32)}
+
+    def engine_from_bytes(data):
+        events.append(bytes(data))
+        return lambda: FakeEngine("UINT8")
+
+    monkeypatch.setattr(poly, "EngineFromBytes", engine_from_bytes)
+    monkeypatch.setattr(poly, "TrtRunner", Runner)
+    spec = load_model_spec(deploy)
+    entry = spec.find("ensemble", "fp16", fmt="engine").info
+    assert (entry["compute_capability"], entry["tensorrt"], entry["profile"]["max_batch"]) == ("9.0", "10.16.1.11", 16)
+    x = np.random.default_rng(0).integers(0, 256, (3, 4, 48, 48), dtype=np.uint8)
+    with make_backend(spec, "tensorrt", precision="fp16") as backend:
+        assert backend.profile == (1, 32, 64) and backend.runner.is_active
+        probs = backend.infer(x)
+    assert probs.shape == (3, 28) and np.all(probs == 0.25)
+    assert events == [b"PLAN", "activate", np.uint8, "deactivate"] and backend.runner is None

@@ -79,3 +79,43 @@ def test_cuda_runs_channels_last_through_a_reused_pinned_buffer(spec, precision)
         assert pinned.is_pinned() and pinned.dtype == torch.uint8
         assert np.array_equal(gpu.infer(x[:3]), gpu.infer(x[:3])) and gpu.pinned is pinned  # reused, smaller batch
     assert np.abs(got - want).max() <= (2e-2 if precision == "fp16" else 1e-3)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "fp16"])
+def test_the_cuda_branch_runs_on_a_fake_cuda(spec, precision, monkeypatch):
+    """The CUDA path, executed on the CPU (tests.fake_cuda): the uint8 batch is staged in one pinned
+    buffer that is reused for a smaller batch and regrown for a larger one, copied to the device
+    non_blocking as uint8 (a quarter of float32's bytes), laid out channels_last, the models run
+    under CUDA autocast FP16 exactly when --precision fp16 asks, and the probabilities are the FP32
+    CPU ones (CUDA autocast leaves CPU operations alone)."""
+    from tests.fake_cuda import fake_cuda
+
+    x = batch(spec, 6)
+    with make_backend(spec, "torch", device="cpu", env=Environment()) as cpu:
+        want, want_small, want_big = cpu.infer(x), cpu.infer(x[:3]), cpu.infer(batch(spec, 8, seed=1))
+    fake = fake_cuda(monkeypatch)
+    with make_backend(spec, "torch", precision=precision, device="cuda", env=Environment()) as gpu:
+        assert gpu.channels_last and all_channels_last(gpu) and gpu.device == "cuda"
+        assert "torch-cuda" in gpu.description and ("fp16 autocast" in gpu.description) == (precision == "fp16")
+        fake.moves.clear()
+        got = gpu.infer(x)
+        pinned = gpu.pinned
+        assert fake.is_pinned(pinned) and pinned.dtype == torch.uint8 and pinned.shape[0] == 6
+        assert fake.moves == [(torch.uint8, True, None)]  # the uint8 batch, once, non_blocking
+        assert fake.autocasts[-1] == ("cuda", torch.float16, precision == "fp16")
+        small = gpu.infer(x[:3])
+        assert gpu.pinned is pinned  # reused for the smaller batch
+        big = gpu.infer(batch(spec, 8, seed=1))
+        assert gpu.pinned is not pinned and gpu.pinned.shape[0] == 8 and fake.is_pinned(gpu.pinned)
+    assert gpu.pinned is None and gpu.models == []  # freed by the with block
+    for g, w in ((got, want), (small, want_small), (big, want_big)):
+        assert g.dtype == np.float32 and g.shape == w.shape and np.abs(g - w).max() <= 1e-5
+
+
+def test_auto_picks_cuda_when_pytorch_sees_a_gpu(spec, monkeypatch):
+    from tests.fake_cuda import fake_cuda
+
+    fake_cuda(monkeypatch)
+    with make_backend(spec, "torch", device="auto", env=Environment()) as backend:
+        assert backend.device == "cuda" and backend.channels_last
+        assert backend.infer(batch(spec, 2)).shape == (2, 28)

@@ -55,10 +55,13 @@ def bench_train(arch="resnet18", width=32, size=128, batch_size=16, steps=20, wa
     device = torch.device(device)
     cuda = device.type == "cuda"
     torch.manual_seed(0)
+    if cuda:  # this configuration's peak alone (--compare-plain runs a second one in the same process)
+        torch.cuda.reset_peak_memory_stats(device)
     cfg = _config("", None, arch, width, size, batch_size, True, 0, str(device), threads, attention)
     parts = _parts(cfg, compiled=False)
-    x = torch.randn(batch_size, 4, size, size, device=device).contiguous(memory_format=torch.channels_last)
-    y = (torch.rand(batch_size, NUM_CLASSES, device=device) > 0.9).float()
+    # drawn on the CPU, so every device is given the same seeded batch
+    x = torch.randn(batch_size, 4, size, size).to(device).contiguous(memory_format=torch.channels_last)
+    y = (torch.rand(batch_size, NUM_CLASSES) > 0.9).float().to(device)
     batches = iter(lambda: (x, y), None)
 
     parts.net.train()

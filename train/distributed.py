@@ -1,5 +1,11 @@
 """Data-parallel training under ``torchrun`` (DistributedDataParallel; NCCL on GPUs, gloo on CPUs).
 
+On GPUs the process group is ``cpu:gloo,cuda:nccl``: NCCL carries the CUDA tensors (gradients,
+BatchNorm sums) and gloo the CPU ones (the epoch's loss sums, the gathered validation results,
+barriers). NCCL alone refuses a CPU tensor ("No backend type associated with device type cpu",
+torch.distributed's backend table: NCCL has no CPU collectives). Each rank selects its GPU before
+the group exists, so NCCL's communicator is made on that GPU, not guessed from the rank.
+
 A run on N processes reaches the result of one process up to floating-point noise because:
 - every rank draws the same global sample order (same seeded generator, class-balanced or not)
   and takes its own contiguous slice of each global batch, so the global batch is unchanged;
@@ -29,7 +35,9 @@ def is_main():
 def setup(device_type):
     rank, size, local = world()
     if size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
+        if device_type == "cuda":
+            torch.cuda.set_device(local)
+        dist.init_process_group("cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo")
     return rank, size, local
 
 
@@ -64,8 +72,11 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
             return super().forward(x)
         from torch.distributed.nn.functional import all_reduce
 
+        # The statistics in float32 whatever the input: under AMP x is float16, whose largest value
+        # (65504) is below the count of a batch's pixels per channel and below sums of squares.
+        out_dtype, x = x.dtype, x.float()
         channels = x.shape[1]
-        count = torch.tensor([x.numel() / channels], dtype=x.dtype, device=x.device)
+        count = torch.tensor([x.numel() / channels], dtype=torch.float32, device=x.device)
         stats = all_reduce(torch.cat([x.sum((0, 2, 3)), (x * x).sum((0, 2, 3)), count]))
         total = stats[-1]
         mean = stats[:channels] / total
@@ -75,7 +86,9 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
             self.running_var.mul_(1 - self.momentum).add_(self.momentum * var.detach() * total / (total - 1))
             self.num_batches_tracked += 1
         shape = (1, channels, 1, 1)
-        return (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps) * self.weight.view(shape) + self.bias.view(shape)
+        y = (x - mean.view(shape)) / torch.sqrt(var.view(shape) + self.eps) * self.weight.view(shape) \
+            + self.bias.view(shape)
+        return y.to(out_dtype)
 
 
 def global_batchnorm(module):

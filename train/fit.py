@@ -290,7 +290,11 @@ class _FoldParts:
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
-        self.scaler.load_state_dict(state["scaler"])
+        # A run started on the CPU (AMP off there) saved a disabled scaler's empty state; resumed
+        # on CUDA with AMP, the scaler starts from its initial scale, as a fresh run's does
+        # (GradScaler.load_state_dict refuses an empty state: "saved from a disabled instance").
+        if state["scaler"] or not self.scaler.is_enabled():
+            self.scaler.load_state_dict(state["scaler"])
 
 
 def train_fold(cfg, pp, samples, folds, k, device, run, progress=True):
@@ -420,6 +424,9 @@ def _train_loader(cfg, pp, train_set, weights, epoch, k):
     # (a worker opens the file again: train.data.Samples pickles it as its path) they use --workers.
     in_ram = train_set.samples.images is not None and not isinstance(train_set.samples.images, np.memmap)
     workers = 0 if in_ram else cfg.workers
+    # Decision: no pin_memory. train_step's non_blocking copy from pageable memory is then a plain
+    # synchronous copy (correct, no overlap); pinning would need a benchmark on a GPU to justify the
+    # DataLoader's extra pinning thread and host copies, and none has run there yet.
     return torch.utils.data.DataLoader(train_set, cfg.batch_size // size, sampler=sampler, drop_last=True,
                                        collate_fn=Collate(pp), num_workers=workers)
 
