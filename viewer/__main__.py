@@ -6,7 +6,7 @@ import os
 import sys
 from pathlib import Path
 
-from runtime.cli import ArgumentParser
+from runtime.cli import ArgumentParser, positive_int
 
 SAMPLE = Path(__file__).resolve().parent / "sample"
 SCREENSHOT_TRIES = 20  # samples --screenshot tries, in turn, until one reads
@@ -42,7 +42,7 @@ def score_parser():
     p.add_argument("--split", default="test", choices=["test", "train"], help="which of the dataset's splits")
     p.add_argument("--methods", default="layercam,gradcam,gradcam++",
                    help="comma-separated: layercam, gradcam, gradcam++, cbam-attention")
-    p.add_argument("--limit", type=int, default=None, help="score only the first N fields (default: all)")
+    p.add_argument("--limit", type=positive_int, default=None, help="score only the first N fields (default: all)")
     return p
 
 
