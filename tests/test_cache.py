@@ -179,17 +179,8 @@ def test_errors_name_the_files_as_this_run_names_the_folder_not_as_the_build_did
 def test_a_second_builder_waits_for_the_first_and_reads_its_cache(tiny_data, tmp_path, monkeypatch):
     # torchrun ranks or --fold jobs started together on a new cache: one builds, the other waits for
     # it and then reads the cache without decoding anything (no rank refused, no double work)
-    import subprocess
-    import sys
     folder, ids, pp = ImageFolder(tiny_data / "train"), _ids(tiny_data), Preprocess(size=16)
-    script = ("import sys, time\nfrom runtime.reader import ImageFolder\nfrom runtime.labels import read_labels\n"
-              "from runtime.preprocess import Preprocess\nfrom train import cache\nread = ImageFolder.read\n"
-              "def slow(self, i):\n    print('building', flush=True); time.sleep(0.05); return read(self, i)\n"
-              "ImageFolder.read = slow\n"
-              "cache.build_cache(sys.argv[1], ImageFolder(sys.argv[2]), list(read_labels(sys.argv[3])),"
-              " Preprocess(size=16), progress=False)\n")
-    first = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "c"), str(tiny_data / "train"),
-                              str(tiny_data / "train.csv")], stdout=subprocess.PIPE, text=True)
+    first = _slow_builder(tmp_path / "c", tiny_data)
     try:
         assert first.stdout.readline().strip() == "building"
         monkeypatch.setattr(ImageFolder, "read", lambda *a: pytest.fail("decoded while another process built"))
@@ -259,17 +250,8 @@ def test_a_rebuild_keeps_the_files_of_a_key_a_process_still_reads_and_a_later_on
 def test_a_builder_waiting_in_the_queue_shows_the_running_builds_progress(tiny_data, tmp_path, monkeypatch, caplog):
     import logging
     import re
-    import subprocess
-    import sys
     folder, ids, pp = ImageFolder(tiny_data / "train"), _ids(tiny_data), Preprocess(size=16)
-    script = ("import sys, time\nfrom runtime.reader import ImageFolder\nfrom runtime.labels import read_labels\n"
-              "from runtime.preprocess import Preprocess\nfrom train import cache\nread = ImageFolder.read\n"
-              "def slow(self, i):\n    print('building', flush=True); time.sleep(0.05); return read(self, i)\n"
-              "ImageFolder.read = slow\n"
-              "cache.build_cache(sys.argv[1], ImageFolder(sys.argv[2]), list(read_labels(sys.argv[3])),"
-              " Preprocess(size=16), progress=False, flush_every=4)\n")
-    first = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "c"), str(tiny_data / "train"),
-                              str(tiny_data / "train.csv")], stdout=subprocess.PIPE, text=True)
+    first = _slow_builder(tmp_path / "c", tiny_data, ", flush_every=4")
     monkeypatch.setattr(cache, "REPORT_EVERY", 0.3)
     try:
         assert first.stdout.readline().strip() == "building"
@@ -343,3 +325,18 @@ def test_a_cache_in_the_unkeyed_layout_is_rebuilt_and_its_files_removed(tiny_dat
     rows, _, images = cache.build_cache(d, folder, ids, pp, progress=False)
     assert rows == ids and np.array_equal(images[0], resize(folder.read(ids[0]), pp))
     assert not (d / "images.npy").exists() and not (d / "index.json").exists()
+
+
+def _slow_builder(cache_dir, data, extra=""):
+    """Another process building ``cache_dir`` from ``data``, slowly (50 ms a sample); it prints
+    'building' when its first sample is read. ``extra``: more build_cache arguments, as source."""
+    import subprocess
+    import sys
+    script = ("import sys, time\nfrom runtime.reader import ImageFolder\nfrom runtime.labels import read_labels\n"
+              "from runtime.preprocess import Preprocess\nfrom train import cache\nread = ImageFolder.read\n"
+              "def slow(self, i):\n    print('building', flush=True); time.sleep(0.05); return read(self, i)\n"
+              "ImageFolder.read = slow\n"
+              "cache.build_cache(sys.argv[1], ImageFolder(sys.argv[2]), list(read_labels(sys.argv[3])),"
+              f" Preprocess(size=16), progress=False{extra})\n")
+    return subprocess.Popen([sys.executable, "-c", script, str(cache_dir), str(data / "train"),
+                             str(data / "train.csv")], stdout=subprocess.PIPE, text=True)
